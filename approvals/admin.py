@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from . import services
+from .models import ApprovalRequest, Approver, AuditEvent
+
+
+@admin.register(Approver)
+class ApproverAdmin(admin.ModelAdmin):
+    list_display = ("user", "phone_number", "accepting_requests", "has_user_code", "created_at")
+    list_filter = ("accepting_requests",)
+    search_fields = ("user__username", "user__email", "phone_number")
+    raw_id_fields = ("user",)
+    readonly_fields = ("created_at", "has_user_code")
+
+    @admin.display(boolean=True, description=_("user code set"))
+    def has_user_code(self, obj: Approver) -> bool:
+        return obj.has_user_code
+
+
+class EffectiveStatusFilter(admin.SimpleListFilter):
+    """Status as the agent sees it: undecided requests past their expiry count as expired."""
+
+    title = _("status")
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return list(ApprovalRequest.Status.choices)
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ApprovalRequest]) -> QuerySet[ApprovalRequest]:
+        value = self.value()
+        if not value:
+            return queryset
+        now = timezone.now()
+        live = (ApprovalRequest.Status.PENDING, ApprovalRequest.Status.APPROVED, ApprovalRequest.Status.DENIED)
+        if value == ApprovalRequest.Status.EXPIRED:
+            return queryset.filter(status=value) | queryset.filter(status__in=live, expires_at__lte=now)
+        if value in live:
+            return queryset.filter(status=value, expires_at__gt=now)
+        return queryset.filter(status=value)
+
+
+class AuditEventInline(admin.TabularInline):
+    model = AuditEvent
+    extra = 0
+    can_delete = False
+    fields = ("at", "kind", "actor", "detail")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(ApprovalRequest)
+class ApprovalRequestAdmin(admin.ModelAdmin):
+    """Read-only: decisions belong to the approver. Admins can only cancel a pending request."""
+
+    list_display = ("id", "client", "user", "current_status", "binding_message", "created_at", "expires_at")
+    list_filter = (EffectiveStatusFilter, "client", "hint_type")
+    list_select_related = ("client", "user")
+    search_fields = ("id", "user__username", "client__name", "client__client_id", "binding_message")
+    date_hierarchy = "created_at"
+    inlines = (AuditEventInline,)
+    actions = ("cancel_requests", "expire_due_requests")
+    readonly_fields = (
+        "id",
+        "client",
+        "user",
+        "scope",
+        "binding_message",
+        "acr_values",
+        "hint_type",
+        "requested_expiry",
+        "status",
+        "current_status",
+        "interval",
+        "created_at",
+        "expires_at",
+        "prompted_at",
+        "decided_at",
+        "consumed_at",
+        "auth_time",
+        "acr",
+        "access_token",
+    )
+    exclude = ("auth_req_id",)
+
+    @admin.display(description=_("status now"))
+    def current_status(self, obj: ApprovalRequest) -> str:
+        return ApprovalRequest.Status(obj.effective_status()).label
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Viewing is allowed through has_view_permission; nothing in a request is editable by an admin.
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.action(description=_("Cancel selected pending requests"), permissions=["view"])
+    def cancel_requests(self, request: HttpRequest, queryset: QuerySet[ApprovalRequest]) -> None:
+        cancelled = sum(
+            services.approval_request_cancel(approval_request_id=pk, actor=request.user)
+            for pk in queryset.values_list("pk", flat=True)
+        )
+        self.message_user(request, _("%(n)d request(s) cancelled.") % {"n": cancelled}, messages.SUCCESS)
+
+    @admin.action(description=_("Mark every overdue request expired"), permissions=["view"])
+    def expire_due_requests(self, request: HttpRequest, queryset: QuerySet[ApprovalRequest]) -> None:
+        expired = services.approval_request_expire_due()
+        self.message_user(request, _("%(n)d request(s) expired.") % {"n": expired}, messages.SUCCESS)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ("at", "kind", "request", "actor")
+    list_filter = ("kind",)
+    list_select_related = ("request", "actor")
+    raw_id_fields = ("request", "actor")
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -1,0 +1,212 @@
+"""The approval request's state machine and everything that changes it.
+
+Every transition is one conditional UPDATE (status=<from> in the WHERE clause), so a racing approve and deny, or
+two pollers redeeming the same request, cannot both win; each winning transition writes its audit event in the
+same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from django.contrib.auth.hashers import check_password, make_password
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from .conf import approvals_settings
+from .models import ApprovalRequest, Approver, AuditEvent
+
+logger = logging.getLogger(__name__)
+
+Status = ApprovalRequest.Status
+Kind = AuditEvent.Kind
+
+
+def generate_auth_req_id() -> str:
+    # CIBA Core §7.3: at least 128 bits of entropy (160 recommended), only A-Z a-z 0-9 . - _ ; this is 256 bits.
+    return secrets.token_urlsafe(32)
+
+
+def _audit(request_id: UUID, kind: str, *, actor: Any = None, at: datetime, **detail: Any) -> None:
+    AuditEvent.objects.create(request_id=request_id, kind=kind, actor=actor, at=at, detail=detail)
+
+
+def approval_request_create(
+    *,
+    client: Any,
+    user: AbstractBaseUser,
+    scope: str,
+    hint_type: str,
+    binding_message: str = "",
+    acr_values: str = "",
+    requested_expiry: int | None = None,
+    now: datetime | None = None,
+) -> ApprovalRequest:
+    """Store a new pending request and, once committed, hand it to the prompt task."""
+    now = now or timezone.now()
+    lifetime = min(requested_expiry or approvals_settings.DEFAULT_EXPIRY_SECONDS, approvals_settings.MAX_EXPIRY_SECONDS)
+    with transaction.atomic():
+        approval_request = ApprovalRequest.objects.create(
+            auth_req_id=generate_auth_req_id(),
+            client=client,
+            user=user,
+            scope=scope,
+            hint_type=hint_type,
+            binding_message=binding_message,
+            acr_values=acr_values,
+            requested_expiry=requested_expiry,
+            interval=approvals_settings.POLL_INTERVAL_SECONDS,
+            created_at=now,
+            expires_at=now + timedelta(seconds=lifetime),
+        )
+        _audit(approval_request.pk, Kind.CREATED, at=now, client_id=client.client_id, scope=scope)
+        transaction.on_commit(lambda: _enqueue_prompt(approval_request.pk))
+    return approval_request
+
+
+def _enqueue_prompt(approval_request_id: UUID) -> None:
+    from .tasks import prompt_approver_task
+
+    try:
+        prompt_approver_task.delay(str(approval_request_id))
+    except Exception:
+        # The request is stored and the agent has its auth_req_id; a broker outage must not turn into an error
+        # for the agent. The prompt sweeper retries requests that were never prompted.
+        logger.exception("Could not enqueue the prompt for approval request %s", approval_request_id)
+
+
+def approval_request_prompt(*, approval_request_id: UUID | str, now: datetime | None = None) -> bool:
+    """Send the prompt for a pending request through the configured channels; True when one channel took it."""
+    from .channels.base import ChannelError, Prompt
+
+    now = now or timezone.now()
+    approval_request = ApprovalRequest.objects.select_related("client", "user").filter(pk=approval_request_id).first()
+    if approval_request is None or approval_request.effective_status(now) != Status.PENDING:
+        return False
+    prompt = Prompt.for_request(approval_request)
+    errors = []
+    for channel_class in approvals_settings.channel_classes():
+        channel = channel_class()
+        try:
+            channel.send(prompt)
+        except ChannelError as exc:
+            errors.append(f"{channel.name}: {exc}")
+            continue
+        with transaction.atomic():
+            ApprovalRequest.objects.filter(pk=approval_request.pk, prompted_at__isnull=True).update(prompted_at=now)
+            _audit(approval_request.pk, Kind.PROMPTED, at=now, channel=channel.name)
+        return True
+    _audit(approval_request.pk, Kind.PROMPT_FAILED, at=now, errors=errors)
+    return False
+
+
+def approval_request_decide(
+    *,
+    approval_request_id: UUID | str,
+    user: AbstractBaseUser,
+    approve: bool,
+    acr: str = "",
+    now: datetime | None = None,
+) -> bool:
+    """The approver's decision. Only the request's own user can decide, once, before it expires."""
+    now = now or timezone.now()
+    new_status = Status.APPROVED if approve else Status.DENIED
+    auth_time = getattr(user, "last_login", None) or now
+    with transaction.atomic():
+        won = ApprovalRequest.objects.filter(
+            pk=approval_request_id, user=user, status=Status.PENDING, expires_at__gt=now
+        ).update(status=new_status, decided_at=now, auth_time=auth_time, acr=acr)
+        if won:
+            _audit(approval_request_id, Kind.APPROVED if approve else Kind.DENIED, actor=user, at=now, acr=acr)
+    return bool(won)
+
+
+def approval_request_consume(*, approval_request_id: UUID | str, now: datetime | None = None) -> bool:
+    """APPROVED → CONSUMED: the single permission to issue tokens for this request. Call inside the
+    transaction that creates the tokens, so that a failure to issue leaves the request approved."""
+    now = now or timezone.now()
+    won = ApprovalRequest.objects.filter(pk=approval_request_id, status=Status.APPROVED, expires_at__gt=now).update(
+        status=Status.CONSUMED, consumed_at=now
+    )
+    if won:
+        _audit(approval_request_id, Kind.CONSUMED, at=now)
+    return bool(won)
+
+
+def approval_request_attach_token(*, approval_request_id: UUID | str, access_token: Any) -> None:
+    """Link the issued access token to its request, for the audit trail in admin."""
+    ApprovalRequest.objects.filter(pk=approval_request_id, status=Status.CONSUMED).update(access_token=access_token)
+    AuditEvent.objects.filter(request_id=approval_request_id, kind=Kind.CONSUMED).update(
+        detail={"access_token_id": access_token.pk, "token_checksum_prefix": access_token.token_checksum[:12]}
+    )
+
+
+def approval_request_cancel(
+    *, approval_request_id: UUID | str, actor: AbstractBaseUser | None, now: datetime | None = None
+) -> bool:
+    """PENDING → CANCELLED, e.g. by an admin stopping a suspicious request. Never approves anything."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        won = ApprovalRequest.objects.filter(pk=approval_request_id, status=Status.PENDING).update(
+            status=Status.CANCELLED, decided_at=now
+        )
+        if won:
+            _audit(approval_request_id, Kind.CANCELLED, actor=actor, at=now)
+    return bool(won)
+
+
+def approval_request_expire_due(*, now: datetime | None = None, batch_size: int = 500) -> int:
+    """Make expiry permanent for requests past expires_at that were never decided or never redeemed."""
+    now = now or timezone.now()
+    expirable = (Status.PENDING, Status.APPROVED, Status.DENIED)
+    expired = 0
+    while True:
+        with transaction.atomic():
+            ids = list(
+                ApprovalRequest.objects.filter(status__in=expirable, expires_at__lte=now).values_list("pk", flat=True)[
+                    :batch_size
+                ]
+            )
+            if not ids:
+                return expired
+            # Re-check the status in the UPDATE: a request redeemed meanwhile is not expired.
+            won_ids = list(
+                ApprovalRequest.objects.filter(pk__in=ids, status__in=expirable, expires_at__lte=now)
+                .select_for_update(skip_locked=True)
+                .values_list("pk", flat=True)
+            )
+            ApprovalRequest.objects.filter(pk__in=won_ids).update(status=Status.EXPIRED)
+            AuditEvent.objects.bulk_create([AuditEvent(request_id=pk, kind=Kind.EXPIRED, at=now) for pk in won_ids])
+            expired += len(won_ids)
+            if len(ids) < batch_size:
+                return expired
+
+
+# --- user codes (CIBA Core §7.1 user_code) -------------------------------------------------------------------
+
+
+def approver_set_user_code(*, approver: Approver, user_code: str) -> None:
+    # A person's chosen secret: the slow password hasher is right here, unlike machine-generated client secrets.
+    Approver.objects.filter(pk=approver.pk).update(user_code_hash=make_password(user_code))
+    approver.refresh_from_db(fields=["user_code_hash"])
+
+
+def approver_check_user_code(*, approver: Approver, user_code: str) -> bool:
+    """Check a user_code, with a lockout after repeated failures so an agent cannot guess it."""
+    key = f"approvals:user-code-failures:{approver.pk}"
+    if (cache.get(key) or 0) >= approvals_settings.USER_CODE_MAX_FAILURES:
+        return False
+    if approver.user_code_hash and check_password(user_code, approver.user_code_hash):
+        return True
+    if cache.add(key, 1, timeout=approvals_settings.USER_CODE_LOCKOUT_SECONDS) is False:
+        try:
+            cache.incr(key)
+        except ValueError:
+            cache.set(key, 1, timeout=approvals_settings.USER_CODE_LOCKOUT_SECONDS)
+    return False

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from celery import shared_task
+
+from . import services
+
+
+@shared_task(ignore_result=True)
+def prompt_approver_task(approval_request_id: str) -> None:
+    services.approval_request_prompt(approval_request_id=approval_request_id)
+
+
+@shared_task(ignore_result=True)
+def expire_due_task() -> int:
+    return services.approval_request_expire_due()

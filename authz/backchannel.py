@@ -1,0 +1,228 @@
+"""Validation of a backchannel authentication request (CIBA Core §7.1, §7.2, §13)."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+import jwt
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from jwcrypto.jwk import JWK
+from oauth2_provider.scopes import get_scopes_backend
+from oauth2_provider.settings import oauth2_settings
+
+from approvals import services as approval_services
+from approvals.conf import approvals_settings
+from approvals.models import Approver
+from approvals.phones import normalize_e164
+
+from .errors import (
+    BackchannelAccessDenied,
+    InvalidBindingMessage,
+    InvalidRequest,
+    InvalidScope,
+    InvalidUserCode,
+    MissingUserCode,
+    UnknownUserId,
+)
+from .models import CibaClient
+
+HINTS = ("login_hint", "id_token_hint", "login_hint_token")
+BINDING_MESSAGE_MAX = 64
+# Letters of any script, marks that combine with them, digits, punctuation, currency and maths signs, and the plain
+# space. No controls, no format characters (bidi overrides could make a message read differently than it is), no
+# other whitespace, no emoji or pictographs (devices render them inconsistently).
+_BINDING_CATEGORIES = {
+    "Lu",
+    "Ll",
+    "Lt",
+    "Lm",
+    "Lo",
+    "Mn",
+    "Mc",
+    "Nd",
+    "Nl",
+    "No",
+    "Pc",
+    "Pd",
+    "Ps",
+    "Pe",
+    "Pi",
+    "Pf",
+    "Po",
+    "Sc",
+    "Sm",
+}
+
+
+@dataclass(frozen=True)
+class BackchannelRequest:
+    user: AbstractBaseUser
+    scope: str
+    hint_type: str
+    binding_message: str
+    acr_values: str
+    requested_expiry: int | None
+
+
+def validate_backchannel_request(
+    params: dict[str, str], *, client, ciba: CibaClient, issuer: str
+) -> BackchannelRequest:
+    scopes = _validate_scope(params, client=client, ciba=ciba)
+    hint_type, user = _resolve_user(params, client=client, issuer=issuer)
+    binding_message = _validate_binding_message(params.get("binding_message"))
+    requested_expiry = _validate_requested_expiry(params.get("requested_expiry"))
+    acr_values = " ".join(params.get("acr_values", "").split())
+    if len(acr_values) > 255:
+        raise InvalidRequest("acr_values is too long.")
+    approver = Approver.objects.filter(user=user).first()
+    _validate_user_code(params.get("user_code"), ciba=ciba, approver=approver)
+    if approver is not None and not approver.accepting_requests:
+        raise BackchannelAccessDenied("This user is not accepting requests from agents.")
+    return BackchannelRequest(
+        user=user,
+        scope=" ".join(scopes),
+        hint_type=hint_type,
+        binding_message=binding_message,
+        acr_values=acr_values,
+        requested_expiry=requested_expiry,
+    )
+
+
+def _validate_scope(params: dict[str, str], *, client, ciba: CibaClient) -> list[str]:
+    raw = params.get("scope")
+    if raw is None or not raw.strip():
+        raise InvalidRequest("scope is required and must contain openid.")
+    # Keep the client's order but drop repeats: "openid openid" asks for nothing more than "openid".
+    scopes = list(dict.fromkeys(raw.split()))
+    if "openid" not in scopes:
+        raise InvalidScope("scope must contain openid (CIBA Core §7.1).")
+    available = set(get_scopes_backend().get_available_scopes(application=client, request=None))
+    unknown = [s for s in scopes if s not in available]
+    if unknown:
+        raise InvalidScope(f"Unknown scope: {' '.join(unknown)[:100]}")
+    if not ciba.allows_scopes(scopes):
+        raise InvalidScope(
+            "This client may not ask for: " + " ".join(s for s in scopes if s not in ciba.allowed_scopes.split())
+        )
+    return scopes
+
+
+def _resolve_user(params: dict[str, str], *, client, issuer: str) -> tuple[str, AbstractBaseUser]:
+    present = [h for h in HINTS if h in params]
+    if len(present) != 1:
+        raise InvalidRequest("Send exactly one of login_hint, id_token_hint and login_hint_token.")
+    hint_type = present[0]
+    value = params[hint_type]
+    if not value:
+        raise InvalidRequest(f"{hint_type} is empty.")
+    if hint_type == "login_hint_token":
+        raise InvalidRequest("login_hint_token is not accepted: no trusted hint token issuer is configured.")
+    if hint_type == "login_hint":
+        user = resolve_login_hint(value)
+    else:
+        user = resolve_id_token_hint(value, client_id=client.client_id, issuer=issuer)
+    if user is None or not user.is_active:
+        raise UnknownUserId()
+    return hint_type, user
+
+
+def resolve_login_hint(hint: str) -> AbstractBaseUser | None:
+    """A username, an email address (if it names exactly one user) or an E.164 phone number."""
+    User = get_user_model()
+    if len(hint) > 254:
+        return None
+    user = User.objects.filter(**{User.USERNAME_FIELD: hint}).first()
+    if user is not None:
+        return user
+    if "@" in hint:
+        matches = list(User.objects.filter(email__iexact=hint)[:2])
+        return matches[0] if len(matches) == 1 else None
+    if hint.startswith("+"):
+        phone = normalize_e164(hint)
+        if phone:
+            approvers = list(Approver.objects.select_related("user").filter(phone_number=phone)[:2])
+            return approvers[0].user if len(approvers) == 1 else None
+    return None
+
+
+@lru_cache(maxsize=8)
+def _public_key(pem: str) -> tuple[str, bytes]:
+    key = JWK.from_pem(pem.encode())
+    return key.thumbprint(), key.public().export_to_pem()
+
+
+def _server_public_keys() -> dict[str, bytes]:
+    pems = [oauth2_settings.OIDC_RSA_PRIVATE_KEY, *oauth2_settings.OIDC_RSA_PRIVATE_KEYS_INACTIVE]
+    return dict(_public_key(pem) for pem in pems if pem)
+
+
+def resolve_id_token_hint(token: str, *, client_id: str, issuer: str) -> AbstractBaseUser | None:
+    """The user of an ID token this server issued to this client. An expired one is fine (CIBA Core §7.1)."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise InvalidRequest("id_token_hint is not a JWT.") from exc
+    keys = _server_public_keys()
+    key = keys.get(header.get("kid", "")) if header.get("kid") else next(iter(keys.values()), None)
+    if key is None or header.get("alg") != "RS256":
+        raise InvalidRequest("id_token_hint was not issued by this server.")
+    try:
+        claims = jwt.decode(
+            token,
+            key=key,
+            algorithms=["RS256"],
+            audience=client_id,
+            issuer=issuer,
+            options={"verify_exp": False, "require": ["iss", "sub", "aud"]},
+        )
+    except jwt.InvalidAudienceError as exc:
+        raise InvalidRequest("id_token_hint was issued to another client.") from exc
+    except jwt.PyJWTError as exc:
+        raise InvalidRequest("id_token_hint is not a valid ID token from this server.") from exc
+    User = get_user_model()
+    try:
+        return User.objects.filter(pk=claims["sub"]).first()
+    except (ValueError, TypeError):
+        return None
+
+
+def _validate_binding_message(value: str | None) -> str:
+    if value is None:
+        return ""
+    message = unicodedata.normalize("NFC", value)
+    if not message.strip():
+        raise InvalidBindingMessage("binding_message is empty.")
+    if len(message) > BINDING_MESSAGE_MAX:
+        raise InvalidBindingMessage(f"binding_message is longer than {BINDING_MESSAGE_MAX} characters.")
+    for char in message:
+        if char != " " and unicodedata.category(char) not in _BINDING_CATEGORIES:
+            raise InvalidBindingMessage(
+                f"binding_message may contain letters, digits, spaces and punctuation only (found U+{ord(char):04X})."
+            )
+    return message
+
+
+def _validate_requested_expiry(value: str | None) -> int | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 9:
+        raise InvalidRequest("requested_expiry must be a positive integer number of seconds.")
+    seconds = int(text)
+    if seconds <= 0:
+        raise InvalidRequest("requested_expiry must be a positive integer number of seconds.")
+    # Longer requests are shortened to the server's maximum; expires_in in the answer says so.
+    return min(seconds, approvals_settings.MAX_EXPIRY_SECONDS)
+
+
+def _validate_user_code(value: str | None, *, ciba: CibaClient, approver: Approver | None) -> None:
+    if not (approvals_settings.USER_CODE_SUPPORTED and ciba.backchannel_user_code_parameter):
+        # CIBA Core §7.1: ignored unless both the OP and the client support it.
+        return
+    if not value:
+        raise MissingUserCode()
+    if approver is None or not approval_services.approver_check_user_code(approver=approver, user_code=value):
+        raise InvalidUserCode()

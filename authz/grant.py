@@ -1,0 +1,95 @@
+"""The CIBA grant for oauthlib (CIBA Core §10.1, §11): oauthlib has none (oauthlib/oauthlib#890).
+
+The token view answers pending, denied and expired requests itself (no oauthlib round trip on the hot path) and
+only hands approved requests to this grant, which consumes the request and issues DOT's tokens in one
+transaction, so tokens are issued at most once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from oauthlib.oauth2.rfc6749 import errors
+from oauthlib.oauth2.rfc6749.grant_types.base import GrantTypeBase
+from oauthlib.openid.connect.core.grant_types.base import GrantTypeBase as OIDCGrantTypeBase
+
+from approvals import services as approval_services
+from approvals.models import ApprovalRequest
+
+from .client_auth import ciba_settings
+
+logger = logging.getLogger(__name__)
+
+Status = ApprovalRequest.Status
+
+
+class CibaTokenError(errors.OAuth2Error):
+    def __init__(self, error: str, description: str, request=None) -> None:
+        self.error = error
+        super().__init__(description=description, request=request)
+
+
+class CibaGrant(GrantTypeBase):
+    def create_token_response(self, request, token_handler):
+        headers = self._get_default_headers()
+        try:
+            self.validate_token_request(request)
+            with transaction.atomic():
+                approval_request = request.approval_request
+                if not approval_services.approval_request_consume(approval_request_id=approval_request.pk):
+                    # Another poll won the race, or the request expired meanwhile.
+                    raise errors.InvalidGrantError(description="The auth_req_id was already used.", request=request)
+                ciba = ciba_settings(request.client)
+                token = token_handler.create_token(request, refresh_token=bool(ciba and ciba.refresh_tokens))
+                for modifier in self._token_modifiers:
+                    token = modifier(token, token_handler, request)
+                self.request_validator.save_token(token, request)
+                approval_services.approval_request_attach_token(
+                    approval_request_id=approval_request.pk, access_token=request.issued_access_token
+                )
+        except errors.OAuth2Error as e:
+            headers.update(e.headers)
+            return headers, e.json, e.status_code
+        logger.info("Issued tokens for approval request %s to client %s", approval_request.pk, request.client_id)
+        return headers, json.dumps(token), 200
+
+    def validate_token_request(self, request) -> None:
+        if request.grant_type != settings.CIBA_GRANT_TYPE:
+            raise errors.UnsupportedGrantTypeError(request=request)
+        if not request.auth_req_id:
+            raise errors.InvalidRequestError(description="auth_req_id is required.", request=request)
+        if not self.request_validator.authenticate_client(request):
+            raise errors.InvalidClientError(request=request)
+        self.validate_grant_type(request)
+        request.client_id = request.client_id or request.client.client_id
+        approval_request = ApprovalRequest.objects.filter(
+            auth_req_id=request.auth_req_id, client=request.client
+        ).first()
+        if approval_request is None:
+            raise errors.InvalidGrantError(description="Unknown auth_req_id.", request=request)
+        status = approval_request.effective_status(timezone.now())
+        if status == Status.EXPIRED:
+            raise CibaTokenError("expired_token", "The request expired.", request)
+        if status in (Status.DENIED, Status.CANCELLED):
+            raise CibaTokenError("access_denied", "The user denied the request.", request)
+        if status == Status.PENDING:
+            raise CibaTokenError("authorization_pending", "The user has not yet decided.", request)
+        if status != Status.APPROVED:
+            raise errors.InvalidGrantError(description="The auth_req_id was already used.", request=request)
+        request.approval_request = approval_request
+        request.user = approval_request.user
+        request.scopes = approval_request.scopes
+        request.claims = None
+        request.nonce = None
+
+
+class OpenIDCibaGrant(OIDCGrantTypeBase):
+    """Adds the ID token (CIBA Core §10.1.1: the token response is an OIDC one)."""
+
+    def __init__(self, request_validator=None, **kwargs) -> None:
+        self.proxy_target = CibaGrant(request_validator=request_validator, **kwargs)
+        self.register_token_modifier(self.add_id_token)

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from oauth2_provider.settings import oauth2_settings
+
+
+class CibaClient(models.Model):
+    """CIBA client metadata (CIBA Core §4), one-to-one with DOT's Application rather than a swapped model."""
+
+    class DeliveryMode(models.TextChoices):
+        POLL = "poll", "poll"
+        PING = "ping", "ping"
+        PUSH = "push", "push"
+
+    class AuthMethod(models.TextChoices):
+        CLIENT_SECRET_BASIC = "client_secret_basic", "client_secret_basic"
+        CLIENT_SECRET_POST = "client_secret_post", "client_secret_post"
+
+    application = models.OneToOneField(
+        oauth2_settings.APPLICATION_MODEL, on_delete=models.CASCADE, related_name="ciba", primary_key=True
+    )
+    ciba_enabled = models.BooleanField(
+        _("may use CIBA"), default=True, help_text=_("Allows the grant urn:openid:params:grant-type:ciba.")
+    )
+    token_endpoint_auth_method = models.CharField(
+        max_length=32, choices=AuthMethod.choices, default=AuthMethod.CLIENT_SECRET_BASIC
+    )
+    backchannel_token_delivery_mode = models.CharField(
+        max_length=8, choices=DeliveryMode.choices, default=DeliveryMode.POLL
+    )
+    backchannel_client_notification_endpoint = models.URLField(blank=True, max_length=2000)
+    backchannel_user_code_parameter = models.BooleanField(
+        default=False, help_text=_("The client sends the user's user_code with each request.")
+    )
+    refresh_tokens = models.BooleanField(_("issue refresh tokens"), default=True)
+    allowed_scopes = models.CharField(
+        max_length=500, blank=True, help_text=_("Space-separated scopes this client may ask for; empty means any.")
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = _("CIBA client settings")
+        verbose_name_plural = _("CIBA client settings")
+
+    def __str__(self) -> str:
+        return f"CIBA settings for {self.application}"
+
+    def allows_scopes(self, scopes: list[str]) -> bool:
+        if not self.allowed_scopes.strip():
+            return True
+        return set(scopes) <= set(self.allowed_scopes.split())

@@ -1,0 +1,25 @@
+"""The protocol endpoints, mounted in DOT's `oauth2_provider` namespace so DOT's own views and discovery code
+resolve them (see config/urls.py)."""
+
+from django.urls import path, re_path
+from oauth2_provider import views as dot_views
+
+from . import views
+
+oauth_patterns = [
+    re_path(
+        r"^\.well-known/openid-configuration/?$",
+        views.ConnectDiscoveryInfoView.as_view(),
+        name="oidc-connect-discovery-info",
+    ),
+    path(
+        ".well-known/oauth-authorization-server", views.OAuthServerMetadataView.as_view(), name="oauth-server-metadata"
+    ),
+    path("oauth/bc-authorize/", views.BackchannelAuthenticationView.as_view(), name="bc-authorize"),
+    path("oauth/token/", views.TokenView.as_view(), name="token"),
+    path("oauth/authorize/", dot_views.AuthorizationView.as_view(), name="authorize"),
+    path("oauth/introspect/", dot_views.IntrospectTokenView.as_view(), name="introspect"),
+    path("oauth/revoke/", dot_views.RevokeTokenView.as_view(), name="revoke-token"),
+    path("oauth/userinfo/", dot_views.UserInfoView.as_view(), name="user-info"),
+    path("oauth/jwks/", dot_views.JwksInfoView.as_view(), name="jwks-info"),
+]

@@ -1,0 +1,219 @@
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import BadRequest, RequestDataTooBig, TooManyFieldsSent
+from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
+from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters
+from oauth2_provider import views as dot_views
+from oauth2_provider.settings import oauth2_settings
+
+from approvals import services as approval_services
+from approvals.conf import approvals_settings
+from approvals.models import ApprovalRequest
+
+from . import throttle
+from .backchannel import validate_backchannel_request
+from .client_auth import authenticate_client, ciba_settings, extract_credentials
+from .errors import (
+    AccessDenied,
+    AuthorizationPending,
+    ExpiredToken,
+    InvalidGrant,
+    InvalidRequest,
+    MethodNotAllowed,
+    OAuthError,
+    PayloadTooLarge,
+    SlowDown,
+    UnauthorizedClient,
+)
+
+logger = logging.getLogger(__name__)
+
+Status = ApprovalRequest.Status
+
+
+def read_form(request: HttpRequest) -> dict[str, str]:
+    """The form-encoded body as a flat dict, refusing what a careful OAuth server refuses (RFC 6749 §3.2, §3.1:
+    parameters MUST NOT be repeated)."""
+    content_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise InvalidRequest("The body must be application/x-www-form-urlencoded.")
+    limit = approvals_settings.MAX_REQUEST_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError as exc:
+        raise InvalidRequest("Invalid Content-Length.") from exc
+    if declared > limit:
+        raise PayloadTooLarge()
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        raise PayloadTooLarge()
+    try:
+        text = body.decode("utf-8")
+        form = QueryDict(text, encoding="utf-8")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequest("The body is not valid UTF-8 form data.") from exc
+    params: dict[str, str] = {}
+    for key, values in form.lists():
+        if len(values) > 1:
+            raise InvalidRequest(f"The parameter {key[:40]} is repeated.")
+        if "\x00" in key or "\x00" in values[0]:
+            raise InvalidRequest("Parameters must not contain NUL characters.")
+        params[key] = values[0]
+    if "?" in request.get_full_path() and request.GET:
+        raise InvalidRequest("Send parameters in the body, not the query string.")
+    return params
+
+
+def issuer_for(request: HttpRequest) -> str:
+    return oauth2_settings.oidc_issuer(request)
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+@method_decorator(sensitive_post_parameters("client_secret", "user_code", "id_token_hint"), name="dispatch")
+class BackchannelAuthenticationView(View):
+    """CIBA Core §7: the agent asks for a person's approval and gets an auth_req_id to poll with."""
+
+    http_method_names = ["post", "get", "put", "patch", "delete", "head", "options"]
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            if request.method != "POST":
+                raise MethodNotAllowed()
+            return self.handle(request)
+        except OAuthError as exc:
+            return exc.response()
+
+    def handle(self, request: HttpRequest) -> HttpResponse:
+        params = read_form(request)
+        client = authenticate_client(extract_credentials(request.META.get("HTTP_AUTHORIZATION"), params))
+        ciba = ciba_settings(client)
+        if ciba is None or not ciba.ciba_enabled:
+            raise UnauthorizedClient()
+        validated = validate_backchannel_request(params, client=client, ciba=ciba, issuer=issuer_for(request))
+        approval_request = approval_services.approval_request_create(
+            client=client,
+            user=validated.user,
+            scope=validated.scope,
+            hint_type=validated.hint_type,
+            binding_message=validated.binding_message,
+            acr_values=validated.acr_values,
+            requested_expiry=validated.requested_expiry,
+        )
+        expires_in = int((approval_request.expires_at - approval_request.created_at).total_seconds())
+        response = JsonResponse(
+            {
+                "auth_req_id": approval_request.auth_req_id,
+                "expires_in": expires_in,
+                "interval": approval_request.interval,
+            }
+        )
+        response["Cache-Control"] = "no-store"
+        response["Pragma"] = "no-cache"
+        return response
+
+
+class TokenView(dot_views.TokenView):
+    """DOT's token endpoint, with the CIBA grant answered here for every state but APPROVED (which oauthlib's
+    CibaGrant handles), so that a pending poll costs two indexed reads and a cache round trip."""
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            grant_type = request.POST.get("grant_type")
+        except RequestDataTooBig:
+            return PayloadTooLarge().response()
+        except (TooManyFieldsSent, BadRequest):
+            return InvalidRequest("The request body could not be parsed.").response()
+        if grant_type == settings.CIBA_GRANT_TYPE:
+            try:
+                return self.ciba_token_response(request)
+            except OAuthError as exc:
+                return exc.response()
+        return super().post(request, *args, **kwargs)
+
+    def ciba_token_response(self, request: HttpRequest) -> HttpResponse:
+        params: dict[str, str] = {}
+        for key, values in request.POST.lists():
+            if len(values) > 1:
+                raise InvalidRequest(f"The parameter {key[:40]} is repeated.")
+            params[key] = values[0]
+        client = authenticate_client(extract_credentials(request.META.get("HTTP_AUTHORIZATION"), params))
+        ciba = ciba_settings(client)
+        if ciba is None or not ciba.ciba_enabled:
+            raise UnauthorizedClient()
+        auth_req_id = params.get("auth_req_id")
+        if not auth_req_id:
+            raise InvalidRequest("auth_req_id is required.")
+        approval_request = (
+            ApprovalRequest.objects.filter(auth_req_id=auth_req_id[:128], client=client)
+            .only("pk", "status", "expires_at", "interval", "created_at")
+            .first()
+        )
+        if approval_request is None:
+            # Unknown, or another client's: the same answer, so ids cannot be probed (CIBA Core §11).
+            raise InvalidGrant()
+        now = timezone.now()
+        status = approval_request.effective_status(now)
+        if status == Status.PENDING:
+            lifetime = int((approval_request.expires_at - now).total_seconds())
+            permitted, interval = throttle.poll_permitted(
+                approval_request_id=str(approval_request.pk), interval=approval_request.interval, lifetime=lifetime
+            )
+            if not permitted:
+                raise SlowDown(f"Polled too often; wait at least {interval} seconds between polls.")
+            raise AuthorizationPending()
+        if status == Status.EXPIRED:
+            raise ExpiredToken()
+        if status == Status.DENIED:
+            raise AccessDenied("The user denied the request.")
+        if status == Status.CANCELLED:
+            raise AccessDenied("The request was cancelled.")
+        if status == Status.CONSUMED:
+            raise InvalidGrant("Tokens for this auth_req_id were already issued.")
+        # APPROVED: oauthlib's CibaGrant consumes the request and issues the tokens, exactly once.
+        _url, headers, body, status_code = self.create_token_response(request)
+        response = HttpResponse(content=body, status=status_code, content_type="application/json")
+        for key, value in headers.items():
+            response[key] = value
+        return response
+
+
+class DiscoveryMixin:
+    def ciba_metadata(self) -> dict[str, Any]:
+        return {
+            "backchannel_authentication_endpoint": self._get_endpoint_url(self.request, "bc-authorize", required=True),
+            # Ping and push arrive with the delivery work; until then only poll is offered.
+            "backchannel_token_delivery_modes_supported": ["poll"],
+            "backchannel_user_code_parameter_supported": bool(approvals_settings.USER_CODE_SUPPORTED),
+        }
+
+
+class ConnectDiscoveryInfoView(DiscoveryMixin, dot_views.ConnectDiscoveryInfoView):
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = super().get(request, *args, **kwargs)
+        return _extend(response, self.ciba_metadata())
+
+
+class OAuthServerMetadataView(DiscoveryMixin, dot_views.OAuthServerMetadataView):
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = super().get(request, *args, **kwargs)
+        return _extend(response, self.ciba_metadata())
+
+
+def _extend(response: JsonResponse, extra: dict[str, Any]) -> JsonResponse:
+    data = json.loads(response.content)
+    data.update(extra)
+    data["grant_types_supported"] = list(oauth2_settings.OAUTH2_GRANT_TYPES_SUPPORTED)
+    extended = JsonResponse(data)
+    for header in ("Access-Control-Allow-Origin",):
+        if header in response:
+            extended[header] = response[header]
+    return extended

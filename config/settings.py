@@ -1,0 +1,247 @@
+"""Countersign settings: everything that differs between deployments comes from the environment.
+
+Embedded defaults (no environment at all) give a working development server: SQLite, tasks run in-process,
+prompts printed to the console, a throwaway signing key in ./var. Production sets DEBUG off, SECRET_KEY,
+DATABASE_URL, REDIS_URL and an OIDC signing key; `manage.py check --deploy` refuses the development secret.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("COUNTERSIGN_VAR_DIR", BASE_DIR / "var"))
+
+env = environ.Env()
+
+DEV_SECRET_KEY = "django-insecure-countersign-development-only"
+
+
+def env_secret(name: str, default: str = "") -> str:
+    """A secret from NAME, or from the file named by NAME_FILE (Docker/Kubernetes secrets)."""
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        return Path(path).read_text().strip()
+    return os.environ.get(name, default)
+
+
+DEBUG = env.bool("DEBUG", default=True)
+SECRET_KEY = env_secret("SECRET_KEY", DEV_SECRET_KEY)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# The issuer defaults to the URL the server is reached at; set COUNTERSIGN_ISSUER in production so that tokens
+# never depend on a Host header (e.g. https://auth.example.com).
+ISSUER = env.str("COUNTERSIGN_ISSUER", default="").rstrip("/")
+# Where approvers' links point: the public origin of this server.
+PUBLIC_URL = env.str("COUNTERSIGN_PUBLIC_URL", default=ISSUER or "http://127.0.0.1:8000").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "oauth2_provider",
+    "approvals",
+    "authz",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'countersign.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+    # Agents poll every few seconds: reuse connections instead of paying a handshake per request.
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+REDIS_URL = env.str("REDIS_URL", default="")
+
+# Poll-rate state (slow_down) lives in the cache, so a pending poll writes nothing to the database. Redis in any
+# multi-process deployment; process memory only for the single-process embedded server.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "countersign",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# The first hasher is the default for people's passwords. Client secrets are machine-generated with full entropy,
+# so they use a salted SHA-256 (OAUTH2_PROVIDER["CLIENT_SECRET_HASHER"]) instead of a million PBKDF2 rounds.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+    "authz.hashers.ClientSecretHasher",
+]
+
+LANGUAGE_CODE = "en"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "approvals:inbox"
+LOGOUT_REDIRECT_URL = "login"
+
+# Security headers; the approver pages tighten these further in later issues.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "no-referrer"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
+    CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+
+def _oidc_private_key() -> str:
+    """The server's RSA signing key: from the environment, else a development key kept in ./var."""
+    pem = env_secret("OIDC_RSA_PRIVATE_KEY")
+    if pem:
+        return pem
+    path = VAR_DIR / "oidc_rsa_private_key.pem"
+    if path.exists():
+        return path.read_text()
+    if not DEBUG and not env.bool("COUNTERSIGN_DEV_KEY", default=False):
+        return ""  # authz.checks reports the missing key
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(pem)
+    return pem
+
+
+CIBA_GRANT_TYPE = "urn:openid:params:grant-type:ciba"
+
+# DOT's models are used as they are (not swapped); naming them lets migrations reference them as swappable.
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
+OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL = "oauth2_provider.AccessToken"
+OAUTH2_PROVIDER_REFRESH_TOKEN_MODEL = "oauth2_provider.RefreshToken"
+OAUTH2_PROVIDER_ID_TOKEN_MODEL = "oauth2_provider.IDToken"
+OAUTH2_PROVIDER_GRANT_MODEL = "oauth2_provider.Grant"
+OAUTH2_PROVIDER_DEVICE_GRANT_MODEL = "oauth2_provider.DeviceGrant"
+
+OAUTH2_PROVIDER = {
+    "OIDC_ENABLED": True,
+    "OIDC_ISS_ENDPOINT": ISSUER,
+    "OIDC_RSA_PRIVATE_KEY": _oidc_private_key(),
+    "OIDC_SERVER_CLASS": "authz.server.CountersignServer",
+    "OAUTH2_VALIDATOR_CLASS": "authz.validators.CountersignValidator",
+    "CLIENT_SECRET_HASHER": "countersign_sha256",
+    "SCOPES": {
+        "openid": "Confirm who you are",
+        "profile": "See your name and username",
+        "email": "See your email address",
+        "phone": "See your phone number",
+        "offline_access": "Keep access while you are away",
+        "introspection": "Check whether tokens are valid",
+    },
+    "DEFAULT_SCOPES": ["openid"],
+    "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("ACCESS_TOKEN_EXPIRE_SECONDS", default=600),
+    "ID_TOKEN_EXPIRE_SECONDS": env.int("ID_TOKEN_EXPIRE_SECONDS", default=600),
+    "REFRESH_TOKEN_EXPIRE_SECONDS": env.int("REFRESH_TOKEN_EXPIRE_SECONDS", default=86400),
+    "PKCE_REQUIRED": True,
+    "OIDC_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": ["client_secret_basic", "client_secret_post"],
+    "OAUTH2_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": ["client_secret_basic", "client_secret_post"],
+    "OIDC_RESPONSE_TYPES_SUPPORTED": ["code"],
+    "OAUTH2_RESPONSE_TYPES_SUPPORTED": ["code"],
+    "OAUTH2_GRANT_TYPES_SUPPORTED": ["authorization_code", "client_credentials", "refresh_token", CIBA_GRANT_TYPE],
+}
+
+# Countersign's own tunables; read them through approvals.conf.approvals_settings.
+APPROVALS = {
+    "PROMPT_CHANNELS": env.list("APPROVALS_PROMPT_CHANNELS", default=["approvals.channels.console.ConsoleChannel"]),
+    "DEFAULT_EXPIRY_SECONDS": env.int("APPROVALS_DEFAULT_EXPIRY_SECONDS", default=300),
+    "MAX_EXPIRY_SECONDS": env.int("APPROVALS_MAX_EXPIRY_SECONDS", default=3600),
+    "POLL_INTERVAL_SECONDS": env.int("APPROVALS_POLL_INTERVAL_SECONDS", default=5),
+    "USER_CODE_SUPPORTED": env.bool("APPROVALS_USER_CODE_SUPPORTED", default=True),
+    "MAX_REQUEST_BYTES": env.int("APPROVALS_MAX_REQUEST_BYTES", default=64 * 1024),
+}
+
+# Celery: with no broker configured, tasks run in-process (the embedded default).
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL) or "memory://"
+CELERY_TASK_ALWAYS_EAGER = CELERY_BROKER_URL == "memory://"
+CELERY_TASK_EAGER_PROPAGATES = False
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Fail fast when the broker is down at enqueue time; the request is already stored and the sweeper catches up.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
+CELERY_BEAT_SCHEDULE = {
+    "expire-due-approval-requests": {"task": "approvals.tasks.expire_due_task", "schedule": 30.0},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        # DOT logs client ids and request bodies at DEBUG; never let secrets reach logs.
+        "oauth2_provider": {"level": "WARNING"},
+        "oauthlib": {"level": "WARNING"},
+        # A 4xx is an answer (authorization_pending on every poll), not an incident.
+        "django.request": {"level": "ERROR"},
+    },
+}

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from authz.urls import oauth_patterns
+
+urlpatterns = [
+    # DOT's views and ours share the oauth2_provider namespace, so DOT's discovery and issuer logic find the
+    # documents at the origin's root (issuer = https://host, RFC 8414 §3).
+    path("", include((oauth_patterns, "oauth2_provider"))),
+    path("approvals/", include("approvals.urls")),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+]
