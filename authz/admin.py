@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db import models
 from oauth2_provider.models import get_application_model
 from oauth2_provider.settings import oauth2_settings
 
@@ -23,6 +24,7 @@ class CibaClientInline(admin.StackedInline):
         "created_at",
     )
     readonly_fields = ("created_at",)
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
 
 BaseApplicationAdmin = oauth2_settings.APPLICATION_ADMIN_CLASS

@@ -31,30 +31,15 @@ from .models import CibaClient
 
 HINTS = ("login_hint", "id_token_hint", "login_hint_token")
 BINDING_MESSAGE_MAX = 64
-# Letters of any script, marks that combine with them, digits, punctuation, currency and maths signs, and the plain
-# space. No controls, no format characters (bidi overrides could make a message read differently than it is), no
-# other whitespace, no emoji or pictographs (devices render them inconsistently).
+# Letters of any script, marks that combine with them, digits, punctuation, currency, maths and modifier signs, and
+# the plain space. No controls, no format characters (bidi overrides could make a message read differently than it
+# is), no other whitespace, and no pictographs (emoji render differently on every device, or not at all).
 _BINDING_CATEGORIES = {
-    "Lu",
-    "Ll",
-    "Lt",
-    "Lm",
-    "Lo",
-    "Mn",
-    "Mc",
-    "Nd",
-    "Nl",
-    "No",
-    "Pc",
-    "Pd",
-    "Ps",
-    "Pe",
-    "Pi",
-    "Pf",
-    "Po",
-    "Sc",
-    "Sm",
-}
+    "Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Nd", "Nl", "No",
+    "Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Sc", "Sm", "Sk",
+}  # fmt: skip
+# Common "other symbols" that are text, not pictographs.
+_BINDING_SYMBOLS = set("°©®™№℃℉")
 
 
 @dataclass(frozen=True)
@@ -198,7 +183,9 @@ def _validate_binding_message(value: str | None) -> str:
     if len(message) > BINDING_MESSAGE_MAX:
         raise InvalidBindingMessage(f"binding_message is longer than {BINDING_MESSAGE_MAX} characters.")
     for char in message:
-        if char != " " and unicodedata.category(char) not in _BINDING_CATEGORIES:
+        # Emoji skin-tone modifiers are Sk too, but outside the Basic Multilingual Plane.
+        allowed = char == " " or char in _BINDING_SYMBOLS or unicodedata.category(char) in _BINDING_CATEGORIES
+        if not allowed or (ord(char) > 0xFFFF and unicodedata.category(char) == "Sk"):
             raise InvalidBindingMessage(
                 f"binding_message may contain letters, digits, spaces and punctuation only (found U+{ord(char):04X})."
             )
@@ -209,7 +196,7 @@ def _validate_requested_expiry(value: str | None) -> int | None:
     if value is None:
         return None
     text = value.strip()
-    if not text.isascii() or not text.isdigit() or len(text) > 9:
+    if not text.isascii() or not text.isdigit() or len(text) > 100:
         raise InvalidRequest("requested_expiry must be a positive integer number of seconds.")
     seconds = int(text)
     if seconds <= 0:

@@ -38,6 +38,8 @@ def check_client_secret_hasher(app_configs: Any = None, **kwargs: Any) -> list[E
     if (
         ClientSecretHasher.algorithm != oauth2_settings.CLIENT_SECRET_HASHER
         or hasher_path not in settings.PASSWORD_HASHERS
+        # First would make it the default: people's passwords hashed with a single SHA-256.
+        or settings.PASSWORD_HASHERS[0] == hasher_path
     ):
         return [
             Error(

@@ -139,11 +139,20 @@ class TokenView(dot_views.TokenView):
                 return exc.response()
         return super().post(request, *args, **kwargs)
 
+    def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        # An OAuth error in JSON, like every other answer of this endpoint, rather than Django's empty 405.
+        response = MethodNotAllowed().response()
+        response["Allow"] = ", ".join(self._allowed_methods())
+        return response
+
     def ciba_token_response(self, request: HttpRequest) -> HttpResponse:
         params: dict[str, str] = {}
         for key, values in request.POST.lists():
             if len(values) > 1:
                 raise InvalidRequest(f"The parameter {key[:40]} is repeated.")
+            if "\x00" in key or "\x00" in values[0]:
+                # PostgreSQL cannot compare text with NUL: auth_req_id would otherwise fail its lookup with a 500.
+                raise InvalidRequest("Parameters must not contain NUL characters.")
             params[key] = values[0]
         client = authenticate_client(extract_credentials(request.META.get("HTTP_AUTHORIZATION"), params))
         ciba = ciba_settings(client)

@@ -95,3 +95,18 @@ def approver_client(approver) -> Client:
 def ciba_grant_type() -> str:
     assert settings.CIBA_GRANT_TYPE == CIBA
     return CIBA
+
+
+@pytest.fixture
+def obtain_tokens() -> Callable[..., dict[str, Any]]:
+    """Run the flow once over HTTP (bc-authorize, the approver's decision, the redeeming poll); the token response."""
+
+    def run(agent: Agent, user: Any, *, acr: str = "", **params: str) -> dict[str, Any]:
+        ack = agent.bc_authorize(**{"scope": "openid", "login_hint": user.get_username(), **params})
+        assert ack.status_code == 200, ack.content
+        factories.decide(ack.json()["auth_req_id"], acr=acr)
+        tokens = agent.poll(ack.json()["auth_req_id"])
+        assert tokens.status_code == 200, tokens.content
+        return tokens.json()
+
+    return run

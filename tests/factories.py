@@ -34,3 +34,35 @@ def make_agent_client(*, name: str = "Agent", ciba: bool = True, **ciba_fields: 
     if ciba:
         CibaClient.objects.create(application=application, **ciba_fields)
     return application, secret
+
+
+def decide(auth_req_id: str, *, approve: bool = True, acr: str = "") -> Any:
+    """The approver's decision on the request with this auth_req_id, through the service the approver page uses."""
+    from approvals.models import ApprovalRequest
+
+    approval_request = ApprovalRequest.objects.select_related("user").get(auth_req_id=auth_req_id)
+    assert services.approval_request_decide(
+        approval_request_id=approval_request.pk, user=approval_request.user, approve=approve, acr=acr
+    )
+    approval_request.refresh_from_db()
+    return approval_request
+
+
+def assert_oauth_error(response: Any, status: int, error: str) -> dict[str, str]:
+    """An OAuth error answer (RFC 6749 §5.2, CIBA Core §13): the status, a JSON body with exactly `error` and
+    `error_description`, never cached; a 401 names its scheme, a 405 names the allowed method."""
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].split(";")[0] == "application/json", response["Content-Type"]
+    body = response.json()
+    assert set(body) == {"error", "error_description"}, body
+    assert body["error"] == error, body
+    assert isinstance(body["error_description"], str) and body["error_description"].strip(), body
+    assert response["Cache-Control"] == "no-store"
+    if status == 401:
+        assert response["WWW-Authenticate"].startswith("Basic "), response.headers
+    else:
+        assert not response.has_header("WWW-Authenticate"), response.headers
+    if status == 405:
+        allowed = {method.strip() for method in response["Allow"].split(",")}
+        assert "POST" in allowed and not allowed & {"GET", "PUT", "PATCH", "DELETE"}, response["Allow"]
+    return body

@@ -27,7 +27,9 @@ def _reachable(url: str, default_port: int) -> bool:
 
 
 DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/countersign")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# One Redis database per xdist worker (15, 14, …): tests clear the cache, which flushes the whole database.
+_WORKER_INDEX = int(WORKER.removeprefix("gw") or 0) if WORKER.startswith("gw") else 0
+REDIS_URL = os.environ.get("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{15 - _WORKER_INDEX % 8}")
 HAVE_POSTGRES = IN_CI or _reachable(DATABASE_URL, 5432)
 HAVE_REDIS = IN_CI or _reachable(REDIS_URL, 6379)
 

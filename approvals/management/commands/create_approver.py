@@ -21,7 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("username")
         parser.add_argument("--password", required=True)
         parser.add_argument("--email", default="")
-        parser.add_argument("--phone", default="", help="E.164, e.g. +15555550123")
+        parser.add_argument("--phone", default="", help="E.164, e.g. +14155550100")
         parser.add_argument("--user-code", default="", help="CIBA user_code agents must present (optional)")
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -35,7 +35,7 @@ class Command(BaseCommand):
             user, _ = User.objects.get_or_create(username=DEMO_USERNAME, defaults={"email": "demo@example.com"})
             user.set_password(password)
             user.save()
-            Approver.objects.get_or_create(user=user, defaults={"phone_number": "+15555550123"})
+            Approver.objects.get_or_create(user=user, defaults={"phone_number": "+14155550100"})
             application, _ = Application.objects.get_or_create(
                 client_id=DEMO_CLIENT_ID,
                 defaults={

@@ -1,0 +1,266 @@
+"""The admin: approval requests are read-only and can only be cancelled; the client admin shows CIBA settings."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.contrib import admin
+from django.test import RequestFactory
+from django.utils import timezone
+
+from approvals import services
+from approvals.models import ApprovalRequest, AuditEvent
+
+pytestmark = pytest.mark.django_db
+
+Status = ApprovalRequest.Status
+Kind = AuditEvent.Kind
+CHANGELIST = "/admin/approvals/approvalrequest/"
+
+
+def new_request(approver, agent, *, created_ago: int = 0, binding_message: str = "") -> ApprovalRequest:
+    return services.approval_request_create(
+        client=agent.application,
+        user=approver.user,
+        scope="openid",
+        hint_type="login_hint",
+        binding_message=binding_message,
+        now=timezone.now() - timedelta(seconds=created_ago),
+    )
+
+
+def change_url(approval_request: ApprovalRequest) -> str:
+    return f"{CHANGELIST}{approval_request.pk}/change/"
+
+
+def listed(response) -> set[str]:
+    """The primary keys of the requests on a changelist page."""
+    return set(re.findall(r'name="_selected_action" value="([0-9a-f-]{36})"', response.content.decode()))
+
+
+def run_action(admin_client, action: str, *requests: ApprovalRequest):
+    return admin_client.post(
+        CHANGELIST, {"action": action, "_selected_action": [str(r.pk) for r in requests]}, follow=True
+    )
+
+
+def test_superuser_can_list_requests(admin_client, agent, approver):
+    first = new_request(approver, agent, binding_message="first")
+    second = new_request(approver, agent, binding_message="second")
+    response = admin_client.get(CHANGELIST)
+    assert response.status_code == 200
+    assert listed(response) == {str(first.pk), str(second.pk)}
+    html = response.content.decode()
+    assert "first" in html and "second" in html
+
+
+def test_superuser_can_view_a_request_with_its_audit_events(admin_client, agent, approver):
+    approval_request = new_request(approver, agent, binding_message="Pay invoice 12")
+    services.approval_request_decide(approval_request_id=approval_request.pk, user=approver.user, approve=True)
+
+    response = admin_client.get(change_url(approval_request))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Pay invoice 12" in html
+    # The audit trail, inline: created, then approved by alice.
+    inline = response.context["inline_admin_formsets"][0]
+    assert inline.formset.model is AuditEvent
+    assert [form.instance.kind for form in inline.formset.forms] == [Kind.CREATED, Kind.APPROVED]
+    assert "Created" in html and "Approved" in html
+    # The auth_req_id is the agent's bearer credential for the tokens: never shown.
+    assert approval_request.auth_req_id not in html
+
+
+def test_change_page_offers_no_way_to_change_anything(admin_client, agent, approver):
+    approval_request = new_request(approver, agent)
+    response = admin_client.get(change_url(approval_request))
+    html = response.content.decode()
+    assert 'name="status"' not in html
+    assert 'name="_save"' not in html
+    assert "/delete/" not in html
+    assert response.context["has_change_permission"] is False
+
+
+@pytest.mark.parametrize("status", ["approved", "denied", "cancelled"])
+def test_posting_to_the_change_page_is_forbidden(admin_client, agent, approver, status):
+    approval_request = new_request(approver, agent)
+    response = admin_client.post(
+        change_url(approval_request), {"status": status, "binding_message": "changed", "_save": "Save"}
+    )
+    assert response.status_code == 403
+    approval_request.refresh_from_db()
+    assert approval_request.status == Status.PENDING
+    assert approval_request.binding_message == ""
+    assert list(approval_request.events.values_list("kind", flat=True)) == [Kind.CREATED]
+
+
+def test_there_is_no_add_or_delete(admin_client, admin_user, agent, approver):
+    approval_request = new_request(approver, agent)
+    assert admin_client.get(f"{CHANGELIST}add/").status_code == 403
+    assert admin_client.post(f"{CHANGELIST}add/", {"scope": "openid"}).status_code == 403
+    assert admin_client.post(f"{CHANGELIST}{approval_request.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert ApprovalRequest.objects.filter(pk=approval_request.pk).exists()
+
+    model_admin = admin.site._registry[ApprovalRequest]
+    request = RequestFactory().get(CHANGELIST)
+    request.user = admin_user
+    assert model_admin.has_add_permission(request) is False
+    assert model_admin.has_change_permission(request, approval_request) is False
+    assert model_admin.has_delete_permission(request, approval_request) is False
+    assert model_admin.has_view_permission(request, approval_request) is True
+    assert "delete_selected" not in model_admin.get_actions(request)
+
+
+def test_filter_by_status(admin_client, agent, approver):
+    swept = new_request(approver, agent, created_ago=400)
+    assert services.approval_request_expire_due() == 1
+    pending = new_request(approver, agent)
+    overdue = new_request(approver, agent, created_ago=400)  # PENDING in the row, but past expires_at
+    approved = new_request(approver, agent)
+    services.approval_request_decide(approval_request_id=approved.pk, user=approver.user, approve=True)
+    approved_unredeemed = new_request(approver, agent, created_ago=400)  # approved in time, never redeemed
+    services.approval_request_decide(
+        approval_request_id=approved_unredeemed.pk,
+        user=approver.user,
+        approve=True,
+        now=approved_unredeemed.created_at + timedelta(seconds=10),
+    )
+    cancelled = new_request(approver, agent)
+    services.approval_request_cancel(approval_request_id=cancelled.pk, actor=None)
+    assert ApprovalRequest.objects.get(pk=overdue.pk).status == Status.PENDING
+    assert ApprovalRequest.objects.get(pk=approved_unredeemed.pk).status == Status.APPROVED
+
+    def filtered(status: str) -> set[str]:
+        response = admin_client.get(CHANGELIST, {"status": status})
+        assert response.status_code == 200
+        return listed(response)
+
+    assert filtered("expired") == {str(swept.pk), str(overdue.pk), str(approved_unredeemed.pk)}
+    assert filtered("pending") == {str(pending.pk)}
+    assert filtered("approved") == {str(approved.pk)}
+    assert filtered("cancelled") == {str(cancelled.pk)}
+    assert filtered("denied") == set()
+    assert len(filtered("")) == 6
+
+
+def test_filter_expired_includes_pending_past_expiry(admin_client, agent, approver):
+    live = new_request(approver, agent)
+    overdue = new_request(approver, agent, created_ago=400)
+    assert ApprovalRequest.objects.get(pk=overdue.pk).status == Status.PENDING
+
+    expired = listed(admin_client.get(CHANGELIST, {"status": "expired"}))
+    pending = listed(admin_client.get(CHANGELIST, {"status": "pending"}))
+
+    assert expired == {str(overdue.pk)}
+    assert pending == {str(live.pk)}
+    # The list shows the status as the agent sees it.
+    assert "Expired" in admin_client.get(change_url(overdue)).content.decode()
+
+
+def test_filter_by_client(admin_client, make_agent, approver):
+    travel = make_agent(name="Travel agent")
+    shopping = make_agent(name="Shopping agent")
+    one = new_request(approver, travel)
+    two = new_request(approver, shopping)
+    three = new_request(approver, shopping)
+
+    response = admin_client.get(CHANGELIST, {"client__id__exact": shopping.application.pk})
+
+    assert response.status_code == 200
+    assert listed(response) == {str(two.pk), str(three.pk)}
+    assert str(one.pk) not in listed(response)
+
+
+def test_cancel_action_cancels_a_pending_request(admin_client, admin_user, agent, approver):
+    approval_request = new_request(approver, agent)
+    ack = agent.bc_authorize(scope="openid", login_hint="alice")
+    from_agent = ApprovalRequest.objects.get(auth_req_id=ack.json()["auth_req_id"])
+
+    response = run_action(admin_client, "cancel_requests", approval_request, from_agent)
+
+    assert response.status_code == 200
+    assert [str(m) for m in response.context["messages"]] == ["2 request(s) cancelled."]
+    for cancelled in (approval_request, from_agent):
+        cancelled.refresh_from_db()
+        assert cancelled.status == Status.CANCELLED
+        event = cancelled.events.get(kind=Kind.CANCELLED)
+        assert event.actor == admin_user
+    # The agent learns that the request will not be approved.
+    poll = agent.poll(ack.json()["auth_req_id"])
+    assert poll.status_code == 400 and poll.json()["error"] == "access_denied"
+
+
+def test_cancel_action_leaves_decided_requests_alone(admin_client, agent, approver):
+    approved = new_request(approver, agent)
+    services.approval_request_decide(approval_request_id=approved.pk, user=approver.user, approve=True)
+    denied = new_request(approver, agent)
+    services.approval_request_decide(approval_request_id=denied.pk, user=approver.user, approve=False)
+    pending = new_request(approver, agent)
+
+    response = run_action(admin_client, "cancel_requests", approved, denied, pending)
+
+    assert [str(m) for m in response.context["messages"]] == ["1 request(s) cancelled."]
+    approved.refresh_from_db()
+    denied.refresh_from_db()
+    pending.refresh_from_db()
+    assert approved.status == Status.APPROVED
+    assert denied.status == Status.DENIED
+    assert pending.status == Status.CANCELLED
+    assert not approved.events.filter(kind=Kind.CANCELLED).exists()
+    assert not denied.events.filter(kind=Kind.CANCELLED).exists()
+
+
+def test_expire_action_expires_overdue_requests_only(admin_client, agent, approver):
+    live = new_request(approver, agent)
+    overdue = new_request(approver, agent, created_ago=400)
+
+    response = run_action(admin_client, "expire_due_requests", live)
+
+    assert [str(m) for m in response.context["messages"]] == ["1 request(s) expired."]
+    live.refresh_from_db()
+    overdue.refresh_from_db()
+    assert live.status == Status.PENDING
+    assert overdue.status == Status.EXPIRED
+    assert overdue.events.filter(kind=Kind.EXPIRED).count() == 1
+
+
+def test_admin_cannot_approve_on_a_users_behalf(admin_user, agent, approver):
+    approval_request = new_request(approver, agent)
+    for approve in (True, False):
+        assert (
+            services.approval_request_decide(approval_request_id=approval_request.pk, user=admin_user, approve=approve)
+            is False
+        )
+    approval_request.refresh_from_db()
+    assert approval_request.status == Status.PENDING
+    assert list(approval_request.events.values_list("kind", flat=True)) == [Kind.CREATED]
+
+
+def test_admin_cannot_open_a_users_request_on_the_approver_pages(admin_client, agent, approver):
+    approval_request = new_request(approver, agent)
+    assert admin_client.get(f"/approvals/{approval_request.pk}/").status_code == 404
+    assert admin_client.post(f"/approvals/{approval_request.pk}/decide/", {"decision": "approve"}).status_code == 404
+    approval_request.refresh_from_db()
+    assert approval_request.status == Status.PENDING
+
+
+def test_application_admin_shows_the_ciba_inline(admin_client, agent):
+    response = admin_client.get(f"/admin/oauth2_provider/application/{agent.application.pk}/change/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "CIBA client settings" in html
+    assert 'name="ciba-0-backchannel_token_delivery_mode"' in html
+    assert 'name="ciba-0-token_endpoint_auth_method"' in html
+    assert 'name="ciba-0-refresh_tokens"' in html
+
+
+def test_application_changelist_shows_the_delivery_mode(admin_client, agent, make_agent):
+    make_agent(name="Not a CIBA client", ciba=False)
+    response = admin_client.get("/admin/oauth2_provider/application/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "CIBA delivery" in html
+    assert ">poll<" in html
