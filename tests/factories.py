@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 from oauth2_provider.generators import generate_client_secret
 from oauth2_provider.models import get_application_model
 
 from approvals import services
-from approvals.models import Approver
+from approvals.models import ApprovalRequest, Approver
 from authz.models import CibaClient
 
 PASSWORD = "correct horse battery staple"
@@ -66,3 +68,17 @@ def assert_oauth_error(response: Any, status: int, error: str) -> dict[str, str]
         allowed = {method.strip() for method in response["Allow"].split(",")}
         assert "POST" in allowed and not allowed & {"GET", "PUT", "PATCH", "DELETE"}, response["Allow"]
     return body
+
+
+def make_approval_request(
+    approver: Approver, agent: Any, *, scope: str = "openid", created_ago: int = 0, **kwargs: Any
+) -> ApprovalRequest:
+    """A pending request straight through the service, as if the agent had asked `created_ago` seconds ago."""
+    return services.approval_request_create(
+        client=agent.application,
+        user=approver.user,
+        scope=scope,
+        hint_type="login_hint",
+        now=timezone.now() - timedelta(seconds=created_ago),
+        **kwargs,
+    )

@@ -8,27 +8,16 @@ from datetime import timedelta
 import pytest
 from django.contrib import admin
 from django.test import RequestFactory
-from django.utils import timezone
 
 from approvals import services
 from approvals.models import ApprovalRequest, AuditEvent
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
 Status = ApprovalRequest.Status
 Kind = AuditEvent.Kind
 CHANGELIST = "/admin/approvals/approvalrequest/"
-
-
-def new_request(approver, agent, *, created_ago: int = 0, binding_message: str = "") -> ApprovalRequest:
-    return services.approval_request_create(
-        client=agent.application,
-        user=approver.user,
-        scope="openid",
-        hint_type="login_hint",
-        binding_message=binding_message,
-        now=timezone.now() - timedelta(seconds=created_ago),
-    )
 
 
 def change_url(approval_request: ApprovalRequest) -> str:
@@ -47,8 +36,8 @@ def run_action(admin_client, action: str, *requests: ApprovalRequest):
 
 
 def test_superuser_can_list_requests(admin_client, agent, approver):
-    first = new_request(approver, agent, binding_message="first")
-    second = new_request(approver, agent, binding_message="second")
+    first = factories.make_approval_request(approver, agent, binding_message="first")
+    second = factories.make_approval_request(approver, agent, binding_message="second")
     response = admin_client.get(CHANGELIST)
     assert response.status_code == 200
     assert listed(response) == {str(first.pk), str(second.pk)}
@@ -57,7 +46,7 @@ def test_superuser_can_list_requests(admin_client, agent, approver):
 
 
 def test_superuser_can_view_a_request_with_its_audit_events(admin_client, agent, approver):
-    approval_request = new_request(approver, agent, binding_message="Pay invoice 12")
+    approval_request = factories.make_approval_request(approver, agent, binding_message="Pay invoice 12")
     services.approval_request_decide(approval_request_id=approval_request.pk, user=approver.user, approve=True)
 
     response = admin_client.get(change_url(approval_request))
@@ -75,7 +64,7 @@ def test_superuser_can_view_a_request_with_its_audit_events(admin_client, agent,
 
 
 def test_change_page_offers_no_way_to_change_anything(admin_client, agent, approver):
-    approval_request = new_request(approver, agent)
+    approval_request = factories.make_approval_request(approver, agent)
     response = admin_client.get(change_url(approval_request))
     html = response.content.decode()
     assert 'name="status"' not in html
@@ -86,7 +75,7 @@ def test_change_page_offers_no_way_to_change_anything(admin_client, agent, appro
 
 @pytest.mark.parametrize("status", ["approved", "denied", "cancelled"])
 def test_posting_to_the_change_page_is_forbidden(admin_client, agent, approver, status):
-    approval_request = new_request(approver, agent)
+    approval_request = factories.make_approval_request(approver, agent)
     response = admin_client.post(
         change_url(approval_request), {"status": status, "binding_message": "changed", "_save": "Save"}
     )
@@ -98,7 +87,7 @@ def test_posting_to_the_change_page_is_forbidden(admin_client, agent, approver, 
 
 
 def test_there_is_no_add_or_delete(admin_client, admin_user, agent, approver):
-    approval_request = new_request(approver, agent)
+    approval_request = factories.make_approval_request(approver, agent)
     assert admin_client.get(f"{CHANGELIST}add/").status_code == 403
     assert admin_client.post(f"{CHANGELIST}add/", {"scope": "openid"}).status_code == 403
     assert admin_client.post(f"{CHANGELIST}{approval_request.pk}/delete/", {"post": "yes"}).status_code == 403
@@ -115,20 +104,24 @@ def test_there_is_no_add_or_delete(admin_client, admin_user, agent, approver):
 
 
 def test_filter_by_status(admin_client, agent, approver):
-    swept = new_request(approver, agent, created_ago=400)
+    swept = factories.make_approval_request(approver, agent, created_ago=400)
     assert services.approval_request_expire_due() == 1
-    pending = new_request(approver, agent)
-    overdue = new_request(approver, agent, created_ago=400)  # PENDING in the row, but past expires_at
-    approved = new_request(approver, agent)
+    pending = factories.make_approval_request(approver, agent)
+    overdue = factories.make_approval_request(
+        approver, agent, created_ago=400
+    )  # PENDING in the row, but past expires_at
+    approved = factories.make_approval_request(approver, agent)
     services.approval_request_decide(approval_request_id=approved.pk, user=approver.user, approve=True)
-    approved_unredeemed = new_request(approver, agent, created_ago=400)  # approved in time, never redeemed
+    approved_unredeemed = factories.make_approval_request(
+        approver, agent, created_ago=400
+    )  # approved in time, never redeemed
     services.approval_request_decide(
         approval_request_id=approved_unredeemed.pk,
         user=approver.user,
         approve=True,
         now=approved_unredeemed.created_at + timedelta(seconds=10),
     )
-    cancelled = new_request(approver, agent)
+    cancelled = factories.make_approval_request(approver, agent)
     services.approval_request_cancel(approval_request_id=cancelled.pk, actor=None)
     assert ApprovalRequest.objects.get(pk=overdue.pk).status == Status.PENDING
     assert ApprovalRequest.objects.get(pk=approved_unredeemed.pk).status == Status.APPROVED
@@ -147,8 +140,8 @@ def test_filter_by_status(admin_client, agent, approver):
 
 
 def test_filter_expired_includes_pending_past_expiry(admin_client, agent, approver):
-    live = new_request(approver, agent)
-    overdue = new_request(approver, agent, created_ago=400)
+    live = factories.make_approval_request(approver, agent)
+    overdue = factories.make_approval_request(approver, agent, created_ago=400)
     assert ApprovalRequest.objects.get(pk=overdue.pk).status == Status.PENDING
 
     expired = listed(admin_client.get(CHANGELIST, {"status": "expired"}))
@@ -163,9 +156,9 @@ def test_filter_expired_includes_pending_past_expiry(admin_client, agent, approv
 def test_filter_by_client(admin_client, make_agent, approver):
     travel = make_agent(name="Travel agent")
     shopping = make_agent(name="Shopping agent")
-    one = new_request(approver, travel)
-    two = new_request(approver, shopping)
-    three = new_request(approver, shopping)
+    one = factories.make_approval_request(approver, travel)
+    two = factories.make_approval_request(approver, shopping)
+    three = factories.make_approval_request(approver, shopping)
 
     response = admin_client.get(CHANGELIST, {"client__id__exact": shopping.application.pk})
 
@@ -175,7 +168,7 @@ def test_filter_by_client(admin_client, make_agent, approver):
 
 
 def test_cancel_action_cancels_a_pending_request(admin_client, admin_user, agent, approver):
-    approval_request = new_request(approver, agent)
+    approval_request = factories.make_approval_request(approver, agent)
     ack = agent.bc_authorize(scope="openid", login_hint="alice")
     from_agent = ApprovalRequest.objects.get(auth_req_id=ack.json()["auth_req_id"])
 
@@ -194,11 +187,11 @@ def test_cancel_action_cancels_a_pending_request(admin_client, admin_user, agent
 
 
 def test_cancel_action_leaves_decided_requests_alone(admin_client, agent, approver):
-    approved = new_request(approver, agent)
+    approved = factories.make_approval_request(approver, agent)
     services.approval_request_decide(approval_request_id=approved.pk, user=approver.user, approve=True)
-    denied = new_request(approver, agent)
+    denied = factories.make_approval_request(approver, agent)
     services.approval_request_decide(approval_request_id=denied.pk, user=approver.user, approve=False)
-    pending = new_request(approver, agent)
+    pending = factories.make_approval_request(approver, agent)
 
     response = run_action(admin_client, "cancel_requests", approved, denied, pending)
 
@@ -214,8 +207,8 @@ def test_cancel_action_leaves_decided_requests_alone(admin_client, agent, approv
 
 
 def test_expire_action_expires_overdue_requests_only(admin_client, agent, approver):
-    live = new_request(approver, agent)
-    overdue = new_request(approver, agent, created_ago=400)
+    live = factories.make_approval_request(approver, agent)
+    overdue = factories.make_approval_request(approver, agent, created_ago=400)
 
     response = run_action(admin_client, "expire_due_requests", live)
 
@@ -228,7 +221,7 @@ def test_expire_action_expires_overdue_requests_only(admin_client, agent, approv
 
 
 def test_admin_cannot_approve_on_a_users_behalf(admin_user, agent, approver):
-    approval_request = new_request(approver, agent)
+    approval_request = factories.make_approval_request(approver, agent)
     for approve in (True, False):
         assert (
             services.approval_request_decide(approval_request_id=approval_request.pk, user=admin_user, approve=approve)
@@ -240,7 +233,7 @@ def test_admin_cannot_approve_on_a_users_behalf(admin_user, agent, approver):
 
 
 def test_admin_cannot_open_a_users_request_on_the_approver_pages(admin_client, agent, approver):
-    approval_request = new_request(approver, agent)
+    approval_request = factories.make_approval_request(approver, agent)
     assert admin_client.get(f"/approvals/{approval_request.pk}/").status_code == 404
     assert admin_client.post(f"/approvals/{approval_request.pk}/decide/", {"decision": "approve"}).status_code == 404
     approval_request.refresh_from_db()

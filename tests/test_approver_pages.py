@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from functools import partial
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -20,16 +20,8 @@ pytestmark = pytest.mark.django_db
 Status = ApprovalRequest.Status
 
 
-def new_request(approver, agent, *, created_ago: int = 0, binding_message: str = "", **kwargs) -> ApprovalRequest:
-    return services.approval_request_create(
-        client=agent.application,
-        user=approver.user,
-        scope="openid profile",
-        hint_type="login_hint",
-        binding_message=binding_message,
-        now=timezone.now() - timedelta(seconds=created_ago),
-        **kwargs,
-    )
+# Pages show the requested access in plain words: ask for more than openid.
+make_request = partial(factories.make_approval_request, scope="openid profile")
 
 
 def detail_url(approval_request: ApprovalRequest) -> str:
@@ -50,7 +42,7 @@ def bob(db):
 
 
 def test_signed_out_user_is_sent_to_login_and_back(agent, approver):
-    approval_request = new_request(approver, agent, binding_message="Pay invoice 12")
+    approval_request = make_request(approver, agent, binding_message="Pay invoice 12")
     browser = Client()
 
     response = browser.get(detail_url(approval_request))
@@ -74,7 +66,7 @@ def test_signed_out_user_is_sent_to_login_and_back(agent, approver):
 
 
 def test_wrong_password_does_not_sign_in(agent, approver):
-    approval_request = new_request(approver, agent)
+    approval_request = make_request(approver, agent)
     browser = Client()
     failed = browser.post(
         "/accounts/login/", {"username": "alice", "password": "wrong", "next": detail_url(approval_request)}
@@ -101,15 +93,15 @@ def test_other_pages_need_sign_in(client, path):
 
 def test_inbox_lists_only_own_pending_requests_newest_first(agent, make_agent, approver, approver_client, bob):
     other_agent = make_agent(name="Shopping agent")
-    oldest = new_request(approver, agent, created_ago=120, binding_message="oldest")
-    newest = new_request(approver, other_agent, created_ago=10, binding_message="newest")
-    middle = new_request(approver, agent, created_ago=60, binding_message="middle")
-    bobs = new_request(bob, agent, binding_message="for bob")
-    decided = new_request(approver, agent, binding_message="decided already")
+    oldest = make_request(approver, agent, created_ago=120, binding_message="oldest")
+    newest = make_request(approver, other_agent, created_ago=10, binding_message="newest")
+    middle = make_request(approver, agent, created_ago=60, binding_message="middle")
+    bobs = make_request(bob, agent, binding_message="for bob")
+    decided = make_request(approver, agent, binding_message="decided already")
     services.approval_request_decide(approval_request_id=decided.pk, user=approver.user, approve=False)
-    cancelled = new_request(approver, agent, binding_message="cancelled")
+    cancelled = make_request(approver, agent, binding_message="cancelled")
     services.approval_request_cancel(approval_request_id=cancelled.pk, actor=None)
-    expired = new_request(approver, agent, created_ago=400, binding_message="expired")  # 300 s lifetime
+    expired = make_request(approver, agent, created_ago=400, binding_message="expired")  # 300 s lifetime
 
     response = approver_client.get("/approvals/")
     assert response.status_code == 200
@@ -129,7 +121,7 @@ def test_empty_inbox(approver_client):
 
 
 def test_request_page_shows_the_request(agent, approver, approver_client):
-    approval_request = new_request(approver, agent, binding_message="Book flight LH 400")
+    approval_request = make_request(approver, agent, binding_message="Book flight LH 400")
     response = approver_client.get(detail_url(approval_request))
     html = response.content.decode()
     assert response.status_code == 200
@@ -141,7 +133,7 @@ def test_request_page_shows_the_request(agent, approver, approver_client):
 
 
 def test_another_users_request_is_not_found(agent, approver, bob):
-    bobs = new_request(bob, agent)
+    bobs = make_request(bob, agent)
     alice = Client()
     alice.force_login(approver.user)
 
@@ -161,7 +153,7 @@ def test_unknown_request_is_not_found(approver_client):
 
 
 def test_decide_by_get_is_not_allowed(agent, approver, approver_client):
-    approval_request = new_request(approver, agent)
+    approval_request = make_request(approver, agent)
     response = approver_client.get(decide_url(approval_request) + "?decision=approve")
     assert response.status_code == 405
     approval_request.refresh_from_db()
@@ -169,7 +161,7 @@ def test_decide_by_get_is_not_allowed(agent, approver, approver_client):
 
 
 def test_decide_without_csrf_token_is_rejected(agent, approver):
-    approval_request = new_request(approver, agent)
+    approval_request = make_request(approver, agent)
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(approver.user)
 
@@ -181,7 +173,7 @@ def test_decide_without_csrf_token_is_rejected(agent, approver):
 
 
 def test_decide_with_the_pages_csrf_token_works(agent, approver):
-    approval_request = new_request(approver, agent)
+    approval_request = make_request(approver, agent)
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(approver.user)
     page = browser.get(detail_url(approval_request))
@@ -217,7 +209,7 @@ def test_deny_path_gives_the_agent_access_denied(agent, approver, approver_clien
 
 
 def test_approve_path_shows_approved(agent, approver, approver_client):
-    approval_request = new_request(approver, agent)
+    approval_request = make_request(approver, agent)
     response = approver_client.post(decide_url(approval_request), {"decision": "approve"}, follow=True)
     assert page_messages(response) == ["Approved."]
     assert "You approved this request." in response.content.decode()
@@ -227,7 +219,7 @@ def test_approve_path_shows_approved(agent, approver, approver_client):
 
 
 def test_deciding_twice_fails_and_keeps_the_first_decision(agent, approver, approver_client):
-    approval_request = new_request(approver, agent)
+    approval_request = make_request(approver, agent)
     first = approver_client.post(decide_url(approval_request), {"decision": "deny"}, follow=True)
     assert page_messages(first) == ["Denied."]
 
@@ -243,7 +235,7 @@ def test_deciding_twice_fails_and_keeps_the_first_decision(agent, approver, appr
 
 
 def test_invalid_decision_is_refused(agent, approver, approver_client):
-    approval_request = new_request(approver, agent)
+    approval_request = make_request(approver, agent)
     for data in ({"decision": "maybe"}, {}):
         response = approver_client.post(decide_url(approval_request), data, follow=True)
         assert page_messages(response) == ["Choose Approve or Deny."]
@@ -252,7 +244,7 @@ def test_invalid_decision_is_refused(agent, approver, approver_client):
 
 
 def test_expired_request_shows_expired_and_no_buttons(agent, approver, approver_client):
-    approval_request = new_request(approver, agent, created_ago=301)  # the default lifetime is 300 s
+    approval_request = make_request(approver, agent, created_ago=301)  # the default lifetime is 300 s
     assert approval_request.expires_at < timezone.now()
 
     response = approver_client.get(detail_url(approval_request))
@@ -273,7 +265,7 @@ def test_expired_request_shows_expired_and_no_buttons(agent, approver, approver_
 
 
 def test_cancelled_request_shows_cancelled(agent, approver, approver_client):
-    approval_request = new_request(approver, agent)
+    approval_request = make_request(approver, agent)
     services.approval_request_cancel(approval_request_id=approval_request.pk, actor=None)
     html = approver_client.get(detail_url(approval_request)).content.decode()
     assert "This request was cancelled." in html
