@@ -90,15 +90,23 @@ class ApprovalRequest(models.Model):
         return f"{self.client} → {self.user} ({self.status})"
 
     def effective_status(self, now: datetime | None = None) -> str:
-        """The status as of `now`: an undecided (or unredeemed) request past its expiry is EXPIRED."""
-        now = now or timezone.now()
-        if self.status in (self.Status.PENDING, self.Status.APPROVED, self.Status.DENIED) and now >= self.expires_at:
-            return self.Status.EXPIRED
-        return self.status
+        return effective_status(self.status, self.expires_at, now or timezone.now())
 
     @property
     def scopes(self) -> list[str]:
         return self.scope.split()
+
+
+def effective_status(status: str, expires_at: datetime, now: datetime) -> str:
+    """The status as of `now`: an undecided (or unredeemed) request past its expiry is EXPIRED."""
+    if status in _EXPIRABLE and now >= expires_at:
+        return ApprovalRequest.Status.EXPIRED
+    return status
+
+
+_EXPIRABLE = frozenset(
+    (ApprovalRequest.Status.PENDING, ApprovalRequest.Status.APPROVED, ApprovalRequest.Status.DENIED)
+)
 
 
 class AuditEvent(models.Model):

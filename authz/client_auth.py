@@ -62,29 +62,48 @@ def _parse_basic(authorization: str) -> ClientCredentials | None:
     return ClientCredentials(unquote_plus(client_id), unquote_plus(secret), AuthMethod.CLIENT_SECRET_BASIC)
 
 
-def authenticate_client(credentials: ClientCredentials | None):  # -> Application
-    """The Application these credentials prove, or InvalidClient. Never runs the slow password hasher."""
+def check_presented_client_id(credentials: ClientCredentials | None) -> ClientCredentials:
+    """Refuse missing credentials and client_ids no client can have, before any lookup."""
     if credentials is None:
         raise InvalidClient("Client authentication is required.")
     if not credentials.client_id or "\x00" in credentials.client_id or len(credentials.client_id) > 255:
         burn_verification()
         raise InvalidClient()
-    Application = get_application_model()
-    application = Application.objects.select_related("ciba").filter(client_id=credentials.client_id).first()
-    if application is None:
+    return credentials
+
+
+def verify_client(
+    credentials: ClientCredentials, *, client_type: str | None, client_secret: str, registered_method: str | None
+) -> None:
+    """Check presented credentials against a client's stored ones (client_type None: no such client)."""
+    if client_type is None:
         burn_verification()
         raise InvalidClient()
-    if application.client_type != Application.CLIENT_CONFIDENTIAL:
+    if client_type != get_application_model().CLIENT_CONFIDENTIAL:
         raise InvalidClient("Public clients cannot authenticate; CIBA needs a confidential client.")
-    if not verify_client_secret(credentials.secret, application.client_secret):
+    if not verify_client_secret(credentials.secret, client_secret):
         raise InvalidClient()
-    ciba = ciba_settings(application)
-    if ciba is not None and credentials.method != ciba.token_endpoint_auth_method:
-        raise InvalidClient(f"This client is registered for {ciba.token_endpoint_auth_method}.")
+    if registered_method is not None and credentials.method != registered_method:
+        raise InvalidClient(f"This client is registered for {registered_method}.")
+
+
+def authenticate_client(credentials: ClientCredentials | None):  # -> Application
+    """The Application these credentials prove, or InvalidClient. Never runs the slow password hasher."""
+    credentials = check_presented_client_id(credentials)
+    application = get_application_model().objects.select_related("ciba").filter(client_id=credentials.client_id).first()
+    ciba = ciba_settings(application) if application else None
+    verify_client(
+        credentials,
+        client_type=application.client_type if application else None,
+        client_secret=application.client_secret if application else "",
+        registered_method=ciba.token_endpoint_auth_method if ciba else None,
+    )
     return application
 
 
 def ciba_settings(application) -> CibaClient | None:
+    if application is None:
+        return None
     try:
         return application.ciba
     except CibaClient.DoesNotExist:
