@@ -16,6 +16,7 @@ LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 def backend(request, settings):
     if request.param == "locmem":
         settings.CACHES = LOCMEM
+        assert type(caches["default"]).__name__ == "LocMemCache"
     elif request.param == "configured":
         from tests import settings as test_settings
 
