@@ -52,7 +52,11 @@ def _poll_permitted_redis(
 ) -> tuple[bool, int]:
     global _pace_script
     keys = [cache.make_and_validate_key(gate_key), cache.make_and_validate_key(interval_key)]
-    client = cache._cache.get_client(keys[0], write=True)
+    # Django builds a new redis.Redis (and its table of response callbacks) for every call; on this path that
+    # costs more than the round trip. One client per cache backend, on the backend's connection pool.
+    client = getattr(cache, "_countersign_client", None)
+    if client is None:
+        client = cache._countersign_client = cache._cache.get_client(keys[0], write=True)
     if _pace_script is None:
         _pace_script = client.register_script(_PACE_LUA)  # EVALSHA, loading the script again after a restart
     permitted, current = _pace_script(keys=keys, args=[interval, SLOW_DOWN_STEP, lifetime], client=client)

@@ -87,7 +87,9 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
     # Agents poll every few seconds: reuse connections instead of paying a handshake per request.
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # A persistent connection is checked before a request's first query, so a database restart costs no failed
+    # request; DB_CONN_HEALTH_CHECKS=false saves that round trip where restarts are handled otherwise.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=True)
 
 REDIS_URL = env.str("REDIS_URL", default="")
 
