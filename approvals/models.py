@@ -104,9 +104,7 @@ def effective_status(status: str, expires_at: datetime, now: datetime) -> str:
     return status
 
 
-_EXPIRABLE = frozenset(
-    (ApprovalRequest.Status.PENDING, ApprovalRequest.Status.APPROVED, ApprovalRequest.Status.DENIED)
-)
+_EXPIRABLE = frozenset((ApprovalRequest.Status.PENDING, ApprovalRequest.Status.APPROVED, ApprovalRequest.Status.DENIED))
 
 
 class AuditEvent(models.Model):

@@ -18,7 +18,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
+from redis.exceptions import RedisError
 
+from . import poll_mirror
 from .conf import approvals_settings
 from .models import ApprovalRequest, Approver, AuditEvent
 
@@ -66,6 +68,16 @@ def approval_request_create(
             expires_at=now + timedelta(seconds=lifetime),
         )
         _audit(approval_request.pk, Kind.CREATED, at=now, client_id=client.client_id, scope=scope)
+        transaction.on_commit(
+            lambda: poll_mirror.mirror_pending(
+                auth_req_id=approval_request.auth_req_id,
+                client_id=client.client_id,
+                expires_at=approval_request.expires_at,
+                interval=approval_request.interval,
+                now=now,
+                only_if_absent=False,
+            )
+        )
         transaction.on_commit(lambda: _enqueue_prompt(approval_request.pk))
     return approval_request
 
@@ -124,7 +136,15 @@ def approval_request_decide(
         ).update(status=new_status, decided_at=now, auth_time=auth_time, acr=acr)
         if won:
             _audit(approval_request_id, Kind.APPROVED if approve else Kind.DENIED, actor=user, at=now, acr=acr)
+            _settle_mirror(approval_request_id)
     return bool(won)
+
+
+def _settle_mirror(approval_request_id: UUID | str) -> None:
+    # Before the commit, not after: "settled" only sends polls to the database, so it is right even if this
+    # transaction rolls back, and a poll that read "pending" meanwhile cannot overwrite it (poll_mirror).
+    auth_req_id = ApprovalRequest.objects.filter(pk=approval_request_id).values_list("auth_req_id", flat=True).get()
+    poll_mirror.mirror_settled(auth_req_id=auth_req_id)
 
 
 def approval_request_consume(*, approval_request_id: UUID | str, now: datetime | None = None) -> bool:
@@ -158,6 +178,7 @@ def approval_request_cancel(
         )
         if won:
             _audit(approval_request_id, Kind.CANCELLED, actor=actor, at=now)
+            _settle_mirror(approval_request_id)
     return bool(won)
 
 
@@ -200,13 +221,21 @@ def approver_set_user_code(*, approver: Approver, user_code: str) -> None:
 def approver_check_user_code(*, approver: Approver, user_code: str) -> bool:
     """Check a user_code, with a lockout after repeated failures so an agent cannot guess it."""
     key = f"approvals:user-code-failures:{approver.pk}"
-    if (cache.get(key) or 0) >= approvals_settings.USER_CODE_MAX_FAILURES:
+    try:
+        locked = (cache.get(key) or 0) >= approvals_settings.USER_CODE_MAX_FAILURES
+    except RedisError:
+        # The count is unreachable for now; the slow hash still makes each guess expensive.
+        logger.warning("User-code lockout unavailable (Redis)", exc_info=True)
+        locked = False
+    if locked:
         return False
     if approver.user_code_hash and check_password(user_code, approver.user_code_hash):
         return True
-    if cache.add(key, 1, timeout=approvals_settings.USER_CODE_LOCKOUT_SECONDS) is False:
-        try:
+    try:
+        if not cache.add(key, 1, timeout=approvals_settings.USER_CODE_LOCKOUT_SECONDS):
             cache.incr(key)
-        except ValueError:
-            cache.set(key, 1, timeout=approvals_settings.USER_CODE_LOCKOUT_SECONDS)
+    except ValueError:
+        cache.set(key, 1, timeout=approvals_settings.USER_CODE_LOCKOUT_SECONDS)
+    except RedisError:
+        logger.warning("User-code failure not counted (Redis)", exc_info=True)
     return False

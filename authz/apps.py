@@ -1,4 +1,7 @@
+from typing import Any
+
 from django.apps import AppConfig
+from django.db.models.signals import post_delete, post_save
 
 
 class AuthzConfig(AppConfig):
@@ -7,4 +10,19 @@ class AuthzConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from oauth2_provider.models import get_application_model
+
         from . import checks  # noqa: F401  (registers system checks)
+        from .models import CibaClient
+
+        # A client edited anywhere (admin, shell, commands) must not keep passing the poll fast path on old data.
+        for model in (get_application_model(), CibaClient):
+            post_save.connect(_forget_client, sender=model, dispatch_uid=f"forget-client-{model.__name__}")
+            post_delete.connect(_forget_client, sender=model, dispatch_uid=f"forget-client-del-{model.__name__}")
+
+
+def _forget_client(sender: type, instance: Any, **kwargs: Any) -> None:
+    from .client_cache import forget_client
+
+    application = getattr(instance, "application", instance)
+    forget_client(application.client_id)

@@ -15,6 +15,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from oauth2_provider import views as dot_views
 from oauth2_provider.settings import oauth2_settings
 
+from approvals import poll_mirror
 from approvals import services as approval_services
 from approvals.conf import approvals_settings
 from approvals.models import ApprovalRequest, effective_status
@@ -28,6 +29,7 @@ from .client_auth import (
     extract_credentials,
     verify_client,
 )
+from .client_cache import remember_client
 from .errors import (
     AccessDenied,
     AuthorizationPending,
@@ -162,8 +164,14 @@ class TokenView(dot_views.TokenView):
                 raise InvalidRequest("Parameters must not contain NUL characters.")
             params[key] = values[0]
         credentials = check_presented_client_id(extract_credentials(request.META.get("HTTP_AUTHORIZATION"), params))
-        auth_req_id = params.get("auth_req_id", "")
-        record = load_poll_record(client_id=credentials.client_id, auth_req_id=auth_req_id[:128])
+        auth_req_id = params.get("auth_req_id", "")[:128]
+        now = timezone.now()
+        if auth_req_id:
+            # Most polls are for pending requests: Redis alone can answer them (authz.throttle).
+            mirrored = throttle.pending_poll_from_mirror(credentials=credentials, auth_req_id=auth_req_id, now=now)
+            if mirrored is not None:
+                return _pending_answer(*mirrored)
+        record = load_poll_record(client_id=credentials.client_id, auth_req_id=auth_req_id)
         verify_client(
             credentials,
             client_type=record.client_type,
@@ -172,22 +180,29 @@ class TokenView(dot_views.TokenView):
         )
         if record.registered_method is None or not record.ciba_enabled:
             raise UnauthorizedClient()
+        remember_client(credentials)
         if not auth_req_id:
             raise InvalidRequest("auth_req_id is required.")
         if record.request_id is None:
             # Unknown, or another client's: the same answer, so ids cannot be probed (CIBA Core §11).
             raise InvalidGrant()
-        now = timezone.now()
         status = effective_status(record.status, record.expires_at, now)
         if status == Status.PENDING:
-            permitted, interval = throttle.poll_permitted(
-                approval_request_id=str(record.request_id),
+            poll_mirror.mirror_pending(
+                auth_req_id=auth_req_id,
+                client_id=credentials.client_id,
+                expires_at=record.expires_at,
                 interval=record.interval,
-                lifetime=int((record.expires_at - now).total_seconds()),
+                now=now,
+                only_if_absent=True,
             )
-            if not permitted:
-                raise SlowDown(f"Polled too often; wait at least {interval} seconds between polls.")
-            raise AuthorizationPending()
+            return _pending_answer(
+                *throttle.poll_permitted(
+                    auth_req_id=auth_req_id,
+                    interval=record.interval,
+                    lifetime=int((record.expires_at - now).total_seconds()),
+                )
+            )
         if status == Status.EXPIRED:
             raise ExpiredToken()
         if status == Status.DENIED:
@@ -202,6 +217,12 @@ class TokenView(dot_views.TokenView):
         for key, value in headers.items():
             response[key] = value
         return response
+
+
+def _pending_answer(permitted: bool, interval: int) -> HttpResponse:
+    if not permitted:
+        return SlowDown(f"Polled too often; wait at least {interval} seconds between polls.").response()
+    return AuthorizationPending().response()
 
 
 class DiscoveryMixin:

@@ -7,6 +7,7 @@ import uuid
 import pytest
 from django.core.cache import caches
 
+from approvals.poll_mirror import request_ref
 from authz.throttle import poll_permitted
 
 LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "throttle-test"}}
@@ -29,34 +30,34 @@ def backend(request, settings):
 def test_first_poll_is_permitted_and_early_polls_slow_down_in_steps_of_five(backend):
     request_id = str(uuid.uuid4())
 
-    assert poll_permitted(approval_request_id=request_id, interval=5, lifetime=300) == (True, 5)
-    assert poll_permitted(approval_request_id=request_id, interval=5, lifetime=300) == (False, 10)
-    assert poll_permitted(approval_request_id=request_id, interval=5, lifetime=300) == (False, 15)
+    assert poll_permitted(auth_req_id=request_id, interval=5, lifetime=300) == (True, 5)
+    assert poll_permitted(auth_req_id=request_id, interval=5, lifetime=300) == (False, 10)
+    assert poll_permitted(auth_req_id=request_id, interval=5, lifetime=300) == (False, 15)
 
 
 def test_after_the_interval_a_poll_is_permitted_at_the_longer_interval(backend):
     request_id = str(uuid.uuid4())
-    poll_permitted(approval_request_id=request_id, interval=5, lifetime=300)
-    poll_permitted(approval_request_id=request_id, interval=5, lifetime=300)
+    poll_permitted(auth_req_id=request_id, interval=5, lifetime=300)
+    poll_permitted(auth_req_id=request_id, interval=5, lifetime=300)
 
-    backend.delete(f"ciba:poll:{request_id}")  # the interval has passed
+    backend.delete(f"ciba:poll:{request_ref(request_id)}")  # the interval has passed
 
-    assert poll_permitted(approval_request_id=request_id, interval=5, lifetime=300) == (True, 10)
+    assert poll_permitted(auth_req_id=request_id, interval=5, lifetime=300) == (True, 10)
 
 
 def test_requests_are_paced_independently(backend):
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
 
-    assert poll_permitted(approval_request_id=first, interval=5, lifetime=300)[0] is True
-    assert poll_permitted(approval_request_id=second, interval=5, lifetime=300)[0] is True
-    assert poll_permitted(approval_request_id=first, interval=5, lifetime=300)[0] is False
+    assert poll_permitted(auth_req_id=first, interval=5, lifetime=300)[0] is True
+    assert poll_permitted(auth_req_id=second, interval=5, lifetime=300)[0] is True
+    assert poll_permitted(auth_req_id=first, interval=5, lifetime=300)[0] is False
 
 
 @pytest.mark.redis
 def test_the_gate_lasts_exactly_the_interval_on_redis():
     backend = caches["default"]
     request_id = str(uuid.uuid4())
-    poll_permitted(approval_request_id=request_id, interval=7, lifetime=300)
+    poll_permitted(auth_req_id=request_id, interval=7, lifetime=300)
     client = backend._cache.get_client()
 
-    assert client.ttl(backend.make_and_validate_key(f"ciba:poll:{request_id}")) == 7
+    assert client.ttl(backend.make_and_validate_key(f"ciba:poll:{request_ref(request_id)}")) == 7

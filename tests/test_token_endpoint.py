@@ -21,6 +21,7 @@ from oauth2_provider.settings import oauth2_settings
 
 from approvals import services as approval_services
 from approvals.models import ApprovalRequest
+from approvals.poll_mirror import request_ref, status_key
 from authz.models import CibaClient
 from tests import factories
 from tests.conftest import CIBA, FORM
@@ -42,11 +43,14 @@ def start(agent, **params) -> tuple[str, ApprovalRequest]:
 
 def interval_passes(approval_request: ApprovalRequest) -> None:
     """Simulate the poll interval having elapsed: drop the pacing gate the last poll set (see authz.throttle)."""
-    assert cache.delete(f"ciba:poll:{approval_request.pk}")
+    assert cache.delete(f"ciba:poll:{request_ref(approval_request.auth_req_id)}")
 
 
 def expire(approval_request: ApprovalRequest) -> None:
+    """Simulate the request's lifetime having passed. The Redis mirror of pending requests holds the expiry it was
+    given at creation (expires_at never changes in real life), so the shortcut of moving it drops that entry too."""
     ApprovalRequest.objects.filter(pk=approval_request.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    cache.delete(status_key(request_ref(approval_request.auth_req_id)))
 
 
 def assert_tokens(response) -> dict:

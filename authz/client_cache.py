@@ -1,0 +1,56 @@
+"""What the pending-poll fast path knows about clients: a keyed digest of the credentials each client last proved
+to the database, in Redis for CLIENT_TTL seconds.
+
+The entry only ever lets a poll be answered "still pending" (authz.throttle); every other answer re-authenticates
+against the database. Saving or deleting a client drops its entry (authz.apps), and the TTL bounds the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+from django.utils.crypto import salted_hmac
+from redis.exceptions import RedisError
+
+from approvals import poll_mirror
+
+from .client_auth import ClientCredentials
+
+logger = logging.getLogger(__name__)
+
+CLIENT_TTL = 300
+
+
+def client_key(client_id: str) -> str:
+    return f"ciba:client:{hashlib.sha256(client_id.encode()).hexdigest()[:40]}"
+
+
+def client_mac(credentials: ClientCredentials) -> str:
+    # Keyed with SECRET_KEY: Redis never holds anything from which a secret could be checked offline.
+    return salted_hmac("countersign.client-cache", f"{credentials.client_id}\0{credentials.secret}").hexdigest()
+
+
+def remember_client(credentials: ClientCredentials) -> None:
+    """Call only after the database has verified these credentials for a CIBA client."""
+    found = poll_mirror.redis()
+    if found is None:
+        return
+    cache, client = found
+    value = json.dumps({"mac": client_mac(credentials), "method": credentials.method})
+    try:
+        client.set(cache.make_and_validate_key(client_key(credentials.client_id)), value, ex=CLIENT_TTL)
+    except RedisError:
+        logger.warning("Could not cache a client for the poll fast path", exc_info=True)
+
+
+def forget_client(client_id: str) -> None:
+    found = poll_mirror.redis()
+    if found is None:
+        return
+    cache, client = found
+    try:
+        client.delete(cache.make_and_validate_key(client_key(client_id)))
+    except RedisError:
+        logger.warning("Could not drop a client from the poll fast path's cache", exc_info=True)
