@@ -8,10 +8,12 @@ against the database. Saving or deleting a client drops its entry (authz.apps), 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
+from functools import lru_cache
 
-from django.utils.crypto import salted_hmac
+from django.conf import settings
 from redis.exceptions import RedisError
 
 from approvals import poll_mirror
@@ -27,9 +29,15 @@ def client_key(client_id: str) -> str:
     return f"ciba:client:{hashlib.sha256(client_id.encode()).hexdigest()[:40]}"
 
 
+@lru_cache(maxsize=4)
+def _mac_key(secret_key: str) -> bytes:
+    return hashlib.sha256(b"countersign.client-cache" + secret_key.encode()).digest()
+
+
 def client_mac(credentials: ClientCredentials) -> str:
     # Keyed with SECRET_KEY: Redis never holds anything from which a secret could be checked offline.
-    return salted_hmac("countersign.client-cache", f"{credentials.client_id}\0{credentials.secret}").hexdigest()
+    message = f"{credentials.client_id}\0{credentials.secret}".encode()
+    return hmac.new(_mac_key(settings.SECRET_KEY), message, hashlib.sha256).hexdigest()
 
 
 def remember_client(credentials: ClientCredentials) -> None:
