@@ -51,29 +51,35 @@ def redis() -> tuple[RedisCache, Any] | None:
     return cache, client
 
 
-def mirror_pending(
-    *, auth_req_id: str, client_id: str, expires_at: datetime, interval: int, now: datetime, only_if_absent: bool
-) -> None:
+def pending_entry(*, client_id: str, expires_at: datetime, interval: int, now: datetime) -> tuple[str, int]:
+    """The value and lifetime of a pending request's entry; ("", 0) when too close to expiry to be worth it."""
     ttl = int(min(MAX_TTL, (expires_at - now).total_seconds()))
     if ttl <= 0:
-        return
+        return "", 0
     value = {"status": "pending", "client_id": client_id, "expires": expires_at.timestamp(), "interval": interval}
-    _set(auth_req_id, value, ttl=ttl, only_if_absent=only_if_absent)
+    return json.dumps(value), ttl
+
+
+def mirror_pending(*, auth_req_id: str, client_id: str, expires_at: datetime, interval: int, now: datetime) -> None:
+    """A new request is pending (called once it has committed)."""
+    value, ttl = pending_entry(client_id=client_id, expires_at=expires_at, interval=interval, now=now)
+    if ttl:
+        _set(auth_req_id, value, ttl=ttl)
 
 
 def mirror_settled(*, auth_req_id: str) -> None:
     """The request is no longer pending: polls must ask the database."""
-    _set(auth_req_id, {"status": SETTLED}, ttl=MAX_TTL, only_if_absent=False)
+    _set(auth_req_id, json.dumps({"status": SETTLED}), ttl=MAX_TTL)
 
 
-def _set(auth_req_id: str, value: dict[str, Any], *, ttl: int, only_if_absent: bool) -> None:
+def _set(auth_req_id: str, value: str, *, ttl: int) -> None:
     found = redis()
     if found is None:
         return
     cache, client = found
     key = cache.make_and_validate_key(status_key(request_ref(auth_req_id)))
     try:
-        client.set(key, json.dumps(value), ex=ttl, nx=only_if_absent)
+        client.set(key, value, ex=ttl)
     except RedisError:
         # A transition has committed; the entry it could not overwrite expires within MAX_TTL.
         logger.warning("Could not update the poll mirror for an approval request", exc_info=True)

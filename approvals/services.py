@@ -75,7 +75,6 @@ def approval_request_create(
                 expires_at=approval_request.expires_at,
                 interval=approval_request.interval,
                 now=now,
-                only_if_absent=False,
             )
         )
         transaction.on_commit(lambda: _enqueue_prompt(approval_request.pk))

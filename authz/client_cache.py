@@ -40,17 +40,9 @@ def client_mac(credentials: ClientCredentials) -> str:
     return hmac.new(_mac_key(settings.SECRET_KEY), message, hashlib.sha256).hexdigest()
 
 
-def remember_client(credentials: ClientCredentials) -> None:
-    """Call only after the database has verified these credentials for a CIBA client."""
-    found = poll_mirror.redis()
-    if found is None:
-        return
-    cache, client = found
-    value = json.dumps({"mac": client_mac(credentials), "method": credentials.method})
-    try:
-        client.set(cache.make_and_validate_key(client_key(credentials.client_id)), value, ex=CLIENT_TTL)
-    except RedisError:
-        logger.warning("Could not cache a client for the poll fast path", exc_info=True)
+def client_entry(credentials: ClientCredentials) -> str:
+    """What to remember of credentials the database has just verified for a CIBA client (authz.throttle)."""
+    return json.dumps({"mac": client_mac(credentials), "method": credentials.method})
 
 
 def forget_client(client_id: str) -> None:

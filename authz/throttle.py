@@ -14,18 +14,23 @@ from approvals import poll_mirror
 from approvals.poll_mirror import request_ref, status_key
 
 from .client_auth import ClientCredentials
-from .client_cache import client_key, client_mac
+from .client_cache import CLIENT_TTL, client_entry, client_key, client_mac
 
 logger = logging.getLogger(__name__)
 
 SLOW_DOWN_STEP = 5  # RFC 8628 §3.5, which CIBA Core §11 refers to: the client adds 5 s per slow_down.
 
 # One round trip, atomic. KEYS: gate, interval, client, status. ARGV: step, interval, lifetime, mac, method,
-# client_id, now. With a mac, it first proves from the mirrors alone that the client presented the credentials it
+# client_id, now, client entry, its ttl, pending entry, its ttl.
+# With a mac (the fast path), it first proves from the mirrors alone that the client presented the credentials it
 # last proved to the database and that the request is still pending, else answers {-1, 0} (ask the database).
-# Then it paces: {1, interval} for a permitted poll, {0, new interval} for a poll that came too early.
+# On the database path it stores what the fast path needs next time: the client's entry, and the request's pending
+# entry only if absent (approvals.poll_mirror). Then it paces: {1, interval} for a permitted poll, {0, new
+# interval} for a poll that came too early.
 _POLL_LUA = """
 local interval, lifetime = tonumber(ARGV[2]), tonumber(ARGV[3])
+if ARGV[8] ~= '' then redis.call('SET', KEYS[3], ARGV[8], 'EX', ARGV[9]) end
+if ARGV[10] ~= '' then redis.call('SET', KEYS[4], ARGV[10], 'NX', 'EX', ARGV[11]) end
 if ARGV[4] ~= '' then
   local c = redis.call('GET', KEYS[3])
   if not c then return {-1, 0} end
@@ -76,6 +81,7 @@ def pending_poll_from_mirror(
     ref = request_ref(auth_req_id)
     keys = [_gate_key(ref), _interval_key(ref), client_key(credentials.client_id), status_key(ref)]
     args = [SLOW_DOWN_STEP, 0, 0, client_mac(credentials), credentials.method, credentials.client_id, now.timestamp()]
+    args += ["", 0, "", 0]
     try:
         result = _run(keys, args)
     except RedisError:
@@ -86,17 +92,28 @@ def pending_poll_from_mirror(
     return bool(result[0]), result[1]
 
 
-def poll_permitted(*, auth_req_id: str, interval: int, lifetime: int) -> tuple[bool, int]:
-    """Record a poll. Returns (permitted, the interval now in force for this request).
+def poll_permitted(
+    *,
+    auth_req_id: str,
+    interval: int,
+    lifetime: int,
+    credentials: ClientCredentials | None = None,
+    pending_entry: tuple[str, int] = ("", 0),
+) -> tuple[bool, int]:
+    """Record a poll the database found pending. Returns (permitted, the interval now in force for it).
 
     The first poll is always permitted: the clock starts at a poll, not at the acknowledgement, so a client that
     polls straight away is not punished (Abblix/Oidc.Server#281). A poll that comes too early restarts the clock
-    with the longer interval.
+    with the longer interval. With `credentials` (verified by the database) and `pending_entry`, the same round
+    trip prepares the fast path for this client's next polls.
     """
     ref = request_ref(auth_req_id)
     gate_key, interval_key = _gate_key(ref), _interval_key(ref)
+    keys = [gate_key, interval_key, client_key(credentials.client_id) if credentials else "-", status_key(ref)]
+    client_value = client_entry(credentials) if credentials else ""
+    args = [SLOW_DOWN_STEP, interval, max(lifetime, 1), "", "", "", 0, client_value, CLIENT_TTL, *pending_entry]
     try:
-        result = _run([gate_key, interval_key, "", ""], [SLOW_DOWN_STEP, interval, max(lifetime, 1), "", "", "", 0])
+        result = _run(keys, args)
     except RedisError:
         # Pacing protects the server; losing it for a while must not stop agents from getting their answer.
         logger.warning("Redis is unavailable; poll not paced", exc_info=True)

@@ -29,7 +29,6 @@ from .client_auth import (
     extract_credentials,
     verify_client,
 )
-from .client_cache import remember_client
 from .errors import (
     AccessDenied,
     AuthorizationPending,
@@ -180,7 +179,6 @@ class TokenView(dot_views.TokenView):
         )
         if record.registered_method is None or not record.ciba_enabled:
             raise UnauthorizedClient()
-        remember_client(credentials)
         if not auth_req_id:
             raise InvalidRequest("auth_req_id is required.")
         if record.request_id is None:
@@ -188,19 +186,16 @@ class TokenView(dot_views.TokenView):
             raise InvalidGrant()
         status = effective_status(record.status, record.expires_at, now)
         if status == Status.PENDING:
-            poll_mirror.mirror_pending(
-                auth_req_id=auth_req_id,
-                client_id=credentials.client_id,
-                expires_at=record.expires_at,
-                interval=record.interval,
-                now=now,
-                only_if_absent=True,
+            pending_entry = poll_mirror.pending_entry(
+                client_id=credentials.client_id, expires_at=record.expires_at, interval=record.interval, now=now
             )
             return _pending_answer(
                 *throttle.poll_permitted(
                     auth_req_id=auth_req_id,
                     interval=record.interval,
                     lifetime=int((record.expires_at - now).total_seconds()),
+                    credentials=credentials,
+                    pending_entry=pending_entry,
                 )
             )
         if status == Status.EXPIRED:
