@@ -1,8 +1,8 @@
-"""The CIBA poll's database read: the client and its approval request in one indexed query.
+"""The CIBA poll's database read: the client and its request in one indexed query.
 
-Agents poll every few seconds for minutes, so this is the server's hottest path. Building two ORM querysets costs
-several times the database round trip itself; one hand-written join against the models' own table and column names
-keeps a pending poll close to the cost of an empty view (see bench/RESULTS.md).
+Agents poll every few seconds for minutes, so this is the server's hottest path. Most polls are answered from
+Redis (authz.throttle); the rest come here, where building two ORM querysets cost several times the database round
+trip itself, so one hand-written join against the models' own table and column names does the work instead.
 """
 
 from __future__ import annotations
