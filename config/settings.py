@@ -101,6 +101,11 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "countersign",
+            # A stalled Redis must slow a request by a second at most; callers fall back to the database.
+            "OPTIONS": {
+                "socket_timeout": env.float("REDIS_SOCKET_TIMEOUT", default=1.0),
+                "socket_connect_timeout": env.float("REDIS_SOCKET_TIMEOUT", default=1.0),
+            },
         }
     }
 else:
