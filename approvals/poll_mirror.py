@@ -77,7 +77,7 @@ def _set(auth_req_id: str, value: str, *, ttl: int) -> None:
     if found is None:
         return
     cache, client = found
-    key = cache.make_and_validate_key(status_key(request_ref(auth_req_id)))
+    key = cache.make_key(status_key(request_ref(auth_req_id)))
     try:
         client.set(key, value, ex=ttl)
     except RedisError:

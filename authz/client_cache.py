@@ -51,6 +51,6 @@ def forget_client(client_id: str) -> None:
         return
     cache, client = found
     try:
-        client.delete(cache.make_and_validate_key(client_key(client_id)))
+        client.delete(cache.make_key(client_key(client_id)))
     except RedisError:
         logger.warning("Could not drop a client from the poll fast path's cache", exc_info=True)

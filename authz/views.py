@@ -131,7 +131,7 @@ class BackchannelAuthenticationView(View):
 
 class TokenView(dot_views.TokenView):
     """DOT's token endpoint, with the CIBA grant answered here for every state but APPROVED (which oauthlib's
-    CibaGrant handles), so that a pending poll costs one indexed read and one cache round trip."""
+    CibaGrant handles): a pending poll is usually one Redis round trip, otherwise one indexed read and one."""
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
