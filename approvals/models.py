@@ -84,7 +84,16 @@ class ApprovalRequest(models.Model):
     class Meta:
         verbose_name = _("approval request")
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["user", "status", "expires_at"])]
+        indexes = [
+            models.Index(fields=["user", "status", "expires_at"]),
+            # The beat sweeps: requests still to expire, and live decided ones whose poll mirror is re-settled.
+            models.Index(
+                fields=["expires_at"],
+                name="approvals_expirable_idx",
+                condition=models.Q(status__in=["pending", "approved", "denied"]),
+            ),
+            models.Index(fields=["expires_at"], name="approvals_expires_at_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.client} → {self.user} ({self.status})"

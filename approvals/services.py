@@ -135,15 +135,37 @@ def approval_request_decide(
         ).update(status=new_status, decided_at=now, auth_time=auth_time, acr=acr)
         if won:
             _audit(approval_request_id, Kind.APPROVED if approve else Kind.DENIED, actor=user, at=now, acr=acr)
-            _settle_mirror(approval_request_id)
+            _settle_mirror(approval_request_id, now=now)
     return bool(won)
 
 
-def _settle_mirror(approval_request_id: UUID | str) -> None:
+def _settle_mirror(approval_request_id: UUID | str, *, now: datetime) -> None:
     # Before the commit, not after: "settled" only sends polls to the database, so it is right even if this
     # transaction rolls back, and a poll that read "pending" meanwhile cannot overwrite it (poll_mirror).
-    auth_req_id = ApprovalRequest.objects.filter(pk=approval_request_id).values_list("auth_req_id", flat=True).get()
-    poll_mirror.mirror_settled(auth_req_id=auth_req_id)
+    auth_req_id, expires_at = (
+        ApprovalRequest.objects.filter(pk=approval_request_id).values_list("auth_req_id", "expires_at").get()
+    )
+    poll_mirror.mirror_settled(auth_req_id=auth_req_id, expires_at=expires_at, now=now)
+
+
+def approval_request_resettle_mirror(*, now: datetime | None = None) -> int:
+    """Mark every decided, unexpired request settled in the poll mirror again (run by Celery beat).
+
+    A decision whose write to Redis failed would otherwise leave its agent reading "pending" from the mirror
+    until the request expires.
+    """
+    now = now or timezone.now()
+    decided = (
+        ApprovalRequest.objects.filter(expires_at__gt=now)
+        .exclude(status=Status.PENDING)
+        .values_list("auth_req_id", "expires_at")
+        .iterator(chunk_size=1000)
+    )
+    try:
+        return poll_mirror.resettle(decided=decided, now=now)
+    except RedisError:
+        logger.warning("Redis is unavailable; the poll mirror will be re-settled on the next run", exc_info=True)
+        return 0
 
 
 def approval_request_consume(*, approval_request_id: UUID | str, now: datetime | None = None) -> bool:
@@ -177,7 +199,7 @@ def approval_request_cancel(
         )
         if won:
             _audit(approval_request_id, Kind.CANCELLED, actor=actor, at=now)
-            _settle_mirror(approval_request_id)
+            _settle_mirror(approval_request_id, now=now)
     return bool(won)
 
 

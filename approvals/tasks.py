@@ -13,3 +13,8 @@ def prompt_approver_task(approval_request_id: str) -> None:
 @shared_task(ignore_result=True)
 def expire_due_task() -> int:
     return services.approval_request_expire_due()
+
+
+@shared_task(ignore_result=True)
+def resettle_mirror_task() -> int:
+    return services.approval_request_resettle_mirror()

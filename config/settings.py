@@ -236,6 +236,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
 CELERY_BEAT_SCHEDULE = {
     "expire-due-approval-requests": {"task": "approvals.tasks.expire_due_task", "schedule": 30.0},
+    # Bounds how long a decision that could not reach Redis stays hidden behind the poll mirror's "pending".
+    "resettle-poll-mirror": {"task": "approvals.tasks.resettle_mirror_task", "schedule": 30.0},
 }
 
 LOGGING = {

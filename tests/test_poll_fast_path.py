@@ -10,8 +10,11 @@ import pytest
 from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from approvals.poll_mirror import request_ref
+from approvals import poll_mirror, tasks
+from approvals.models import ApprovalRequest
+from approvals.poll_mirror import request_ref, status_key
 from tests import factories
 from tests.factories import assert_oauth_error
 
@@ -145,3 +148,37 @@ def test_requests_are_accepted_and_answered_when_redis_is_down(
     assert ack.status_code == 200, ack.content
     assert_oauth_error(wrong, 400, "invalid_user_code")
     assert_oauth_error(agent.poll(ack.json()["auth_req_id"]), 400, "authorization_pending")
+
+
+def test_a_decision_that_missed_redis_is_seen_after_the_sweep(
+    settings, agent, approver, django_capture_on_commit_callbacks
+):
+    auth_req_id = ask(agent, django_capture_on_commit_callbacks)
+    assert_oauth_error(agent.poll(auth_req_id), 400, "authorization_pending")
+    interval_passes(auth_req_id)
+    working_caches = settings.CACHES
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+    }
+    factories.decide(auth_req_id)  # commits, but cannot mark the mirror settled
+    settings.CACHES = working_caches
+
+    # The mirror still says pending: the very staleness the sweep exists to end.
+    assert_oauth_error(agent.poll(auth_req_id), 400, "authorization_pending")
+    assert tasks.resettle_mirror_task.apply().get() == 1  # as beat runs it
+
+    assert agent.poll(auth_req_id).status_code == 200
+
+
+def test_mirror_entries_live_as_long_as_their_request(agent, approver, django_capture_on_commit_callbacks):
+    auth_req_id = ask(agent, django_capture_on_commit_callbacks)
+    expires_at = ApprovalRequest.objects.get(auth_req_id=auth_req_id).expires_at
+    redis_cache, client = poll_mirror.redis()
+    key = redis_cache.make_key(status_key(request_ref(auth_req_id)))
+    lifetime = (expires_at - timezone.now()).total_seconds()
+    assert lifetime > 60
+    assert client.ttl(key) == pytest.approx(lifetime, abs=2)
+
+    factories.decide(auth_req_id, approve=False)
+
+    assert client.ttl(key) == pytest.approx(lifetime + 1, abs=2)
