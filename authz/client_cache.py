@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 from functools import lru_cache
 
@@ -41,8 +40,9 @@ def client_mac(credentials: ClientCredentials) -> str:
 
 
 def client_entry(credentials: ClientCredentials) -> str:
-    """What to remember of credentials the database has just verified for a CIBA client (authz.throttle)."""
-    return json.dumps({"mac": client_mac(credentials), "method": credentials.method})
+    """What to remember of credentials the database has just verified for a CIBA client (authz.throttle): the
+    digest and the method, compared as one string with what a later poll presents."""
+    return f"{client_mac(credentials)} {credentials.method}"
 
 
 def forget_client(client_id: str) -> None:

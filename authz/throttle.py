@@ -3,45 +3,42 @@ that a pending poll writes nothing to the database, and the pending poll's fast 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import datetime
 
 from django.core.cache import caches
-from redis.commands.core import Script
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from approvals import poll_mirror
 from approvals.poll_mirror import request_ref, status_key
 
 from .client_auth import ClientCredentials
-from .client_cache import CLIENT_TTL, client_entry, client_key, client_mac
+from .client_cache import CLIENT_TTL, client_entry, client_key
 
 logger = logging.getLogger(__name__)
 
 SLOW_DOWN_STEP = 5  # RFC 8628 §3.5, which CIBA Core §11 refers to: the client adds 5 s per slow_down.
 
-# One round trip, atomic. KEYS: gate, interval, client, status. ARGV: step, interval, lifetime, mac, method,
-# client_id, now, client entry, its ttl, pending entry, its ttl.
-# With a mac (the fast path), it first proves from the mirrors alone that the client presented the credentials it
-# last proved to the database and that the request is still pending, else answers {-1, 0} (ask the database).
-# On the database path it stores what the fast path needs next time: the client's entry, and the request's pending
-# entry only if absent (approvals.poll_mirror). Then it paces: {1, interval} for a permitted poll, {0, new
-# interval} for a poll that came too early.
+# One round trip, atomic. KEYS: gate, interval, client, status. ARGV: step, interval, lifetime, presented client
+# entry, client_id, now, client entry to store, its ttl, pending entry to store, its ttl.
+# With a presented client entry (the fast path), it first proves from the mirrors alone that the client presented
+# the credentials it last proved to the database and that the request is still pending for that client, else
+# answers {-1, 0} (ask the database). On the database path it stores what the fast path needs next time: the
+# client's entry, and the request's pending entry only if absent (approvals.poll_mirror). Then it paces: {1,
+# interval} for a permitted poll, {0, new interval} for a poll that came too early.
 _POLL_LUA = """
 local interval, lifetime = tonumber(ARGV[2]), tonumber(ARGV[3])
-if ARGV[8] ~= '' then redis.call('SET', KEYS[3], ARGV[8], 'EX', ARGV[9]) end
-if ARGV[10] ~= '' then redis.call('SET', KEYS[4], ARGV[10], 'NX', 'EX', ARGV[11]) end
+if ARGV[7] ~= '' then redis.call('SET', KEYS[3], ARGV[7], 'EX', ARGV[8]) end
+if ARGV[9] ~= '' then redis.call('SET', KEYS[4], ARGV[9], 'NX', 'EX', ARGV[10]) end
 if ARGV[4] ~= '' then
-  local c = redis.call('GET', KEYS[3])
-  if not c then return {-1, 0} end
-  c = cjson.decode(c)
-  if c.mac ~= ARGV[4] or c.method ~= ARGV[5] then return {-1, 0} end
-  local r = redis.call('GET', KEYS[4])
-  if not r then return {-1, 0} end
-  r = cjson.decode(r)
-  local now = tonumber(ARGV[7])
-  if r.status ~= 'pending' or r.client_id ~= ARGV[6] or now >= r.expires then return {-1, 0} end
-  interval, lifetime = r.interval, math.floor(r.expires - now)
+  if redis.call('GET', KEYS[3]) ~= ARGV[4] then return {-1, 0} end
+  local entry = redis.call('GET', KEYS[4])
+  if not entry then return {-1, 0} end
+  local expires, every, client_id = string.match(entry, '^pending (%S+) (%d+) (.*)$')
+  local now = tonumber(ARGV[6])
+  if client_id ~= ARGV[5] or now >= tonumber(expires) then return {-1, 0} end
+  interval, lifetime = tonumber(every), math.floor(tonumber(expires) - now)
 end
 interval = tonumber(redis.call('GET', KEYS[2]) or interval)
 if redis.call('SET', KEYS[1], 1, 'NX', 'EX', interval) then return {1, interval} end
@@ -50,7 +47,7 @@ redis.call('SET', KEYS[2], interval, 'EX', math.max(lifetime, 1))
 redis.call('SET', KEYS[1], 1, 'EX', interval)
 return {0, interval}
 """
-_poll_script: Script | None = None
+_POLL_SHA = hashlib.sha1(_POLL_LUA.encode(), usedforsecurity=False).hexdigest()  # the name Redis gives a script
 
 
 def _gate_key(ref: str) -> str:
@@ -62,15 +59,29 @@ def _interval_key(ref: str) -> str:
 
 
 def _run(keys: list[str], args: list[object]) -> tuple[int, int] | None:
-    global _poll_script
     found = poll_mirror.redis()
     if found is None:
         return None
     cache, client = found
-    if _poll_script is None:
-        _poll_script = client.register_script(_POLL_LUA)  # EVALSHA, loading it again after a Redis restart
     # make_key, not make_and_validate_key: these names are ours and safe, and validation walks every character.
-    result = _poll_script(keys=[cache.make_key(k) for k in keys], args=args, client=client)
+    keys = [cache.make_key(k) for k in keys]
+    # One command on a pooled connection, without redis-py's per-command machinery (retry wrapper, observability
+    # hooks, response callbacks): on the poll path that machinery cost the web worker more CPU than Redis spends
+    # running the script.
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        try:
+            connection.send_command("EVALSHA", _POLL_SHA, len(keys), *keys, *args)
+            result = connection.read_response()
+        except NoScriptError:  # Redis restarted or flushed its scripts: EVAL loads it again.
+            connection.send_command("EVAL", _POLL_LUA, len(keys), *keys, *args)
+            result = connection.read_response()
+    except BaseException:
+        connection.disconnect()  # a half-read reply must not reach the next user of this connection
+        raise
+    finally:
+        pool.release(connection)
     return int(result[0]), int(result[1])
 
 
@@ -80,8 +91,8 @@ def pending_poll_from_mirror(
     """(permitted, interval) for a poll Redis alone shows to be pending for this client; None: ask the database."""
     ref = request_ref(auth_req_id)
     keys = [_gate_key(ref), _interval_key(ref), client_key(credentials.client_id), status_key(ref)]
-    args = [SLOW_DOWN_STEP, 0, 0, client_mac(credentials), credentials.method, credentials.client_id, now.timestamp()]
-    args += ["", 0, "", 0]
+    presented = client_entry(credentials)
+    args = [SLOW_DOWN_STEP, 0, 0, presented, credentials.client_id, repr(now.timestamp()), "", 0, "", 0]
     try:
         result = _run(keys, args)
     except RedisError:
@@ -111,7 +122,7 @@ def poll_permitted(
     gate_key, interval_key = _gate_key(ref), _interval_key(ref)
     keys = [gate_key, interval_key, client_key(credentials.client_id) if credentials else "-", status_key(ref)]
     client_value = client_entry(credentials) if credentials else ""
-    args = [SLOW_DOWN_STEP, interval, max(lifetime, 1), "", "", "", 0, client_value, CLIENT_TTL, *pending_entry]
+    args = [SLOW_DOWN_STEP, interval, max(lifetime, 1), "", "", 0, client_value, CLIENT_TTL, *pending_entry]
     try:
         result = _run(keys, args)
     except RedisError:

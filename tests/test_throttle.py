@@ -61,3 +61,14 @@ def test_the_gate_lasts_exactly_the_interval_on_redis():
     client = backend._cache.get_client()
 
     assert client.ttl(backend.make_and_validate_key(f"ciba:poll:{request_ref(request_id)}")) == 7
+
+
+@pytest.mark.redis
+def test_pacing_survives_redis_forgetting_its_scripts():
+    """After a Redis restart or SCRIPT FLUSH, EVALSHA answers NOSCRIPT; the poll must still be paced, not fail."""
+    backend = caches["default"]
+    request_id = str(uuid.uuid4())
+    backend._cache.get_client().script_flush()
+
+    assert poll_permitted(auth_req_id=request_id, interval=5, lifetime=300) == (True, 5)
+    assert poll_permitted(auth_req_id=request_id, interval=5, lifetime=300) == (False, 10)
