@@ -86,13 +86,12 @@ class ApprovalRequest(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["user", "status", "expires_at"]),
-            # The beat sweeps: requests still to expire, and live decided ones whose poll mirror is re-settled.
+            # The expiry sweep reads only requests that can still expire, not the whole history.
             models.Index(
                 fields=["expires_at"],
                 name="approvals_expirable_idx",
                 condition=models.Q(status__in=["pending", "approved", "denied"]),
             ),
-            models.Index(fields=["expires_at"], name="approvals_expires_at_idx"),
         ]
 
     def __str__(self) -> str:
