@@ -7,20 +7,110 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from . import services
-from .models import ApprovalRequest, Approver, AuditEvent
+from .models import ApprovalRequest, Approver, AuditEvent, Delivery, PushSubscription
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class PushSubscriptionInline(ReadOnlyInline):
+    model = PushSubscription
+    fields = ("service_host", "user_agent", "created_at", "last_success_at", "disabled_at", "disabled_reason")
+    readonly_fields = fields
+    can_delete = True  # removing a device is how an admin stops prompts to a lost phone
 
 
 @admin.register(Approver)
 class ApproverAdmin(admin.ModelAdmin):
-    list_display = ("user", "phone_number", "accepting_requests", "has_user_code", "created_at")
+    list_display = ("user", "phone_number", "sms_enabled", "devices", "accepting_requests", "has_user_code")
     list_filter = ("accepting_requests",)
     search_fields = ("user__username", "user__email", "phone_number")
     raw_id_fields = ("user",)
-    readonly_fields = ("created_at", "has_user_code")
+    readonly_fields = ("created_at", "has_user_code", "phone_disabled_at", "phone_disabled_reason")
+    inlines = (PushSubscriptionInline,)
 
     @admin.display(boolean=True, description=_("user code set"))
     def has_user_code(self, obj: Approver) -> bool:
         return obj.has_user_code
+
+    @admin.display(boolean=True, description=_("SMS"))
+    def sms_enabled(self, obj: Approver) -> bool:
+        return bool(obj.phone_number) and obj.phone_disabled_at is None
+
+    @admin.display(description=_("push devices"))
+    def devices(self, obj: Approver) -> int:
+        return obj.push_subscriptions.filter(disabled_at__isnull=True).count()
+
+    def save_model(self, request: HttpRequest, obj: Approver, form: object, change: bool) -> None:
+        phone_number = obj.phone_number
+        if change and "phone_number" in getattr(form, "changed_data", ()):
+            # Saved through the service, which re-enables SMS for a new number.
+            obj.phone_number = Approver.objects.values_list("phone_number", flat=True).get(pk=obj.pk)
+            super().save_model(request, obj, form, change)
+            services.approver_set_phone(approver=obj, phone_number=phone_number)
+            return
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(PushSubscription)
+class PushSubscriptionAdmin(admin.ModelAdmin):
+    list_display = ("approver", "service_host", "created_at", "last_success_at", "disabled_at")
+    list_filter = (("disabled_at", admin.EmptyFieldListFilter),)
+    list_select_related = ("approver__user",)
+    search_fields = ("approver__user__username", "endpoint")
+    readonly_fields = (
+        "approver",
+        "endpoint",
+        "p256dh",
+        "auth",
+        "user_agent",
+        "created_at",
+        "last_success_at",
+        "disabled_at",
+        "disabled_reason",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+class DeliveryInline(ReadOnlyInline):
+    model = Delivery
+    fields = ("created_at", "channel", "destination", "attempt", "status", "provider_status", "latency", "error")
+    readonly_fields = fields
+
+    @admin.display(description=_("latency"))
+    def latency(self, obj: Delivery) -> str:
+        return f"{obj.latency_ms} ms" if obj.latency_ms is not None else "-"
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(admin.ModelAdmin):
+    """Every attempt to prompt a person, with the provider's answer."""
+
+    list_display = ("created_at", "request", "channel", "destination", "attempt", "status", "provider_status")
+    list_filter = ("channel", "status")
+    list_select_related = ("request",)
+    search_fields = ("request__id", "destination", "provider_id")
+    date_hierarchy = "created_at"
+    readonly_fields = [field.name for field in Delivery._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 class EffectiveStatusFilter(admin.SimpleListFilter):
@@ -65,7 +155,7 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
     list_select_related = ("client", "user")
     search_fields = ("id", "user__username", "client__name", "client__client_id", "binding_message")
     date_hierarchy = "created_at"
-    inlines = (AuditEventInline,)
+    inlines = (AuditEventInline, DeliveryInline)
     actions = ("cancel_requests", "expire_due_requests")
     readonly_fields = (
         "id",
@@ -82,6 +172,7 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
         "created_at",
         "expires_at",
         "prompted_at",
+        "prompt_failed_at",
         "decided_at",
         "consumed_at",
         "auth_time",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
+
+if TYPE_CHECKING:
+    from .channels.base import Channel
 
 DEFAULTS: dict[str, Any] = {
     "PROMPT_CHANNELS": ["approvals.channels.console.ConsoleChannel"],
@@ -18,6 +21,41 @@ DEFAULTS: dict[str, Any] = {
     "USER_CODE_MAX_FAILURES": 5,
     "USER_CODE_LOCKOUT_SECONDS": 900,
     "MAX_REQUEST_BYTES": 64 * 1024,
+    # Abuse limit: requests one client may send one approver per minute (bc-authorize answers access_denied beyond).
+    "PROMPTS_PER_MINUTE": 5,
+    # Transient prompt failures retry with exponential backoff and full jitter, while the request is pending.
+    "PROMPT_RETRY_BASE_SECONDS": 1,
+    "PROMPT_RETRY_MAX_SECONDS": 60,
+    # A worker's hold on prompting one request; a worker that dies releases it by letting it lapse.
+    "PROMPT_CLAIM_SECONDS": 30,
+    # A request still unprompted this long after its prompt was due is enqueued again by the sweeper.
+    "PROMPT_SWEEP_GRACE_SECONDS": 20,
+    # Timeout for each call to a provider (Twilio, a push service).
+    "PROMPT_TIMEOUT_SECONDS": 5,
+    "TWILIO": {
+        "ACCOUNT_SID": "",
+        "AUTH_TOKEN": "",
+        "FROM_NUMBER": "",
+        "MESSAGING_SERVICE_SID": "",
+        "API_BASE": "https://api.twilio.com",
+        "STATUS_CALLBACKS": True,
+    },
+    "WEBPUSH": {
+        "VAPID_PRIVATE_KEY": "",
+        "VAPID_PUBLIC_KEY": "",
+        "VAPID_SUBJECT": "",
+        # Subscriptions are accepted only for these push services (https): a subscription names a URL our workers
+        # will POST to, so an approver must not be able to aim them at the private network. A leading dot allows
+        # subdomains.
+        "ALLOWED_SERVICES": [
+            "fcm.googleapis.com",
+            "updates.push.services.mozilla.com",
+            "web.push.apple.com",
+            ".notify.windows.com",
+        ],
+        # Development and tests only: also accept http://127.0.0.1 endpoints (a local fake push service).
+        "ALLOW_LOOPBACK_HTTP": False,
+    },
 }
 
 
@@ -30,11 +68,24 @@ class ApprovalsSettings:
             raise AttributeError(f"Unknown APPROVALS setting: {name}")
         if name not in self._cache:
             user = getattr(settings, "APPROVALS", {})
-            self._cache[name] = user.get(name, DEFAULTS[name])
+            value = user.get(name, DEFAULTS[name])
+            if isinstance(DEFAULTS[name], dict):
+                value = {**DEFAULTS[name], **value}  # a partial TWILIO or WEBPUSH dict keeps the other defaults
+            self._cache[name] = value
         return self._cache[name]
 
-    def channel_classes(self) -> list[type]:
+    def channel_classes(self) -> list[type[Channel]]:
         return [import_string(path) for path in self.PROMPT_CHANNELS]
+
+    def channel_names(self) -> list[str]:
+        return [channel_class.name for channel_class in self.channel_classes()]
+
+    def channels_for(self, names: list[str]) -> list[type[Channel]]:
+        """The configured channels, in the order a client chose (names), or the server's order when it chose none."""
+        configured = {channel_class.name: channel_class for channel_class in self.channel_classes()}
+        if not names:
+            return list(configured.values())
+        return [configured[name] for name in names if name in configured]
 
     def reload(self) -> None:
         self._cache.clear()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import models
@@ -23,6 +24,9 @@ class Approver(models.Model):
         default=True,
         help_text=_("When off, agents' requests for this person are refused with access_denied."),
     )
+    # Set when SMS to the number failed for good (Twilio 21211 invalid, 21610 unsubscribed); cleared on a change.
+    phone_disabled_at = models.DateTimeField(_("SMS disabled at"), null=True, blank=True)
+    phone_disabled_reason = models.CharField(_("why SMS is disabled"), max_length=255, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -68,6 +72,11 @@ class ApprovalRequest(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     expires_at = models.DateTimeField(db_index=True)
     prompted_at = models.DateTimeField(null=True, blank=True)
+    # Prompting (approvals.prompts): every channel failed for good; one worker at a time holds the claim; the
+    # sweeper re-enqueues a request still unprompted at prompt_due_at (e.g. the broker was down at creation).
+    prompt_failed_at = models.DateTimeField(null=True, blank=True)
+    prompt_claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
+    prompt_due_at = models.DateTimeField(null=True, blank=True, editable=False)
     decided_at = models.DateTimeField(null=True, blank=True)
     consumed_at = models.DateTimeField(null=True, blank=True)
     # When and how strongly the approver had authenticated when deciding (ID token auth_time / acr).
@@ -91,6 +100,11 @@ class ApprovalRequest(models.Model):
                 fields=["expires_at"],
                 name="approvals_expirable_idx",
                 condition=models.Q(status__in=["pending", "approved", "denied"]),
+            ),
+            models.Index(
+                fields=["prompt_due_at"],
+                name="approvals_unprompted_idx",
+                condition=models.Q(status="pending", prompted_at__isnull=True, prompt_failed_at__isnull=True),
             ),
         ]
 
@@ -142,3 +156,77 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class PushSubscription(models.Model):
+    """A browser's Web Push subscription (the PushSubscription JSON of the Push API) for one approver."""
+
+    approver = models.ForeignKey(Approver, on_delete=models.CASCADE, related_name="push_subscriptions")
+    endpoint = models.URLField(max_length=2048, unique=True)
+    p256dh = models.CharField(max_length=128)
+    auth = models.CharField(max_length=64)
+    user_agent = models.CharField(max_length=512, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    # The push service said the subscription is gone (404/410) or refused it for good.
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    disabled_reason = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        verbose_name = _("push subscription")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.approver} on {self.service_host}"
+
+    @property
+    def service_host(self) -> str:
+        return urlsplit(self.endpoint).hostname or "?"
+
+    @property
+    def info(self) -> dict[str, object]:
+        return {"endpoint": self.endpoint, "keys": {"p256dh": self.p256dh, "auth": self.auth}}
+
+
+class Delivery(models.Model):
+    """One attempt to send one prompt to one destination: written before the call and again after it."""
+
+    class Status(models.TextChoices):
+        SENDING = "sending", _("Sending")
+        SENT = "sent", _("Accepted by the provider")
+        DELIVERED = "delivered", _("Delivered")
+        FAILED = "failed", _("Failed (retried)")
+        REJECTED = "rejected", _("Rejected (not retried)")
+        UNDELIVERED = "undelivered", _("Not delivered")
+        INTERRUPTED = "interrupted", _("Interrupted (outcome unknown)")
+
+    # The id is also the Twilio status callback's path: unguessable, and the callback is signed as well.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    request = models.ForeignKey(ApprovalRequest, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.CharField(max_length=32)
+    # A stable name for where the prompt went (e.g. "sms:+14155550123", "webpush:17"), for idempotency.
+    destination = models.CharField(max_length=255)
+    subscription = models.ForeignKey(PushSubscription, on_delete=models.SET_NULL, null=True, blank=True)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SENDING)
+    provider_id = models.CharField(max_length=255, blank=True)
+    provider_status = models.CharField(max_length=32, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = _("prompt delivery")
+        verbose_name_plural = _("prompt deliveries")
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["request", "destination", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.channel} to {self.destination}: {self.status}"
+
+    @property
+    def latency_ms(self) -> int | None:
+        if self.finished_at is None:
+            return None
+        return int((self.finished_at - self.created_at).total_seconds() * 1000)

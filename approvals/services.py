@@ -66,6 +66,8 @@ def approval_request_create(
             interval=approvals_settings.POLL_INTERVAL_SECONDS,
             created_at=now,
             expires_at=now + timedelta(seconds=lifetime),
+            # Should the prompt task never run (the broker is down), the sweeper takes over from then on.
+            prompt_due_at=now + timedelta(seconds=approvals_settings.PROMPT_SWEEP_GRACE_SECONDS),
         )
         _audit(approval_request.pk, Kind.CREATED, at=now, client_id=client.client_id, scope=scope)
         transaction.on_commit(
@@ -90,31 +92,6 @@ def _enqueue_prompt(approval_request_id: UUID) -> None:
         # The request is stored and the agent has its auth_req_id; a broker outage must not turn into an error
         # for the agent. The prompt sweeper retries requests that were never prompted.
         logger.exception("Could not enqueue the prompt for approval request %s", approval_request_id)
-
-
-def approval_request_prompt(*, approval_request_id: UUID | str, now: datetime | None = None) -> bool:
-    """Send the prompt for a pending request through the configured channels; True when one channel took it."""
-    from .channels.base import ChannelError, Prompt
-
-    now = now or timezone.now()
-    approval_request = ApprovalRequest.objects.select_related("client", "user").filter(pk=approval_request_id).first()
-    if approval_request is None or approval_request.effective_status(now) != Status.PENDING:
-        return False
-    prompt = Prompt.for_request(approval_request)
-    errors = []
-    for channel_class in approvals_settings.channel_classes():
-        channel = channel_class()
-        try:
-            channel.send(prompt)
-        except ChannelError as exc:
-            errors.append(f"{channel.name}: {exc}")
-            continue
-        with transaction.atomic():
-            ApprovalRequest.objects.filter(pk=approval_request.pk, prompted_at__isnull=True).update(prompted_at=now)
-            _audit(approval_request.pk, Kind.PROMPTED, at=now, channel=channel.name)
-        return True
-    _audit(approval_request.pk, Kind.PROMPT_FAILED, at=now, errors=errors)
-    return False
 
 
 def approval_request_decide(
@@ -228,6 +205,16 @@ def approval_request_expire_due(*, now: datetime | None = None, batch_size: int 
             expired += len(won_ids)
             if len(ids) < batch_size:
                 return expired
+
+
+def approver_set_phone(*, approver: Approver, phone_number: str) -> None:
+    """A new number (E.164) is a new destination: SMS disabled for the old one is enabled again."""
+    if phone_number == approver.phone_number and approver.phone_disabled_at is None:
+        return
+    Approver.objects.filter(pk=approver.pk).update(
+        phone_number=phone_number, phone_disabled_at=None, phone_disabled_reason=""
+    )
+    approver.refresh_from_db(fields=["phone_number", "phone_disabled_at", "phone_disabled_reason"])
 
 
 # --- user codes (CIBA Core §7.1 user_code) -------------------------------------------------------------------

@@ -1,13 +1,23 @@
+"""Thin Celery tasks: they take ids, call a service, and own retries (acks_late is on for all, in settings)."""
+
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 
-from . import services
+from . import prompts, services
+
+
+@shared_task(bind=True, ignore_result=True, max_retries=12)
+def prompt_approver_task(self: Task, approval_request_id: str) -> None:
+    outcome = prompts.approval_request_prompt(approval_request_id=approval_request_id, attempt=self.request.retries + 1)
+    if outcome.retry_in is not None:
+        # Should this retry be lost (broker down), prompt_due_at lets the sweeper enqueue the request again.
+        raise self.retry(countdown=outcome.retry_in)
 
 
 @shared_task(ignore_result=True)
-def prompt_approver_task(approval_request_id: str) -> None:
-    services.approval_request_prompt(approval_request_id=approval_request_id)
+def sweep_unprompted_task() -> int:
+    return prompts.approval_request_sweep_unprompted()
 
 
 @shared_task(ignore_result=True)

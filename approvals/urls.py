@@ -9,4 +9,8 @@ urlpatterns = [
     path("user-code/", views.user_code, name="user-code"),
     path("<uuid:pk>/", views.detail, name="detail"),
     path("<uuid:pk>/decide/", views.decide, name="decide"),
+    path("devices/", views.device_list, name="devices"),
+    path("devices/<int:pk>/remove/", views.device_remove, name="device-remove"),
+    path("devices/vapid-public-key/", views.vapid_public_key, name="vapid-public-key"),
+    path("hooks/twilio/<uuid:delivery_id>/", views.twilio_status, name="twilio-status"),
 ]

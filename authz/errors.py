@@ -12,9 +12,10 @@ class OAuthError(Exception):
     status_code: ClassVar[int] = 400
     default_description: ClassVar[str] = ""
 
-    def __init__(self, description: str | None = None) -> None:
+    def __init__(self, description: str | None = None, *, retry_after: int | None = None) -> None:
         # Descriptions are shown to developers: single line, no CR/LF/TAB (the conformance suite warns on them).
         self.description = " ".join((description or self.default_description).split())
+        self.retry_after = retry_after
         super().__init__(self.description)
 
     def response(self) -> JsonResponse:
@@ -27,6 +28,8 @@ class OAuthError(Exception):
         if self.status_code == 401:
             # RFC 6749 §5.2: a 401 names the authentication scheme the client may use.
             response["WWW-Authenticate"] = 'Basic realm="countersign", error="invalid_client"'
+        if self.retry_after is not None:
+            response["Retry-After"] = str(self.retry_after)
         return response
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -38,6 +39,15 @@ class CibaClient(models.Model):
     allowed_scopes = models.CharField(
         max_length=500, blank=True, help_text=_("Space-separated scopes this client may ask for; empty means any.")
     )
+    prompt_channels = models.CharField(
+        _("prompt channels"),
+        max_length=200,
+        blank=True,
+        help_text=_(
+            "Channel names in the order to try them, comma-separated (e.g. webpush,sms), chosen from the "
+            "server's configured channels; empty means the server's order."
+        ),
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -46,6 +56,20 @@ class CibaClient(models.Model):
 
     def __str__(self) -> str:
         return f"CIBA settings for {self.application}"
+
+    def clean(self) -> None:
+        from approvals.conf import approvals_settings
+
+        configured = approvals_settings.channel_names()
+        unknown = [name for name in self.prompt_channel_names if name not in configured]
+        if unknown:
+            raise ValidationError(
+                {"prompt_channels": _("Not configured on this server: %(names)s.") % {"names": ", ".join(unknown)}}
+            )
+
+    @property
+    def prompt_channel_names(self) -> list[str]:
+        return [name.strip() for name in self.prompt_channels.split(",") if name.strip()]
 
     def allows_scopes(self, scopes: list[str]) -> bool:
         if not self.allowed_scopes.strip():

@@ -220,6 +220,31 @@ APPROVALS = {
     "POLL_INTERVAL_SECONDS": env.int("APPROVALS_POLL_INTERVAL_SECONDS", default=5),
     "USER_CODE_SUPPORTED": env.bool("APPROVALS_USER_CODE_SUPPORTED", default=True),
     "MAX_REQUEST_BYTES": env.int("APPROVALS_MAX_REQUEST_BYTES", default=64 * 1024),
+    "PROMPTS_PER_MINUTE": env.int("APPROVALS_PROMPTS_PER_MINUTE", default=5),
+    "PROMPT_TIMEOUT_SECONDS": env.float("APPROVALS_PROMPT_TIMEOUT_SECONDS", default=5.0),
+    "TWILIO": {
+        "ACCOUNT_SID": env.str("TWILIO_ACCOUNT_SID", default=""),
+        "AUTH_TOKEN": env_secret("TWILIO_AUTH_TOKEN"),
+        "FROM_NUMBER": env.str("TWILIO_FROM_NUMBER", default=""),
+        "MESSAGING_SERVICE_SID": env.str("TWILIO_MESSAGING_SERVICE_SID", default=""),
+        "API_BASE": env.str("TWILIO_API_BASE", default="https://api.twilio.com"),
+        "STATUS_CALLBACKS": env.bool("TWILIO_STATUS_CALLBACKS", default=True),
+    },
+    "WEBPUSH": {
+        "VAPID_PRIVATE_KEY": env_secret("VAPID_PRIVATE_KEY"),
+        "VAPID_PUBLIC_KEY": env.str("VAPID_PUBLIC_KEY", default=""),
+        "VAPID_SUBJECT": env.str("VAPID_SUBJECT", default=""),
+        "ALLOWED_SERVICES": env.list(
+            "WEBPUSH_ALLOWED_SERVICES",
+            default=[
+                "fcm.googleapis.com",
+                "updates.push.services.mozilla.com",
+                "web.push.apple.com",
+                ".notify.windows.com",
+            ],
+        ),
+        "ALLOW_LOOPBACK_HTTP": env.bool("WEBPUSH_ALLOW_LOOPBACK_HTTP", default=False),
+    },
 }
 
 # Celery: with no broker configured, tasks run in-process (the embedded default).
@@ -233,8 +258,17 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Fail fast when the broker is down at enqueue time; the request is already stored and the sweeper catches up.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
+# visibility_timeout: a task taken by a worker that died (acks_late) is delivered again after this long; the prompt
+# sweeper usually gets there first. It must exceed the longest retry countdown (PROMPT_RETRY_MAX_SECONDS).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "visibility_timeout": 300,
+}
 CELERY_BEAT_SCHEDULE = {
+    # Prompts whose task was never enqueued (broker down) or was lost (worker killed).
+    "sweep-unprompted-requests": {"task": "approvals.tasks.sweep_unprompted_task", "schedule": 10.0},
     "expire-due-approval-requests": {"task": "approvals.tasks.expire_due_task", "schedule": 30.0},
     # Bounds how long a decision that could not reach Redis stays hidden behind the poll mirror's "pending".
     "resettle-poll-mirror": {"task": "approvals.tasks.resettle_mirror_task", "schedule": 30.0},
@@ -250,6 +284,8 @@ LOGGING = {
         # DOT logs client ids and request bodies at DEBUG; never let secrets reach logs.
         "oauth2_provider": {"level": "WARNING"},
         "oauthlib": {"level": "WARNING"},
+        # twilio logs each request's body (the approval link) at INFO.
+        "twilio": {"level": "WARNING"},
         # A 4xx is an answer (authorization_pending on every poll), not an incident.
         "django.request": {"level": "ERROR"},
     },

@@ -31,9 +31,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _clean_state() -> Iterator[None]:
     cache.clear()
-    locmem.outbox.clear()
+    for state in (locmem.outbox, locmem.failures, locmem.disabled):
+        state.clear()
     yield
-    locmem.outbox.clear()
+    for state in (locmem.outbox, locmem.failures, locmem.disabled):
+        state.clear()
 
 
 @pytest.fixture

@@ -51,7 +51,13 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0
 if HAVE_REDIS:
     CACHES["default"]["KEY_PREFIX"] = f"countersign-test-{WORKER}"
 
-APPROVALS = {**APPROVALS, "PROMPT_CHANNELS": ["approvals.channels.locmem.LocmemChannel"]}
+APPROVALS = {
+    **APPROVALS,
+    "PROMPT_CHANNELS": ["approvals.channels.locmem.LocmemChannel"],
+    # Tests send many requests for one person; the abuse limit has its own tests.
+    "PROMPTS_PER_MINUTE": 10_000,
+    "WEBPUSH": {**APPROVALS["WEBPUSH"], "ALLOW_LOOPBACK_HTTP": True},
+}
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 PUBLIC_URL = "http://testserver"

@@ -1,4 +1,9 @@
-"""The prompt channel interface: one module per channel, chosen by dotted path in APPROVALS["PROMPT_CHANNELS"]."""
+"""The prompt channel interface: one module per channel, chosen by dotted path in APPROVALS["PROMPT_CHANNELS"].
+
+A channel knows where it can reach a person (`destinations`), sends one prompt to one destination (`send`), and
+forgets a destination that is gone for good (`disable`). The orchestration (approvals.prompts) writes a delivery
+row around every call, decides about retries and falls back to the next channel.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,31 @@ from django.conf import settings
 from django.urls import reverse
 
 if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
     from ..models import ApprovalRequest
 
 
 class ChannelError(Exception):
-    """A prompt that could not be sent. Permanent errors are not retried (the destination is gone)."""
+    """A prompt that could not be sent.
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    Transient errors (timeouts, 5xx, 429) are retried with backoff. Permanent ones are not; `destination_gone`
+    (an invalid or unsubscribed number, an expired push subscription) also disables the destination.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False, destination_gone: bool = False) -> None:
         super().__init__(message)
-        self.permanent = permanent
+        self.destination_gone = destination_gone
+        self.permanent = permanent or destination_gone
+
+
+@dataclass(frozen=True)
+class Destination:
+    # Stable across attempts ("sms:+14155550123", "webpush:17"): a destination that already took this request's
+    # prompt is never sent it again.
+    key: str
+    label: str
+    subscription_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -48,9 +69,20 @@ class Prompt:
 
 
 class Channel:
-    """Base class for prompt channels. `send` returns when the provider accepted the prompt."""
+    """Base class for prompt channels. `send` returns once the provider has accepted the prompt."""
 
     name: ClassVar[str] = "base"
 
-    def send(self, prompt: Prompt) -> None:
+    def destinations(self, user: AbstractBaseUser) -> list[Destination]:
+        """Where this channel can reach the user now (enabled destinations only)."""
+        return [Destination(key=f"{self.name}:{user.pk}", label=user.get_username())]
+
+    def send(self, prompt: Prompt, destination: Destination, *, delivery_id: str) -> str:
+        """Send the prompt; return the provider's id for it ("" if none). Raise ChannelError on failure."""
         raise NotImplementedError
+
+    def disable(self, destination: Destination, *, reason: str, now: datetime) -> None:
+        """The destination is gone for good (ChannelError.destination_gone)."""
+
+    def succeeded(self, destination: Destination, *, now: datetime) -> None:
+        """The provider accepted a prompt for the destination."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 import sys
 from typing import ClassVar
 
-from .base import Channel, Prompt
+from .base import Channel, Destination, Prompt
 
 
 class ConsoleChannel(Channel):
     name: ClassVar[str] = "console"
+    stream = sys.stdout
 
-    def send(self, prompt: Prompt) -> None:
+    def send(self, prompt: Prompt, destination: Destination, *, delivery_id: str) -> str:
         lines = [
             "",
             "=" * 72,
@@ -24,5 +25,6 @@ class ConsoleChannel(Channel):
             "=" * 72,
             "",
         ]
-        sys.stdout.write("\n".join(lines))
-        sys.stdout.flush()
+        self.stream.write("\n".join(lines))
+        self.stream.flush()
+        return ""

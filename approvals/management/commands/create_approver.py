@@ -44,8 +44,7 @@ class Command(BaseCommand):
             user.save()
             approver, _ = Approver.objects.get_or_create(user=user)
             if phone:
-                approver.phone_number = phone
-                approver.save(update_fields=["phone_number"])
+                services.approver_set_phone(approver=approver, phone_number=phone)
             if options["user_code"]:
                 services.approver_set_user_code(approver=approver, user_code=options["user_code"])
         self.stdout.write(

@@ -1,0 +1,261 @@
+"""Prompting the approver: which channels, in what order, retries, and never twice to the same destination.
+
+Policy: the client's channel order (CibaClient.prompt_channels) or the server's (APPROVALS["PROMPT_CHANNELS"]).
+Each channel is tried on every destination it has for the person (every active push subscription); the first channel
+that reaches at least one destination ends the round. When none did and some failure was transient, the Celery task
+retries the round with exponential backoff and full jitter while the request is pending; a destination that already
+took the prompt is skipped on retries, so a retried or redelivered task never sends a second SMS.
+
+One worker at a time prompts a request (a conditional UPDATE claims it for PROMPT_CLAIM_SECONDS). A request whose
+prompt task was never enqueued (broker down) or was lost (worker killed) is still unprompted when its prompt_due_at
+passes, and the sweeper enqueues it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from redis.exceptions import RedisError
+
+from .channels.base import Channel, ChannelError, Prompt
+from .conf import approvals_settings
+from .models import ApprovalRequest, AuditEvent, Delivery
+
+logger = logging.getLogger(__name__)
+
+Status = ApprovalRequest.Status
+Kind = AuditEvent.Kind
+DeliveryStatus = Delivery.Status
+
+
+@dataclass(frozen=True)
+class PromptOutcome:
+    prompted: bool = False
+    # Seconds until the task should run again; None when there is nothing more to do.
+    retry_in: float | None = None
+    errors: tuple[str, ...] = ()
+
+
+def retry_delay(attempt: int) -> float:
+    """Exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter")."""
+    base = float(approvals_settings.PROMPT_RETRY_BASE_SECONDS)
+    ceiling = min(float(approvals_settings.PROMPT_RETRY_MAX_SECONDS), base * 2 ** max(attempt - 1, 0))
+    return random.uniform(base / 2, max(ceiling, base / 2))  # noqa: S311 (jitter, not a secret)
+
+
+def due_after(seconds: float, now: datetime) -> datetime:
+    """When the sweeper may conclude that a prompt expected `seconds` from now was lost."""
+    return now + timedelta(seconds=seconds + approvals_settings.PROMPT_SWEEP_GRACE_SECONDS)
+
+
+def approval_request_prompt(
+    *, approval_request_id: UUID | str, attempt: int = 1, now: datetime | None = None
+) -> PromptOutcome:
+    """One round of prompting for a pending request (called by the Celery task)."""
+    now = now or timezone.now()
+    claim_seconds = approvals_settings.PROMPT_CLAIM_SECONDS
+    claimed = (
+        ApprovalRequest.objects.filter(
+            pk=approval_request_id,
+            status=Status.PENDING,
+            expires_at__gt=now,
+            prompted_at__isnull=True,
+            prompt_failed_at__isnull=True,
+        )
+        .filter(Q(prompt_claimed_until__isnull=True) | Q(prompt_claimed_until__lte=now))
+        .update(
+            prompt_claimed_until=now + timedelta(seconds=claim_seconds), prompt_due_at=due_after(claim_seconds, now)
+        )
+    )
+    if not claimed:
+        return _unclaimed_outcome(approval_request_id, now)
+    try:
+        outcome = _prompt_round(approval_request_id, attempt=attempt, now=now)
+    finally:
+        ApprovalRequest.objects.filter(pk=approval_request_id).update(prompt_claimed_until=None)
+    return outcome
+
+
+def _unclaimed_outcome(approval_request_id: UUID | str, now: datetime) -> PromptOutcome:
+    row = ApprovalRequest.objects.filter(pk=approval_request_id).values("prompt_claimed_until").first()
+    held_until = row and row["prompt_claimed_until"]
+    if held_until and held_until > now:
+        # Another worker is prompting it; look again once its claim lapses, in case that worker died.
+        return PromptOutcome(retry_in=(held_until - now).total_seconds() + 1)
+    return PromptOutcome()  # prompted, given up, decided, expired or unknown: nothing to do
+
+
+def _prompt_round(approval_request_id: UUID | str, *, attempt: int, now: datetime) -> PromptOutcome:
+    approval_request = ApprovalRequest.objects.select_related("client__ciba", "user").get(pk=approval_request_id)
+    prompt = Prompt.for_request(approval_request)
+    ciba = getattr(approval_request.client, "ciba", None)
+    channel_classes = approvals_settings.channels_for(ciba.prompt_channel_names if ciba else [])
+    transient: list[str] = []
+    permanent: list[str] = []
+    for channel_class in channel_classes:
+        channel = channel_class()
+        reached = _send_on_channel(channel, prompt, approval_request, attempt, transient, permanent)
+        if reached:
+            sent_at = timezone.now()
+            with transaction.atomic():
+                won = ApprovalRequest.objects.filter(pk=approval_request.pk, prompted_at__isnull=True).update(
+                    prompted_at=sent_at
+                )
+                if won:
+                    _audit(approval_request.pk, Kind.PROMPTED, at=sent_at, channel=channel.name, destinations=reached)
+            return PromptOutcome(prompted=True, errors=tuple(transient + permanent))
+    errors = tuple(transient + permanent) or ("No channel has a way to reach this person.",)
+    if transient:
+        delay = retry_delay(attempt)
+        if now + timedelta(seconds=delay) < approval_request.expires_at:
+            ApprovalRequest.objects.filter(pk=approval_request.pk).update(prompt_due_at=due_after(delay, now))
+            return PromptOutcome(retry_in=delay, errors=errors)
+    failed_at = timezone.now()
+    with transaction.atomic():
+        won = ApprovalRequest.objects.filter(
+            pk=approval_request.pk, prompted_at__isnull=True, prompt_failed_at__isnull=True
+        ).update(prompt_failed_at=failed_at)
+        if won:
+            _audit(approval_request.pk, Kind.PROMPT_FAILED, at=failed_at, errors=list(errors))
+    return PromptOutcome(errors=errors)
+
+
+def _send_on_channel(
+    channel: Channel,
+    prompt: Prompt,
+    approval_request: ApprovalRequest,
+    attempt: int,
+    transient: list[str],
+    permanent: list[str],
+) -> int:
+    """Send to every destination of the channel; return how many have the prompt (now or from an earlier try)."""
+    destinations = channel.destinations(approval_request.user)
+    if not destinations:
+        permanent.append(f"{channel.name}: no destination")
+        return 0
+    reached = 0
+    for destination in destinations:
+        done = Delivery.objects.filter(
+            request=approval_request,
+            destination=destination.key,
+            status__in=(DeliveryStatus.SENT, DeliveryStatus.DELIVERED),
+        )
+        if done.exists():
+            reached += 1
+            continue
+        started = timezone.now()
+        # A row still "sending" was left by a worker that died during the call: whether it went out is unknown.
+        Delivery.objects.filter(
+            request=approval_request, destination=destination.key, status=DeliveryStatus.SENDING
+        ).update(
+            status=DeliveryStatus.INTERRUPTED,
+            error="The worker stopped during the call; sent again.",
+            finished_at=started,
+            updated_at=started,
+        )
+        delivery = Delivery.objects.create(
+            request=approval_request,
+            channel=channel.name,
+            destination=destination.key,
+            subscription_id=destination.subscription_id,
+            attempt=attempt,
+            status=DeliveryStatus.SENDING,
+            created_at=started,
+            updated_at=started,
+        )
+        try:
+            provider_id = channel.send(prompt, destination, delivery_id=str(delivery.pk))
+        except ChannelError as exc:
+            _finish(delivery, DeliveryStatus.REJECTED if exc.permanent else DeliveryStatus.FAILED, error=str(exc))
+            if exc.destination_gone:
+                channel.disable(destination, reason=str(exc), now=timezone.now())
+            (permanent if exc.permanent else transient).append(f"{channel.name} {destination.label}: {exc}")
+            continue
+        except Exception as exc:
+            # A bug or an unforeseen library error must not leave the row "sending" nor stop the other channels.
+            logger.exception("Prompt channel %s failed unexpectedly", channel.name)
+            _finish(delivery, DeliveryStatus.FAILED, error=f"Unexpected error: {type(exc).__name__}")
+            transient.append(f"{channel.name} {destination.label}: unexpected {type(exc).__name__}")
+            continue
+        _finish(delivery, DeliveryStatus.SENT, provider_id=provider_id)
+        channel.succeeded(destination, now=timezone.now())
+        reached += 1
+    return reached
+
+
+def _finish(delivery: Delivery, status: str, *, error: str = "", provider_id: str = "") -> None:
+    finished = timezone.now()
+    Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
+        status=status, error=error[:500], provider_id=provider_id[:255], finished_at=finished, updated_at=finished
+    )
+
+
+def _audit(request_id: UUID, kind: str, *, at: datetime, **detail: object) -> None:
+    AuditEvent.objects.create(request_id=request_id, kind=kind, at=at, detail=detail)
+
+
+def approval_request_sweep_unprompted(*, now: datetime | None = None, limit: int = 500) -> int:
+    """Enqueue the prompt again for pending requests whose prompt is overdue (run by Celery beat)."""
+    from .tasks import prompt_approver_task
+
+    now = now or timezone.now()
+    due = list(
+        ApprovalRequest.objects.filter(
+            status=Status.PENDING,
+            prompted_at__isnull=True,
+            prompt_failed_at__isnull=True,
+            prompt_due_at__lte=now,
+            expires_at__gt=now,
+        ).values_list("pk", flat=True)[:limit]
+    )
+    enqueued = 0
+    for pk in due:
+        # Moving prompt_due_at first keeps two sweepers (or two beats by mistake) from enqueueing it twice.
+        moved = ApprovalRequest.objects.filter(pk=pk, prompt_due_at__lte=now).update(prompt_due_at=due_after(0, now))
+        if not moved:
+            continue
+        try:
+            prompt_approver_task.delay(str(pk))
+        except Exception:
+            logger.exception("The broker is still unavailable; prompts stay due")
+            break
+        enqueued += 1
+    return enqueued
+
+
+# --- abuse limit ---------------------------------------------------------------------------------------------
+
+
+def prompt_rate_exceeded(*, client_id: str, user: AbstractBaseUser, now: datetime | None = None) -> int:
+    """Count a request from the client for the user; seconds to wait if over APPROVALS["PROMPTS_PER_MINUTE"], else 0.
+
+    A fixed one-minute window in the cache (Redis in production): cheap, shared by every web process, and at most
+    twice the limit across a window's edge.
+    """
+    limit = approvals_settings.PROMPTS_PER_MINUTE
+    if not limit:
+        return 0
+    now = now or timezone.now()
+    window = int(now.timestamp()) // 60
+    key = f"approvals:prompt-rate:{client_id}:{user.pk}:{window}"
+    try:
+        count = 1 if cache.add(key, 1, timeout=120) else cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=120)
+        count = 1
+    except RedisError:
+        # The request is still validated and stored; the limit comes back with Redis.
+        logger.warning("Prompt rate limit unavailable (Redis)", exc_info=True)
+        return 0
+    if count <= limit:
+        return 0
+    return 60 - int(now.timestamp()) % 60
