@@ -7,10 +7,12 @@ from datetime import timedelta
 
 import pytest
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 from django.test import RequestFactory
+from django.utils import timezone
 
 from approvals import services
-from approvals.models import ApprovalRequest, AuditEvent
+from approvals.models import ApprovalRequest, Approver, AuditEvent, Delivery, PushSubscription
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -257,3 +259,80 @@ def test_application_changelist_shows_the_delivery_mode(admin_client, agent, mak
     html = response.content.decode()
     assert "CIBA delivery" in html
     assert ">poll<" in html
+
+
+# --- prompts: deliveries and devices ------------------------------------------------------------------------------
+
+
+def test_request_page_shows_each_prompt_delivery(admin_client, agent, approver, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):  # the prompt task runs once the request commits
+        approval_request = factories.make_approval_request(approver, agent, binding_message="Ship 3 parcels")
+
+    response = admin_client.get(change_url(approval_request))
+
+    assert response.status_code == 200
+    deliveries = next(
+        inline for inline in response.context["inline_admin_formsets"] if inline.formset.model is Delivery
+    )
+    [row] = [form.instance for form in deliveries.formset.forms]
+    assert (row.channel, row.status, row.attempt) == ("locmem", Delivery.Status.SENT, 1)
+    assert "Accepted by the provider" in response.content.decode()
+
+
+def test_deliveries_are_listed_read_only(admin_client, agent, approver, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        approval_request = factories.make_approval_request(approver, agent)
+    delivery = Delivery.objects.get(request=approval_request)
+
+    assert admin_client.get("/admin/approvals/delivery/?status=sent").status_code == 200
+    page = admin_client.get(f"/admin/approvals/delivery/{delivery.pk}/change/")
+    assert page.status_code == 200
+    assert 'name="_save"' not in page.content.decode()
+    assert admin_client.post(f"/admin/approvals/delivery/{delivery.pk}/delete/", {"post": "yes"}).status_code == 403
+
+
+def test_approver_page_shows_devices_and_why_sms_is_off(admin_client, approver):
+    PushSubscription.objects.create(
+        approver=approver, endpoint="https://fcm.googleapis.com/fcm/send/abc", p256dh="k", auth="a", user_agent="Pixel"
+    )
+    Approver.objects.filter(pk=approver.pk).update(
+        phone_disabled_at=timezone.now(), phone_disabled_reason="Twilio error 21610 (HTTP 400)"
+    )
+
+    response = admin_client.get(f"/admin/approvals/approver/{approver.pk}/change/")
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "fcm.googleapis.com" in html and "Pixel" in html
+    assert "Twilio error 21610 (HTTP 400)" in html
+
+
+def test_changing_the_phone_in_admin_enables_sms_again(admin_client, approver):
+    Approver.objects.filter(pk=approver.pk).update(phone_disabled_at=timezone.now(), phone_disabled_reason="gone")
+    form = {
+        "user": approver.user.pk,
+        "phone_number": "+14155550199",
+        "accepting_requests": "on",
+        "push_subscriptions-TOTAL_FORMS": "0",
+        "push_subscriptions-INITIAL_FORMS": "0",
+    }
+
+    response = admin_client.post(f"/admin/approvals/approver/{approver.pk}/change/", form)
+
+    assert response.status_code == 302, response.content
+    approver.refresh_from_db()
+    assert (approver.phone_number, approver.phone_disabled_at, approver.phone_disabled_reason) == (
+        "+14155550199",
+        None,
+        "",
+    )
+
+
+def test_client_prompt_channels_must_be_configured_ones(agent):
+    ciba = agent.application.ciba
+    ciba.prompt_channels = "locmem"
+    ciba.clean()
+
+    ciba.prompt_channels = "locmem,carrier-pigeon"
+    with pytest.raises(ValidationError, match="carrier-pigeon"):
+        ciba.clean()

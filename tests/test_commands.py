@@ -132,6 +132,24 @@ def test_create_agent_client_refuses_a_notification_endpoint_for_poll(db):
     assert not get_application_model().objects.exists()
 
 
+def test_create_agent_client_stores_its_prompt_channel_order(db, settings):
+    settings.APPROVALS = {
+        **settings.APPROVALS,
+        "PROMPT_CHANNELS": ["approvals.channels.locmem.LocmemChannel", "approvals.channels.console.ConsoleChannel"],
+    }
+
+    printed = run("create_agent_client", "--name", "Careful", "--prompt-channels", "console, locmem")
+
+    assert printed["prompt_channels"] == ["console", "locmem"]
+    assert CibaClient.objects.get(application__client_id=printed["client_id"]).prompt_channels == "console,locmem"
+
+
+def test_create_agent_client_refuses_unconfigured_prompt_channels(db):
+    with pytest.raises(CommandError, match="not configured on this server: sms"):
+        call_command("create_agent_client", "--name", "Loud", "--prompt-channels", "sms", stdout=StringIO())
+    assert not get_application_model().objects.filter(name="Loud").exists()
+
+
 def test_create_agent_client_requires_a_name(db):
     with pytest.raises(CommandError):
         run("create_agent_client")
@@ -207,6 +225,22 @@ def test_create_approver_again_updates_the_same_user(db):
     third = run("create_approver", "alice", "--password", "P3", "--phone", "+1 415 555 0199")
     assert third["phone_number"] == "+14155550199"
     assert third["email"] == "alice@example.com"
+
+
+def test_a_new_phone_number_enables_sms_again(db):
+    run("create_approver", "alice", "--password", "P1", "--phone", "+14155550123")
+    Approver.objects.filter(user__username="alice").update(
+        phone_disabled_at="2026-01-01T00:00Z", phone_disabled_reason="x"
+    )
+
+    run("create_approver", "alice", "--password", "P1", "--phone", "+14155550199")
+
+    approver = Approver.objects.get(user__username="alice")
+    assert (approver.phone_number, approver.phone_disabled_at, approver.phone_disabled_reason) == (
+        "+14155550199",
+        None,
+        "",
+    )
 
 
 def test_create_approver_sets_a_hashed_user_code(db):

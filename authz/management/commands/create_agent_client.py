@@ -8,6 +8,7 @@ from django.db import transaction
 from oauth2_provider.generators import generate_client_secret
 from oauth2_provider.models import get_application_model
 
+from approvals.conf import approvals_settings
 from authz.models import CibaClient
 
 
@@ -28,6 +29,11 @@ class Command(BaseCommand):
         parser.add_argument("--user-code", action="store_true", help="the client sends users' user_code")
         parser.add_argument("--no-refresh-tokens", action="store_true")
         parser.add_argument("--client-id", default="", help="a fixed client_id (default: generated)")
+        parser.add_argument(
+            "--prompt-channels",
+            default="",
+            help="channel names to prompt through, in order, e.g. webpush,sms (default: the server's order)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         # Refuse what this version cannot honour rather than register a client that would silently not work.
@@ -37,6 +43,14 @@ class Command(BaseCommand):
             raise CommandError("private_key_jwt is not available in this version; use client_secret_basic or _post.")
         if options["notification_endpoint"]:
             raise CommandError("--notification-endpoint is only for ping and push clients.")
+        prompt_channels = [name.strip() for name in options["prompt_channels"].split(",") if name.strip()]
+        configured = approvals_settings.channel_names()
+        unknown = [name for name in prompt_channels if name not in configured]
+        if unknown:
+            raise CommandError(
+                f"Prompt channels not configured on this server: {', '.join(unknown)} (configured: "
+                f"{', '.join(configured)})."
+            )
         Application = get_application_model()
         secret = generate_client_secret()
         fields: dict[str, Any] = {
@@ -61,6 +75,7 @@ class Command(BaseCommand):
                 backchannel_user_code_parameter=options["user_code"],
                 refresh_tokens=not options["no_refresh_tokens"],
                 allowed_scopes=" ".join(options["scopes"].split()),
+                prompt_channels=",".join(prompt_channels),
             )
         self.stdout.write(
             json.dumps(
@@ -71,6 +86,7 @@ class Command(BaseCommand):
                     "token_endpoint_auth_method": ciba.token_endpoint_auth_method,
                     "backchannel_token_delivery_mode": ciba.backchannel_token_delivery_mode,
                     "backchannel_user_code_parameter": ciba.backchannel_user_code_parameter,
+                    "prompt_channels": ciba.prompt_channel_names,
                 }
             )
         )
