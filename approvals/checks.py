@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 from django.utils.module_loading import import_string
+from py_vapid import Vapid, VapidException
 
 from .conf import approvals_settings
 
@@ -73,11 +74,12 @@ def _check_webpush() -> list[Error]:
             )
         )
     subject = config["VAPID_SUBJECT"]
-    if not (subject.startswith("mailto:") or subject.startswith("https://")):
+    if not (subject.startswith("mailto:") or subject.startswith("https://")) or not _vapid_signs_subject(subject):
         errors.append(
             Error(
-                "VAPID_SUBJECT must be a mailto: or https: URL (RFC 8292 §2.1).",
-                hint="For example mailto:security@example.com; push services contact it about problems.",
+                "VAPID_SUBJECT must be a mailto: or https: URL (RFC 8292 §2.1) that py_vapid accepts.",
+                hint="For example mailto:security@example.com or https://example.com (an https subject without a "
+                "path); push services contact it about problems.",
                 id="countersign.E106",
             )
         )
@@ -90,6 +92,18 @@ def _check_webpush() -> list[Error]:
             )
         )
     return errors
+
+
+def _vapid_signs_subject(subject: str) -> bool:
+    """Whether pywebpush will sign claims with this subject: py_vapid is stricter than RFC 8292 (no path in an https
+    subject, a domain in a mailto:), and refuses at every send otherwise."""
+    vapid = Vapid()
+    vapid.generate_keys()
+    try:
+        vapid.sign({"sub": subject, "aud": "https://push.example.com"})
+    except VapidException:
+        return False
+    return True
 
 
 def vapid_public_key_for(private_key: str) -> str | None:

@@ -83,9 +83,10 @@ class ApprovalsSettings:
     def channels_for(self, names: list[str]) -> list[type[Channel]]:
         """The configured channels, in the order a client chose (names), or the server's order when it chose none."""
         configured = {channel_class.name: channel_class for channel_class in self.channel_classes()}
-        if not names:
-            return list(configured.values())
-        return [configured[name] for name in names if name in configured]
+        chosen = [configured[name] for name in names if name in configured]
+        # A client whose channels are all gone from the server's configuration (checked only when the client was
+        # saved) still gets its people prompted, the server's way.
+        return chosen or list(configured.values())
 
     def reload(self) -> None:
         self._cache.clear()

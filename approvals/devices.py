@@ -6,6 +6,7 @@ import base64
 import binascii
 import ipaddress
 import logging
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -21,10 +22,16 @@ from .models import Approver, Delivery, PushSubscription
 
 logger = logging.getLogger(__name__)
 
+# RFC 4648 §5 (what PushSubscription.toJSON() produces), padding optional. base64.urlsafe_b64decode alone would
+# also take "+" and "/" and silently drop any other character.
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+
 
 def _b64url(value: object, *, length: int, field: str) -> str:
     if not isinstance(value, str) or len(value) > 200:
         raise ValidationError(f"keys.{field} must be a base64url string.")
+    if not _BASE64URL.fullmatch(value):
+        raise ValidationError(f"keys.{field} is not valid base64url.")
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     except (binascii.Error, ValueError) as exc:

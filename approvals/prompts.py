@@ -63,6 +63,7 @@ def approval_request_prompt(
     """One round of prompting for a pending request (called by the Celery task)."""
     now = now or timezone.now()
     claim_seconds = approvals_settings.PROMPT_CLAIM_SECONDS
+    claim = now + timedelta(seconds=claim_seconds)
     claimed = (
         ApprovalRequest.objects.filter(
             pk=approval_request_id,
@@ -72,16 +73,17 @@ def approval_request_prompt(
             prompt_failed_at__isnull=True,
         )
         .filter(Q(prompt_claimed_until__isnull=True) | Q(prompt_claimed_until__lte=now))
-        .update(
-            prompt_claimed_until=now + timedelta(seconds=claim_seconds), prompt_due_at=due_after(claim_seconds, now)
-        )
+        .update(prompt_claimed_until=claim, prompt_due_at=due_after(claim_seconds, now))
     )
     if not claimed:
         return _unclaimed_outcome(approval_request_id, now)
     try:
         outcome = _prompt_round(approval_request_id, attempt=attempt, now=now)
     finally:
-        ApprovalRequest.objects.filter(pk=approval_request_id).update(prompt_claimed_until=None)
+        # Release only our own claim: a round slower than the claim may have been overtaken by another worker.
+        ApprovalRequest.objects.filter(pk=approval_request_id, prompt_claimed_until=claim).update(
+            prompt_claimed_until=None
+        )
     return outcome
 
 
@@ -215,7 +217,9 @@ def approval_request_sweep_unprompted(*, now: datetime | None = None, limit: int
             prompt_failed_at__isnull=True,
             prompt_due_at__lte=now,
             expires_at__gt=now,
-        ).values_list("pk", flat=True)[:limit]
+        )
+        .order_by("prompt_due_at")  # the longest overdue first, along approvals_unprompted_idx
+        .values_list("pk", flat=True)[:limit]
     )
     enqueued = 0
     for pk in due:

@@ -10,9 +10,15 @@ from . import prompts, services
 @shared_task(bind=True, ignore_result=True, max_retries=12)
 def prompt_approver_task(self: Task, approval_request_id: str) -> None:
     outcome = prompts.approval_request_prompt(approval_request_id=approval_request_id, attempt=self.request.retries + 1)
-    if outcome.retry_in is not None:
-        # Should this retry be lost (broker down), prompt_due_at lets the sweeper enqueue the request again.
-        raise self.retry(countdown=outcome.retry_in)
+    if outcome.retry_in is None:
+        return
+    if self.request.is_eager:
+        # No broker to hold a countdown: Celery would re-run the task at once (or raise Retry into the caller when
+        # eager exceptions propagate, which the sweeper would take for a broker outage). prompt_due_at is set, so
+        # the sweeper's next run retries instead.
+        return
+    # Should this retry be lost (broker down), prompt_due_at lets the sweeper enqueue the request again.
+    raise self.retry(countdown=outcome.retry_in)
 
 
 @shared_task(ignore_result=True)

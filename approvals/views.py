@@ -102,7 +102,8 @@ def device_list(request: HttpRequest) -> JsonResponse:
             saved = devices.push_subscription_save(
                 approver=approver, subscription=subscription, user_agent=request.headers.get("User-Agent", "")
             )
-        except (ValueError, ValidationError) as exc:
+        except (ValueError, RecursionError, ValidationError) as exc:
+            # RecursionError: JSON nested deeper than the parser's recursion limit still fits in 8 KiB.
             message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else _("The body is not JSON.")
             return JsonResponse({"error": message}, status=400)
         return JsonResponse(_device_json(saved), status=201)

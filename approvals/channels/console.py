@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import ClassVar
+from typing import ClassVar, TextIO
 
 from .base import Channel, Destination, Prompt
 
 
 class ConsoleChannel(Channel):
     name: ClassVar[str] = "console"
-    stream = sys.stdout
+    # None: sys.stdout as it is at send time, not at import (a worker or a test runner may have replaced it since).
+    stream: ClassVar[TextIO | None] = None
 
     def send(self, prompt: Prompt, destination: Destination, *, delivery_id: str) -> str:
         lines = [
@@ -25,6 +26,7 @@ class ConsoleChannel(Channel):
             "=" * 72,
             "",
         ]
-        self.stream.write("\n".join(lines))
-        self.stream.flush()
+        stream = self.stream or sys.stdout
+        stream.write("\n".join(lines))
+        stream.flush()
         return ""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import requests
 from django.utils import timezone
-from py_vapid import Vapid
+from py_vapid import Vapid, VapidException
 from pywebpush import WebPushException, webpush
 
 from ..conf import approvals_settings
@@ -85,6 +85,9 @@ class WebPushChannel(Channel):
             if status is not None and (status == 429 or status >= 500):
                 raise ChannelError(description) from exc
             raise ChannelError(description, permanent=True) from exc
+        except VapidException as exc:
+            # py_vapid refuses the claims (VAPID_SUBJECT) or the key: a configuration error, the same on every retry.
+            raise ChannelError(f"VAPID signing failed: {exc}"[:200], permanent=True) from exc
         except requests.TooManyRedirects as exc:
             raise ChannelError("The push service redirected; redirects are not followed.", permanent=True) from exc
         except requests.RequestException as exc:  # timeouts and connection errors
