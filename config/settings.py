@@ -254,6 +254,8 @@ CELERY_TASK_EAGER_PROPAGATES = False
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Connections are recycled per task by config/celery.py (CONN_MAX_AGE, health checks), not closed by Celery's fixup.
+CELERY_DB_REUSE_MAX = 1_000_000
 # Cancelling a prompt task mid-call on a broker hiccup would leave its delivery "sending" and send the prompt again.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_TASK_SERIALIZER = "json"
