@@ -10,6 +10,12 @@ Celery broker) on a free loopback port, and drives it with wrk (closed loop, fix
   c. pending polls    POST /oauth/token/         (CIBA grant, round-robin over a pool of pending auth_req_ids)
   d. ratio            pending-poll req/s / mean ceiling req/s, target >= 60 %
   e. rows written     PostgreSQL tuple counters around the pending-poll phase, target 0
+  f. prompts          (issue 3, last, bench/prompts.py) a fresh gunicorn with the Twilio SMS channel aimed at a fake
+                      Twilio in this process, a real Celery worker, bc-authorize at a steady 50/s for 30 s (open
+                      loop): bc-authorize's answer -> SMS accepted by the fake, p50 < 150 ms, p99 < 1 s, none lost
+
+Redis: unless --redis-port is given, the benchmark starts its own redis-server on a free port and stops it at the
+end (the test suite flushes the system Redis's databases). APPROVALS_PROMPTS_PER_MINUTE=0 for every phase.
 
 bench/RESULTS.md is rewritten at the end of each successful run; raw wrk output, the gunicorn log and a JSON copy of
 the results go to bench/out/ (ignored by git). Only 127.0.0.1 is ever targeted; every load run is bounded in time.
@@ -34,6 +40,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -66,6 +73,9 @@ try:  # the project's virtualenv has both
     from psycopg import sql as pgsql
 except ImportError as exc:  # pragma: no cover - a message, not a traceback
     sys.exit(f"bench: {exc}. Run it with the project's virtualenv: `make bench` or `.venv/bin/python bench/run.py`.")
+
+
+import prompts as bench_prompts  # noqa: E402 - bench/prompts.py, next to this file
 
 
 class BenchError(Exception):
@@ -101,8 +111,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--database", default="countersign_bench", help="PostgreSQL database, dropped and recreated")
     p.add_argument("--pg-port", type=int, default=5432)
     p.add_argument("--pg-user", default="postgres")
-    p.add_argument("--redis-port", type=int, default=6379)
+    p.add_argument(
+        "--redis-port",
+        type=int,
+        default=None,
+        help="use the Redis already running on this 127.0.0.1 port (default: start a redis-server of the\n"
+        "benchmark's own on a free port, stopped at the end, so that the test suite's FLUSHDBs never meet it)",
+    )
     p.add_argument("--redis-db", type=int, default=14, help="Redis database number, flushed before and after")
+    p.add_argument(
+        "--only",
+        choices=("all", "prompts"),
+        default="all",
+        help="all phases (default), or only the prompt-latency phase (for development: prints its figures and\n"
+        "writes bench/out/prompts.json, leaves bench/RESULTS.md alone)",
+    )
+    p.add_argument("--prompt-rate", type=float, default=50, help="prompt phase: bc-authorize per second (default 50)")
+    p.add_argument("--prompt-duration", type=int, default=30, help="prompt phase: measured seconds (default 30)")
+    p.add_argument("--prompt-warmup", type=int, default=3, help="prompt phase: unmeasured seconds first (default 3)")
+    p.add_argument(
+        "--prompt-wait",
+        type=float,
+        default=10,
+        help="prompt phase: seconds an SMS may take after the "
+        "load stops before its request counts as lost (default 10)",
+    )
+    p.add_argument("--prompt-approvers", type=int, default=8, help="prompt phase: approvers with a phone (default 8)")
+    # Chosen by measurement on the 2-core machine (bench/README.md): see PROMPT_WORKER_NOTE.
+    p.add_argument(
+        "--prompt-pool",
+        choices=("prefork", "threads", "solo"),
+        default="threads",
+        help="prompt phase: Celery worker pool (default threads)",
+    )
+    p.add_argument(
+        "--prompt-concurrency", type=int, default=8, help="prompt phase: Celery worker concurrency (default 8)"
+    )
     p.add_argument(
         "--wait-quiet",
         type=int,
@@ -117,8 +161,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("bounded on purpose: --duration <= 300, --concurrency <= 1000, --workers <= 64")
     if "bench" not in args.database:
         p.error("--database is dropped and recreated: its name must contain 'bench'")
-    if args.redis_db == 15:
+    if args.redis_port is not None and args.redis_db == 15:
         p.error("Redis database 15 belongs to the test suite; pick another --redis-db")
+    if not 1 <= args.prompt_rate <= 500 or not 1 <= args.prompt_duration <= 120 or args.prompt_warmup < 0:
+        p.error("bounded on purpose: 1 <= --prompt-rate <= 500, 1 <= --prompt-duration <= 120, --prompt-warmup >= 0")
+    if not 1 <= args.prompt_approvers <= 50 or not 1 <= args.prompt_concurrency <= 32:
+        p.error("1 <= --prompt-approvers <= 50 and 1 <= --prompt-concurrency <= 32")
     args.threads = max(1, min(args.threads, args.concurrency))
     return args
 
@@ -141,6 +189,58 @@ def check_postgres(args: argparse.Namespace) -> str:
         ) from exc
 
 
+@dataclass
+class OwnRedis:
+    """The benchmark's own redis-server: the test suite flushes the system Redis's databases (15..0) while it runs,
+    which would empty the benchmark's broker and cache under it."""
+
+    proc: subprocess.Popen | None = None
+    port: int = 0
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise BenchError(
+                "redis-server is missing: install it (Debian: apt-get install redis-server) or point --redis-port "
+                "at a running Redis."
+            )
+        self.port = free_port()
+        log_file = (OUT_DIR / "redis.log").open("w")
+        cmd = [binary, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=OUT_DIR,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log_file.close()
+        client = redis.Redis(host=HOST, port=self.port, socket_connect_timeout=1, socket_timeout=2)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"redis-server exited with {self.proc.returncode}: see {OUT_DIR / 'redis.log'}")
+            with contextlib.suppress(redis.RedisError):
+                client.ping()
+                return
+            time.sleep(0.05)
+        raise BenchError(f"redis-server did not answer on {HOST}:{self.port} within 10 s")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+OWN_REDIS = OwnRedis()
+
+
 def redis_url(args: argparse.Namespace) -> str:
     return f"redis://{HOST}:{args.redis_port}/{args.redis_db}"
 
@@ -151,6 +251,10 @@ def check_redis(args: argparse.Namespace) -> str:
         client.ping()
         return client.info("server")["redis_version"]
     except redis.RedisError as exc:
+        if OWN_REDIS.proc is not None:
+            raise BenchError(
+                f"The benchmark's own redis-server on port {args.redis_port} does not answer ({exc})"
+            ) from exc
         raise BenchError(
             f"Redis is not reachable at {HOST}:{args.redis_port} ({exc}).\n"
             "Start it, e.g.: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no"
@@ -212,8 +316,12 @@ def server_env(args: argparse.Namespace, port: int) -> dict[str, str]:
         OIDC_RSA_PRIVATE_KEY=generate_rsa_pem(),
         DATABASE_URL=f"postgres://{args.pg_user}@{HOST}:{args.pg_port}/{args.database}",
         REDIS_URL=redis_url(args),
-        # Prompts are queued on the Redis broker as in production; no Celery worker is needed for these figures.
+        # Prompts are queued on the Redis broker as in production. Phases a-c run no Celery worker (the queue is
+        # purged before the prompt phase, which runs one).
         CELERY_BROKER_URL=redis_url(args),
+        # The abuse limit (default 5 bc-authorize a minute per client and person) would refuse nearly every
+        # benchmark request with access_denied: off for the benchmark.
+        APPROVALS_PROMPTS_PER_MINUTE="0",
         ALLOWED_HOSTS=f"{HOST},localhost",
         COUNTERSIGN_ISSUER=origin,
         COUNTERSIGN_PUBLIC_URL=origin,
@@ -279,8 +387,8 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def start_server(args: argparse.Namespace, env: dict[str, str], port: int) -> Server:
-    log_path = OUT_DIR / "gunicorn.log"
+def start_server(args: argparse.Namespace, env: dict[str, str], port: int, log_name: str = "gunicorn.log") -> Server:
+    log_path = OUT_DIR / log_name
     cmd = [
         sys.executable,
         "-m",
@@ -367,7 +475,12 @@ def proc_table() -> dict[int, tuple[str, int, int, int]]:
             continue
         comm = raw[raw.index("(") + 1 : raw.rindex(")")]
         fields = raw[raw.rindex(")") + 2 :].split()
-        table[int(entry.name)] = (comm, int(fields[1]), int(fields[2]), int(fields[11]) + int(fields[12]))
+        used = int(fields[11]) + int(fields[12])
+        if comm == "postgres":
+            # A backend's time moves to the postmaster's cutime/cstime when it exits: counted there, backends that
+            # live for one connection (a Celery task's) stay in the postgres group instead of landing in "other".
+            used += int(fields[13]) + int(fields[14])
+        table[int(entry.name)] = (comm, int(fields[1]), int(fields[2]), used)
     return table
 
 
@@ -380,17 +493,25 @@ class CpuSample:
     steal: int  # time the hypervisor gave another guest: a noisy neighbour
 
 
-GROUPS = ("gunicorn", "postgres", "redis")
+GROUPS = ("gunicorn", "postgres", "redis", "celery", "bench")
 
 
-def cpu_sample(server: Server) -> CpuSample:
+def cpu_sample(server: Server, worker_pgrp: int | None = None) -> CpuSample:
+    """bench = this process (the prompt phase's load generator and fake Twilio; idle while wrk runs)."""
     ticks = {}
+    own_redis = OWN_REDIS.proc.pid if OWN_REDIS.proc is not None else None
+    me = os.getpid()
     for pid, (comm, _ppid, pgrp, used) in proc_table().items():
         if pgrp == server.proc.pid:
             ticks[pid] = ("gunicorn", used)
+        elif worker_pgrp is not None and pgrp == worker_pgrp:
+            ticks[pid] = ("celery", used)
+        elif pid == me:
+            ticks[pid] = ("bench", used)
         elif comm == "postgres":
             ticks[pid] = ("postgres", used)
-        elif comm.startswith("redis-server"):
+        elif pid == own_redis or (own_redis is None and comm.startswith("redis-server")):
+            # With the benchmark's own redis-server, the system's (if any) counts as "other".
             ticks[pid] = ("redis", used)
     with open("/proc/stat") as f:
         values = [int(v) for v in f.readline().split()[1:]]
@@ -689,6 +810,278 @@ def collect_ids(prefix: Path) -> list[str]:
     return list(ids)
 
 
+# ---------------------------------------------------------------------------------------------- prompts (issue 3)
+
+PROMPT_P50_TARGET_MS = 150
+PROMPT_P99_TARGET_MS = 1000
+PROMPT_WORKER_NOTE = (
+    "threads, concurrency 8. A prompt costs the worker ~11-13 ms of CPU and ~19 ms of wall time (12 SQL statements "
+    "and the twilio call, measured in-process), so at 50/s the worker needs about half a core and spends a third "
+    "of each task waiting: 8 threads overlap those waits in "
+    "one process (one GIL is enough for half a core) without prefork's pipe traffic through a main process. "
+    "Measured here, 30 s at 50/s each, on a machine that other sessions' test suites kept 25-50 % busy at the time "
+    "(so the figures are noisy): p50 threads/8 0.19 s and 3.0 s, threads/4 3.3 s, prefork/2 0.6 s, 6.8 s and 8.5 s "
+    "(218 lost), prefork/4 5.0 s; threads/8 on a quiet machine: p50 20-26 ms, p99 108-148 ms, then 8 ms and 17 ms "
+    "once the worker kept its database connections between tasks (config/celery.py)"
+)
+
+
+@dataclass
+class PromptResult:
+    stats: bench_prompts.PromptStats
+    cpu: dict[str, float]
+    pg_sessions: int  # PostgreSQL sessions opened in the bench database during the measured run
+    worker: str
+    approvers: int
+    warm: tuple[int, int]
+    seconds: float  # the phase's wall time, set-up included
+
+
+def create_sms_approvers(env: dict[str, str], count: int) -> list[str]:
+    """Approvers with a phone each (fictional UK mobile numbers, +44 7700 900xxx), created concurrently."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> str:
+        made = manage_json(
+            env,
+            "create_approver",
+            f"bench-sms-{i}",
+            f"--password={secrets.token_urlsafe(24)}",
+            "--phone",
+            f"+447700900{100 + i:03d}",
+        )
+        if not made.get("phone_number"):
+            raise BenchError(f"create_approver --phone stored no phone: {made}")
+        return made["username"]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def prompt_phase(args: argparse.Namespace, auth: str) -> PromptResult:
+    """bc-authorize at a steady rate, open loop; a real Celery worker sends each prompt through the twilio client to
+    a fake Twilio in this process; latency = SMS accepted by the fake - bc-authorize's 200 read by the generator."""
+    started = time.monotonic()
+    fake = bench_prompts.FakeTwilio(account_sid="AC" + secrets.token_hex(16), auth_token=secrets.token_hex(16))
+    server = worker = None
+    try:
+        port = free_port()
+        env = server_env(args, port)
+        env.update(
+            APPROVALS_PROMPT_CHANNELS="approvals.channels.twilio_sms.TwilioSmsChannel",
+            TWILIO_ACCOUNT_SID=fake.account_sid,
+            TWILIO_AUTH_TOKEN=fake.auth_token,
+            TWILIO_FROM_NUMBER="+447700900001",
+            TWILIO_API_BASE=fake.base_url,
+            TWILIO_STATUS_CALLBACKS="false",
+        )
+        log(f"prompts: creating {args.prompt_approvers} approvers with a phone")
+        hints = create_sms_approvers(env, args.prompt_approvers)
+        # Tasks queued by phases a-c (no worker ran) must not reach this worker: empty the broker first.
+        flush_redis(args)
+        log(
+            f"prompts: fake Twilio on {fake.base_url}; gunicorn ({args.workers} sync workers) and a Celery worker "
+            f"({args.prompt_pool}, concurrency {args.prompt_concurrency})"
+        )
+        server = start_server(args, env, port, "gunicorn-prompts.log")
+        worker = bench_prompts.start_worker(env, args.prompt_pool, args.prompt_concurrency, OUT_DIR / "celery.log")
+        # Smoke test, which also waits for the worker to be up: one request, its SMS within 30 s.
+        form = {"Authorization": auth, "Content-Type": "application/x-www-form-urlencoded"}
+        body = urlencode({"scope": "openid", "login_hint": hints[0], "binding_message": "S1"})
+        status, answer = http_request(port, "POST", "/oauth/bc-authorize/", body, form)
+        if status != 200:
+            raise BenchError(f"prompts: POST /oauth/bc-authorize/ answered {status}: {answer[:500]!r}")
+        try:
+            fake.wait_for_messages(1, timeout=30)
+        except AssertionError as exc:
+            raise BenchError(
+                f"prompts: no SMS reached the fake within 30 s ({str(exc)[:500]}).\nCelery worker log:\n"
+                f"{worker.log_tail()}"
+            ) from exc
+        wait_until_drained(port)
+        time.sleep(1)  # let the worker go idle
+        # Other processes' CPU use turns straight into queueing here (the worker's and gunicorn's share shrinks):
+        # wait for a quiet machine as at the start, then note what was taken anyway.
+        busy, busiest = background_load()
+        deadline = time.monotonic() + args.wait_quiet
+        while busy > 10 and time.monotonic() < deadline:
+            log(f"prompts: the machine is {busy:.0f} % busy ({', '.join(busiest[:2])}); waiting for it to quieten")
+            busy, busiest = background_load(3.0)
+        load = bench_prompts.OpenLoop(
+            port=port,
+            auth=auth,
+            login_hints=hints,
+            rate=args.prompt_rate,
+            warmup_s=args.prompt_warmup,
+            duration_s=args.prompt_duration,
+        )
+        log(
+            f"prompts: {args.prompt_warmup} s warm-up then {args.prompt_duration} s measured at "
+            f"{args.prompt_rate:g} bc-authorize/s (open loop)"
+        )
+        worker_pgrp = worker.proc.pid
+        gen = threading.Thread(target=load.run, daemon=True)
+        gen.start()
+        while not load.measured_start:
+            time.sleep(0.01)
+        time.sleep(max(0.0, load.measured_start - time.time()))
+        sessions_0 = pg_sessions(args)
+        before = cpu_sample(server, worker_pgrp)
+        gen.join(timeout=args.prompt_warmup + args.prompt_duration + 30)
+        after = cpu_sample(server, worker_pgrp)
+        sessions = pg_sessions(args) - sessions_0
+        if gen.is_alive():
+            raise BenchError("prompts: the load generator did not finish")
+        cpu = cpu_shares(before, after, 0.0)
+        labels = {r.label for r in load.measured if r.status == 200}
+        bench_prompts.wait_for_labels(fake, labels, time.time() + args.prompt_wait)
+        if server.proc.poll() is not None or worker.proc.poll() is not None:
+            raise BenchError(f"prompts: gunicorn or the worker died.\n{server.log_tail()}\n{worker.log_tail()}")
+        time.sleep(0.5)  # a duplicate would come right after
+        messages = fake.messages
+        stats = bench_prompts.compute_stats(load, messages)
+        warm = bench_prompts.warm_counts(load, messages)
+        (OUT_DIR / "prompts-requests.tsv").write_text(
+            "label\tscheduled\tsent\tanswered\tstatus\terror\n"
+            + "".join(
+                f"{r.label}\t{r.scheduled:.6f}\t{r.sent:.6f}\t{r.answered:.6f}\t{r.status}\t{r.error}\n"
+                for r in load.requests
+            )
+        )
+        (OUT_DIR / "prompts-sms.tsv").write_text(
+            "label\treceived_at\tto\n"
+            + "".join(f"{bench_prompts.sms_label(m)}\t{m.received_at:.6f}\t{m.to}\n" for m in messages)
+        )
+        description = worker.description
+    finally:
+        if worker is not None:
+            worker.stop()
+        if server is not None:
+            server.stop()
+        fake.close()
+    result = PromptResult(stats, cpu, sessions, description, len(hints), warm, time.monotonic() - started)
+    log_prompts(result)
+    return result
+
+
+def pg_sessions(args: argparse.Namespace) -> int:
+    with psycopg.connect(admin_dsn(args, args.database), autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()").fetchone()
+    return int(row[0])
+
+
+def prompt_verdict(st: bench_prompts.PromptStats) -> bool:
+    return (
+        st.p50_ms < PROMPT_P50_TARGET_MS
+        and st.p99_ms < PROMPT_P99_TARGET_MS
+        and st.lost == 0
+        and st.duplicates == 0
+        and st.errors == 0
+    )
+
+
+def log_prompts(r: PromptResult) -> None:
+    st = r.stats
+    log(
+        f"prompts: sent {st.sent}, answered 200 {st.answered_200}, SMS received {st.received}, lost {st.lost}, "
+        f"duplicates {st.duplicates}; answer->SMS p50 {st.p50_ms:.1f} ms, p90 {st.p90_ms:.1f} ms, "
+        f"p99 {st.p99_ms:.1f} ms, max {st.max_ms:.1f} ms; CPU {fmt_prompt_cpu(r.cpu)}; "
+        f"target {'met' if prompt_verdict(st) else 'NOT met'}"
+    )
+
+
+def fmt_prompt_cpu(cpu: dict[str, float]) -> str:
+    keys = ("gunicorn", "celery", "postgres", "redis", "bench", "other", "steal", "busy")
+    return " / ".join(f"{cpu[k]:.0f}" for k in keys)
+
+
+def prompt_verdict_line(r: PromptResult, args: argparse.Namespace) -> str:
+    st = r.stats
+    return (
+        f"- Prompts: bc-authorize's answer to the SMS accepted by the fake Twilio, {args.prompt_rate:g} requests/s "
+        f"for {args.prompt_duration} s: p50 **{st.p50_ms:.0f} ms**, p99 **{st.p99_ms:.0f} ms**, lost **{st.lost}**, "
+        f"duplicates **{st.duplicates}** — target p50 < {PROMPT_P50_TARGET_MS} ms, p99 < {PROMPT_P99_TARGET_MS} ms, "
+        f"none lost (nor duplicated, nor refused) — **{'MET' if prompt_verdict(st) else 'NOT MET'}**."
+    )
+
+
+def prompt_disturbance(r: PromptResult) -> list[str]:
+    taken = r.cpu["other"] + r.cpu["steal"]
+    if taken <= 5:
+        return []
+    return [
+        f"- Caution: during the prompt run {taken:.0f} % of the machine went to processes outside the benchmark or "
+        "to other guests; gunicorn and the worker had that much less CPU, and at a fixed arrival rate that shows as "
+        "queueing (higher latency), not as lower throughput."
+    ]
+
+
+def prompt_section(r: PromptResult, args: argparse.Namespace) -> list[str]:
+    st = r.stats
+    errors = f" ({', '.join(f'{k}: {v}' for k, v in st.error_kinds.items())})" if st.error_kinds else ""
+    return [
+        "## Prompts (issue 3)",
+        "",
+        prompt_verdict_line(r, args),
+        *prompt_disturbance(r),
+        "",
+        "| measured | p50 | p90 | p99 | max | min | sent | answered 200 | SMS received | lost | duplicates "
+        "| CPU %: gunicorn / celery / pg / redis / bench / other / steal / busy |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        f"| bc-authorize answer → SMS at the fake (ms) | {st.p50_ms:.1f} | {st.p90_ms:.1f} | {st.p99_ms:.1f} | "
+        f"{st.max_ms:.1f} | {st.min_ms:.1f} | {st.sent:,} | {st.answered_200:,} | {st.received:,} | {st.lost} | "
+        f"{st.duplicates} | {fmt_prompt_cpu(r.cpu)} |",
+        "",
+        f"- Load: open loop, {args.prompt_rate:g} POST /oauth/bc-authorize/ a second on a fixed schedule (achieved "
+        f"{st.achieved_rate:.2f}/s; {st.late_sends} requests left more than 20 ms after their slot), "
+        f"{args.prompt_warmup} s warm-up (not counted) then {args.prompt_duration} s measured; each request opens "
+        "its own connection (form-encoded, client_secret_basic), from a pool of 64 threads so that slow answers "
+        f"never hold back the next request. login_hint rotates over {r.approvers} approvers, each with a phone; "
+        "each request carries a unique binding_message ('B' + its number), which the SMS quotes: that is how an "
+        "SMS is matched to its request (the SMS has no auth_req_id, by design).",
+        f"- bc-authorize itself during the run (send → answer read): p50 {st.answer_p50_ms:.1f} ms, p99 "
+        f"{st.answer_p99_ms:.1f} ms; answers other than 200: {st.errors}{errors}.",
+        "- Latency = the time the fake Twilio parsed the Messages.json request (time.time()) − the time the "
+        "generator had read bc-authorize's 200 answer (time.time()), both in the benchmark's process; the task is "
+        "queued when the request's transaction commits, before the answer is written, so a fast worker can beat "
+        "the answer (a latency near or below 0).",
+        f"- Lost = answered 200 but no SMS within {args.prompt_wait:g} s after the load stopped; duplicates = "
+        f"requests with more than one SMS; {st.unmatched} SMS matched no request. Warm-up: "
+        f"{r.warm[1]:,} of its {r.warm[0]:,} requests prompted by then.",
+        f"- Worker: `{r.worker}` on the benchmark's Redis as broker, same environment as gunicorn; chosen: "
+        f"{PROMPT_WORKER_NOTE}. gunicorn: {args.workers} sync workers as above.",
+        "- Prompt settings: APPROVALS_PROMPT_CHANNELS=approvals.channels.twilio_sms.TwilioSmsChannel, "
+        "TWILIO_API_BASE=the fake's http://127.0.0.1:<port>, TWILIO_STATUS_CALLBACKS=false, random "
+        "TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN checked by the fake, APPROVALS_PROMPTS_PER_MINUTE=0 (the abuse "
+        "limit, off for every phase of the benchmark: it would refuse nearly all of its requests).",
+        "- CPU: share of the whole machine during the measured 30 s; celery = the worker's process group; bench = "
+        "the benchmark's own process (load generator and fake Twilio); pg = the whole PostgreSQL server, backends that "
+        "exited included (through the postmaster's children time), and so also other databases' clients, such as a "
+        "test suite running meanwhile.",
+        f"- PostgreSQL sessions opened during the measured run: {r.pg_sessions:,} for {st.sent:,} prompts "
+        f"({r.pg_sessions / max(st.sent, 1):.2f} a prompt). Celery's Django fixup would close the worker's database "
+        "connections after every task; config/celery.py recycles them like web requests instead (CONN_MAX_AGE), "
+        "which removed a new PostgreSQL backend per prompt, until then the largest cost in the chain.",
+        f"- Phase wall time {r.seconds:.0f} s (approvers, a fresh gunicorn and worker, smoke test, load, wait). "
+        "Raw data: bench/out/prompts-requests.tsv, prompts-sms.tsv, celery.log, gunicorn-prompts.log.",
+        "",
+    ]
+
+
+def prompt_json(r: PromptResult) -> dict[str, Any]:
+    return {
+        "stats": vars(r.stats),
+        "cpu": r.cpu,
+        "pg_sessions": r.pg_sessions,
+        "worker": r.worker,
+        "approvers": r.approvers,
+        "warm": r.warm,
+        "seconds": r.seconds,
+        "target_met": prompt_verdict(r.stats),
+    }
+
+
 # ------------------------------------------------------------------------------------------------------------ report
 
 
@@ -815,6 +1208,7 @@ def write_results(r: dict[str, Any]) -> None:
         f"included): **{rows}** — target 0 — **{'MET' if rows == 0 else 'NOT MET'}**"
         + (f" (by table: {r['rows_polls']})" if rows else "")
         + ".",
+        *([prompt_verdict_line(r["prompts"], args), *prompt_disturbance(r["prompts"])] if r.get("prompts") else []),
         *pool_warning(polls, r["pool_size"]),
         *disturbances({"ceiling": ceiling, "bc-authorize": bc, "pending polls": polls, "ceiling after": ceiling_after}),
         "",
@@ -857,6 +1251,7 @@ def write_results(r: dict[str, Any]) -> None:
         "- errors = socket errors + unexpected answers (ceiling: any status ≥ 400; bc-authorize: anything but 200; "
         "polls: anything but authorization_pending or slow_down).",
         "",
+        *(prompt_section(r["prompts"], args) if r.get("prompts") else []),
         "## Machine",
         "",
         *[f"- {k}: {v}" for k, v in r["machine"].items()],
@@ -878,8 +1273,15 @@ def write_results(r: dict[str, Any]) -> None:
         "migrated for the run; connection settings as settings.py makes them from the environment: "
         + (", ".join(f"{k}={os.environ[k]}" for k in PASSED_THROUGH if k in os.environ) or "its defaults")
         + ".",
-        f"- Redis: {redis_url(args)} as the cache and the Celery broker (prompts queue up; no worker runs), "
-        "flushed before and after.",
+        f"- Redis: {redis_url(args)} as the cache and the Celery broker (phases a-c: prompts queue up, no worker "
+        "runs), flushed before and after; "
+        + (
+            "the benchmark's own redis-server (`--save '' --appendonly no`, a free port), started for the run and "
+            "stopped after it, so the test suite's FLUSHDBs on the system Redis cannot reach it."
+            if r.get("own_redis")
+            else "an existing Redis given with --redis-port."
+        )
+        + " APPROVALS_PROMPTS_PER_MINUTE=0 (the abuse limit would refuse the benchmark's requests).",
         "",
         "## Load generator",
         "",
@@ -918,6 +1320,7 @@ def write_results(r: dict[str, Any]) -> None:
                 "rows_written_bc": bc_rows,
                 "pool_size": r["pool_size"],
                 "pg_xacts_per_poll": pr.xacts_per_poll,
+                "prompts": prompt_json(r["prompts"]) if r.get("prompts") else None,
             },
             indent=2,
         )
@@ -930,9 +1333,23 @@ def write_results(r: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> None:
     started = time.monotonic()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    for pattern in ("ids.*", "wrk-*", "pool.txt", "results.json"):
+    for pattern in ("ids.*", "wrk-*", "pool.txt", "results.json", "prompts*", "celery.log"):
         for stale in OUT_DIR.glob(pattern):
             stale.unlink()
+    own_redis = args.redis_port is None
+    if own_redis:
+        OWN_REDIS.start()
+        args.redis_port = OWN_REDIS.port
+        log(f"started the benchmark's own redis-server on {HOST}:{OWN_REDIS.port} (pid {OWN_REDIS.proc.pid})")
+    try:
+        run_phases(args, started, own_redis)
+    finally:
+        if own_redis:
+            OWN_REDIS.stop()
+            log("stopped the benchmark's redis-server")
+
+
+def run_phases(args: argparse.Namespace, started: float, own_redis: bool) -> None:
     pg_version = check_postgres(args)
     redis_version = check_redis(args)
     wrk_version = ensure_wrk()
@@ -966,6 +1383,19 @@ def run(args: argparse.Namespace) -> None:
         {"scope": "openid", "login_hint": approver["username"], "binding_message": "Pay invoice 4711: 120 EUR"}
     )
 
+    if args.only == "prompts":
+        try:
+            prompt_result = prompt_phase(args, auth)
+        finally:
+            with contextlib.suppress(redis.RedisError):
+                flush_redis(args)
+        (OUT_DIR / "prompts.json").write_text(json.dumps(prompt_json(prompt_result), indent=2))
+        log(
+            f"--only prompts: done in {time.monotonic() - started:.0f} s; bench/RESULTS.md left alone, figures in "
+            f"{(OUT_DIR / 'prompts.json').relative_to(ROOT)}"
+        )
+        return
+
     log(f"starting gunicorn: {args.workers} sync workers on {HOST}:{port}")
     server = start_server(args, env, port)
     try:
@@ -986,6 +1416,10 @@ def run(args: argparse.Namespace) -> None:
     finally:
         log("stopping gunicorn")
         server.stop()
+    try:
+        # Last, with its own gunicorn (Twilio settings) and a Celery worker; the broker is emptied first.
+        prompt_result = prompt_phase(args, auth)
+    finally:
         with contextlib.suppress(redis.RedisError):
             flush_redis(args)
 
@@ -1006,6 +1440,8 @@ def run(args: argparse.Namespace) -> None:
         "poll_requests_total": poll_result.polls_made,
         "pool_size": poll_result.pool_size,
         "background": (idle_busy, busiest),
+        "prompts": prompt_result,
+        "own_redis": own_redis,
     }
     write_results(results)
     polls = poll_result.load
@@ -1016,7 +1452,10 @@ def run(args: argparse.Namespace) -> None:
         f"bc-authorize {bc.rps:,.0f} req/s; "
         f"pending polls {polls.rps:,.0f} req/s = {100 * ratio:.1f} % of ceiling "
         f"(target {100 * RATIO_TARGET:.0f} %: {'met' if ratio >= RATIO_TARGET else 'NOT met'}); "
-        f"rows written by polls: {sum(results['rows_polls'].values())}. See {RESULTS_MD.relative_to(ROOT)}."
+        f"rows written by polls: {sum(results['rows_polls'].values())}; prompts p50 "
+        f"{prompt_result.stats.p50_ms:.0f} ms, p99 {prompt_result.stats.p99_ms:.0f} ms, lost "
+        f"{prompt_result.stats.lost}, duplicates {prompt_result.stats.duplicates} (target "
+        f"{'met' if prompt_verdict(prompt_result.stats) else 'NOT met'}). See {RESULTS_MD.relative_to(ROOT)}."
     )
 
 
@@ -1034,7 +1473,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: FAILED: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("bench: interrupted; gunicorn stopped", file=sys.stderr)
+        print("bench: interrupted; gunicorn, the worker and the benchmark's redis-server stopped", file=sys.stderr)
         return 130
     return 0
 
