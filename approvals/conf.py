@@ -21,6 +21,13 @@ DEFAULTS: dict[str, Any] = {
     "USER_CODE_MAX_FAILURES": 5,
     "USER_CODE_LOCKOUT_SECONDS": 900,
     "MAX_REQUEST_BYTES": 64 * 1024,
+    # How recent a typed password must be for the higher authentication level (approvals.links).
+    "FRESH_PASSWORD_SECONDS": 300,
+    # Failed prompt-link attempts one address may make in LINK_FAILURE_WINDOW_SECONDS before it is refused.
+    "LINK_MAX_FAILURES": 20,
+    "LINK_FAILURE_WINDOW_SECONDS": 600,
+    # Wrong step-up passwords before a person's step-up is locked for USER_CODE_LOCKOUT_SECONDS.
+    "STEP_UP_MAX_FAILURES": 5,
     # Abuse limit: requests one client may send one approver per minute (bc-authorize answers access_denied beyond).
     "PROMPTS_PER_MINUTE": 5,
     # Transient prompt failures retry with exponential backoff and full jitter, while the request is pending.

@@ -77,6 +77,8 @@ class ApprovalRequest(models.Model):
     prompt_failed_at = models.DateTimeField(null=True, blank=True)
     prompt_claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
     prompt_due_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The prompt's link (approvals.links) signs the approver in once; after that the page needs their session.
+    link_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     decided_at = models.DateTimeField(null=True, blank=True)
     consumed_at = models.DateTimeField(null=True, blank=True)
     # When and how strongly the approver had authenticated when deciding (ID token auth_time / acr).

@@ -100,12 +100,16 @@ def approval_request_decide(
     user: AbstractBaseUser,
     approve: bool,
     acr: str = "",
+    auth_time: datetime | None = None,
     now: datetime | None = None,
 ) -> bool:
-    """The approver's decision. Only the request's own user can decide, once, before it expires."""
+    """The approver's decision. Only the request's own user can decide, once, before it expires.
+
+    acr and auth_time say how and when the approver authenticated (approvals.links); they go into the ID token.
+    """
     now = now or timezone.now()
     new_status = Status.APPROVED if approve else Status.DENIED
-    auth_time = getattr(user, "last_login", None) or now
+    auth_time = auth_time or getattr(user, "last_login", None) or now
     with transaction.atomic():
         won = ApprovalRequest.objects.filter(
             pk=approval_request_id, user=user, status=Status.PENDING, expires_at__gt=now
@@ -143,6 +147,16 @@ def approval_request_resettle_mirror(*, now: datetime | None = None) -> int:
     except RedisError:
         logger.warning("Redis is unavailable; the poll mirror will be re-settled on the next run", exc_info=True)
         return 0
+
+
+def approval_request_use_link(*, approval_request_id: UUID | str, now: datetime | None = None) -> bool:
+    """Spend the prompt link's one sign-in (approvals.links); False if it was spent or the request has expired."""
+    now = now or timezone.now()
+    return bool(
+        ApprovalRequest.objects.filter(pk=approval_request_id, link_used_at__isnull=True, expires_at__gt=now).update(
+            link_used_at=now
+        )
+    )
 
 
 def approval_request_consume(*, approval_request_id: UUID | str, now: datetime | None = None) -> bool:
@@ -217,6 +231,36 @@ def approver_set_phone(*, approver: Approver, phone_number: str) -> None:
     approver.refresh_from_db(fields=["phone_number", "phone_disabled_at", "phone_disabled_reason"])
 
 
+def approver_check_step_up_password(*, user: AbstractBaseUser, password: str) -> bool:
+    """The password typed to reach the higher authentication level, with a lockout after repeated failures."""
+    key = f"approvals:step-up-failures:{user.pk}"
+    if failures_exceeded(key, approvals_settings.STEP_UP_MAX_FAILURES):
+        return False
+    if password and user.check_password(password):
+        return True
+    count_failure(key, timeout=approvals_settings.USER_CODE_LOCKOUT_SECONDS)
+    return False
+
+
+def failures_exceeded(key: str, limit: int) -> bool:
+    try:
+        return (cache.get(key) or 0) >= limit
+    except RedisError:
+        # The count is unreachable for now; the slow hashes still make each guess expensive.
+        logger.warning("Failure count unavailable (Redis): %s", key.rsplit(":", 1)[0], exc_info=True)
+        return False
+
+
+def count_failure(key: str, *, timeout: int) -> None:
+    try:
+        if not cache.add(key, 1, timeout=timeout):
+            cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=timeout)
+    except RedisError:
+        logger.warning("Failure not counted (Redis): %s", key.rsplit(":", 1)[0], exc_info=True)
+
+
 # --- user codes (CIBA Core §7.1 user_code) -------------------------------------------------------------------
 
 
@@ -229,21 +273,9 @@ def approver_set_user_code(*, approver: Approver, user_code: str) -> None:
 def approver_check_user_code(*, approver: Approver, user_code: str) -> bool:
     """Check a user_code, with a lockout after repeated failures so an agent cannot guess it."""
     key = f"approvals:user-code-failures:{approver.pk}"
-    try:
-        locked = (cache.get(key) or 0) >= approvals_settings.USER_CODE_MAX_FAILURES
-    except RedisError:
-        # The count is unreachable for now; the slow hash still makes each guess expensive.
-        logger.warning("User-code lockout unavailable (Redis)", exc_info=True)
-        locked = False
-    if locked:
+    if failures_exceeded(key, approvals_settings.USER_CODE_MAX_FAILURES):
         return False
     if approver.user_code_hash and check_password(user_code, approver.user_code_hash):
         return True
-    try:
-        if not cache.add(key, 1, timeout=approvals_settings.USER_CODE_LOCKOUT_SECONDS):
-            cache.incr(key)
-    except ValueError:
-        cache.set(key, 1, timeout=approvals_settings.USER_CODE_LOCKOUT_SECONDS)
-    except RedisError:
-        logger.warning("User-code failure not counted (Redis)", exc_info=True)
+    count_failure(key, timeout=approvals_settings.USER_CODE_LOCKOUT_SECONDS)
     return False

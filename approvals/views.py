@@ -1,20 +1,24 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from twilio.request_validator import RequestValidator
 
-from . import devices, selectors, services
+from . import devices, links, selectors, services
 from .conf import approvals_settings
 from .forms import DecisionForm, UserCodeForm
 from .models import ApprovalRequest, Approver, PushSubscription
@@ -26,37 +30,130 @@ def inbox(request: HttpRequest) -> HttpResponse:
     return render(request, "approvals/inbox.html", {"pending": pending})
 
 
-@login_required
+def _page_context(request: HttpRequest, approval_request: ApprovalRequest, *, decide_url: str) -> dict[str, Any]:
+    now = timezone.now()
+    status = approval_request.effective_status(now)
+    ciba = getattr(approval_request.client, "ciba", None)
+    required = links.required_acr(approval_request.acr_values)
+    return {
+        "approval_request": approval_request,
+        "status": status,
+        "is_pending": status == ApprovalRequest.Status.PENDING,
+        "scopes": selectors.scope_descriptions(approval_request.scopes),
+        "agent_name": approval_request.client.name or approval_request.client.client_id,
+        "agent_website": ciba.website if ciba else "",
+        "agent_website_verified": bool(ciba and ciba.website and ciba.website_verified),
+        "decide_url": decide_url,
+        # A link visit is not signed in yet: the link itself reaches ACR_SESSION.
+        "needs_password": not links.satisfies(links.achieved_acr(request.session, now), required),
+        "expires_at_iso": approval_request.expires_at.isoformat(),
+        "authorization_details": [],
+    }
+
+
+def _owner_or_link(request: HttpRequest, pk: str) -> tuple[ApprovalRequest | None, bool]:
+    """The request if this browser may see it: signed in as its owner, or holding its unspent prompt link (a session
+    mark set by `link`). The second value says it is by link. (None, False): send the browser to sign in."""
+    if request.user.is_authenticated:
+        # Another person's request is indistinguishable from one that does not exist.
+        return get_object_or_404(
+            ApprovalRequest.objects.select_related("client__ciba"), pk=pk, user=request.user
+        ), False
+    if request.session.get(links.SESSION_LINK) != str(pk):
+        return None, False
+    approval_request = ApprovalRequest.objects.select_related("client__ciba", "user").filter(pk=pk).first()
+    if approval_request is None or approval_request.link_used_at is not None:
+        return None, False
+    return approval_request, True
+
+
 def detail(request: HttpRequest, pk: str) -> HttpResponse:
-    # Another person's request is indistinguishable from one that does not exist.
-    approval_request = get_object_or_404(ApprovalRequest.objects.select_related("client"), pk=pk, user=request.user)
-    status = approval_request.effective_status(timezone.now())
-    return render(
-        request,
-        "approvals/detail.html",
-        {
-            "approval_request": approval_request,
-            "status": status,
-            "is_pending": status == ApprovalRequest.Status.PENDING,
-            "scopes": selectors.scope_descriptions(approval_request.scopes),
-        },
-    )
+    approval_request, _by_link = _owner_or_link(request, pk)
+    if approval_request is None:
+        return redirect_to_login(request.get_full_path())
+    context = _page_context(request, approval_request, decide_url=reverse("approvals:decide", args=[pk]))
+    return render(request, "approvals/detail.html", context)
 
 
-@login_required
 @require_POST
 def decide(request: HttpRequest, pk: str) -> HttpResponse:
-    approval_request = get_object_or_404(ApprovalRequest, pk=pk, user=request.user)
+    approval_request, by_link = _owner_or_link(request, pk)
+    if approval_request is None:
+        return redirect_to_login(reverse("approvals:detail", args=[pk]))
+    if by_link:
+        # The first decision spends the link and signs its owner in (approvals.links); a racing second one finds
+        # it spent and is sent to sign in.
+        now = timezone.now()
+        if not services.approval_request_use_link(approval_request_id=approval_request.pk, now=now):
+            request.session.pop(links.SESSION_LINK, None)
+            messages.info(request, _("This link has already been used. Sign in to see the request."))
+            return redirect_to_login(reverse("approvals:detail", args=[pk]))
+        login(request, approval_request.user, backend="django.contrib.auth.backends.ModelBackend")
+        links.record_authentication(request.session, now, password=False)
+    return _decide(request, approval_request)
+
+
+def _decide(request: HttpRequest, approval_request: ApprovalRequest) -> HttpResponse:
+    """Apply Approve or Deny for the signed-in owner of the request, stepping up to a fresh password if needed."""
+    back = redirect("approvals:detail", pk=approval_request.pk)
     form = DecisionForm(request.POST)
     if not form.is_valid():
         messages.error(request, _("Choose Approve or Deny."))
-        return redirect("approvals:detail", pk=approval_request.pk)
+        return back
     approve = form.cleaned_data["decision"] == "approve"
-    if services.approval_request_decide(approval_request_id=approval_request.pk, user=request.user, approve=approve):
+    now = timezone.now()
+    achieved = links.achieved_acr(request.session, now)
+    if approve and not links.satisfies(achieved, links.required_acr(approval_request.acr_values)):
+        password = request.POST.get("password", "")
+        if not services.approver_check_step_up_password(user=request.user, password=password):
+            messages.error(request, _("Enter your password correctly to approve this request."))
+            return back
+        links.record_authentication(request.session, now, password=True)
+        achieved = links.ACR_FRESH_PASSWORD
+    decided = services.approval_request_decide(
+        approval_request_id=approval_request.pk,
+        user=request.user,
+        approve=approve,
+        acr=achieved,
+        auth_time=links.auth_time(request.session),
+        now=now,
+    )
+    if decided:
         messages.success(request, _("Approved.") if approve else _("Denied."))
     else:
         messages.error(request, _("This request can no longer be decided."))
-    return redirect("approvals:detail", pk=approval_request.pk)
+    return back
+
+
+@require_GET
+def link(request: HttpRequest, token: str) -> HttpResponse:
+    """The prompt's link: marks this browser as holding it and moves on to the request's page (approvals.links).
+
+    Opening it spends nothing (a link-preview robot cannot use it up); the first decision does. The token leaves
+    the address bar at once, and this one response carries Referrer-Policy: no-referrer so it is never sent on.
+    """
+    client_ip = request.META.get("REMOTE_ADDR", "")
+    failures_key = f"approvals:link-failures:{client_ip}"
+    if services.failures_exceeded(failures_key, approvals_settings.LINK_MAX_FAILURES):
+        return render(request, "approvals/link_refused.html", status=429)
+    approval_request = links.resolve_link(token)
+    if approval_request is None:
+        services.count_failure(failures_key, timeout=approvals_settings.LINK_FAILURE_WINDOW_SECONDS)
+        raise Http404
+    if request.user.is_authenticated and request.user.pk != approval_request.user_id:
+        raise Http404  # someone else's link on a signed-in browser: never switch people silently
+    detail_url = reverse("approvals:detail", args=[approval_request.pk])
+    usable = approval_request.link_used_at is None and approval_request.expires_at > timezone.now()
+    if request.user.is_authenticated:
+        response = redirect(detail_url)
+    elif usable:
+        request.session[links.SESSION_LINK] = str(approval_request.pk)
+        response = redirect(detail_url)
+    else:
+        messages.info(request, _("This link has already been used. Sign in to see the request."))
+        response = redirect_to_login(detail_url)
+    response["Referrer-Policy"] = "no-referrer"
+    return response
 
 
 @login_required

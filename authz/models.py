@@ -39,6 +39,12 @@ class CibaClient(models.Model):
     allowed_scopes = models.CharField(
         max_length=500, blank=True, help_text=_("Space-separated scopes this client may ask for; empty means any.")
     )
+    website = models.URLField(_("website"), blank=True, help_text=_("The agent's home page, shown to approvers."))
+    website_verified = models.BooleanField(
+        _("website verified"),
+        default=False,
+        help_text=_("Set only after checking that the client's operator controls the website; approvers see it then."),
+    )
     prompt_channels = models.CharField(
         _("prompt channels"),
         max_length=200,

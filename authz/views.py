@@ -15,7 +15,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from oauth2_provider import views as dot_views
 from oauth2_provider.settings import oauth2_settings
 
-from approvals import poll_mirror, prompts
+from approvals import links, poll_mirror, prompts
 from approvals import services as approval_services
 from approvals.conf import approvals_settings
 from approvals.models import ApprovalRequest, effective_status
@@ -235,6 +235,8 @@ class DiscoveryMixin:
             # Ping and push arrive with the delivery work; until then only poll is offered.
             "backchannel_token_delivery_modes_supported": ["poll"],
             "backchannel_user_code_parameter_supported": bool(approvals_settings.USER_CODE_SUPPORTED),
+            # The levels an approver can reach before approving (approvals.links); agents ask with acr_values.
+            "acr_values_supported": list(links.ACR_VALUES_SUPPORTED),
         }
 
 

@@ -5,6 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 
+from approvals import pwa
 from authz.urls import oauth_patterns
 
 
@@ -15,6 +16,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 urlpatterns = [
     path("healthz/", healthz, name="healthz"),
+    path("sw.js", pwa.service_worker, name="service-worker"),
+    path("manifest.webmanifest", pwa.manifest, name="manifest"),
     # DOT's views and ours share the oauth2_provider namespace, so DOT's discovery and issuer logic find the
     # documents at the origin's root (issuer = https://host, RFC 8414 §3).
     path("", include((oauth_patterns, "oauth2_provider"))),

@@ -282,7 +282,7 @@ def test_bootstrap_demo_credentials_work_for_a_full_approval(outbox, django_capt
         "/accounts/login/", {"username": approver["username"], "password": approver["password"], "next": path}
     )
     assert login.status_code == 302 and login["Location"] == path
-    assert browser.post(path + "decide/", {"decision": "approve"}).status_code == 302
+    assert browser.post(f"/approvals/{prompt.approval_request_id}/decide/", {"decision": "approve"}).status_code == 302
 
     tokens = agent.poll(auth_req_id)
     assert tokens.status_code == 200, tokens.content

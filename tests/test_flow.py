@@ -32,17 +32,17 @@ def test_poll_mode_end_to_end(agent, approver, approver_client, outbox, client, 
     assert pending.status_code == 400
     assert pending.json()["error"] == "authorization_pending"
 
-    # The prompt links to the approver's page for exactly this request.
+    # The prompt links to the approver's page for exactly this request (a signed link: approvals.links).
     (prompt,) = outbox
     assert prompt.binding_message == "Book flight LH 400"
     assert body["auth_req_id"] not in prompt.link
     path = prompt.link.removeprefix("http://testserver")
-    page = approver_client.get(path)
+    page = approver_client.get(path, follow=True)
     assert page.status_code == 200
     assert "Book flight LH 400" in page.content.decode()
     assert "Travel agent" in page.content.decode()
 
-    decided = approver_client.post(path + "decide/", {"decision": "approve"})
+    decided = approver_client.post(page.redirect_chain[-1][0] + "decide/", {"decision": "approve"})
     assert decided.status_code == 302
 
     tokens = agent.poll(body["auth_req_id"])

@@ -16,6 +16,7 @@ from approvals import prompts, services, tasks
 from approvals.channels.base import Channel, ChannelError, Destination, Prompt
 from approvals.channels.locmem import failures
 from approvals.conf import approvals_settings
+from approvals.links import link_url
 from approvals.models import ApprovalRequest, Approver, AuditEvent, Delivery
 from approvals.prompts import PromptOutcome, approval_request_prompt
 from tests import factories
@@ -164,7 +165,7 @@ def test_the_clients_channel_order_overrides_the_servers(use_channels, make_agen
     assert approval_request_prompt(approval_request_id=approval_request.pk).prompted
 
     (sms,) = fake_twilio.messages
-    assert sms.to == PHONE and f"/approvals/{approval_request.pk}/" in sms.body
+    assert sms.to == PHONE and link_url(approval_request) in sms.body
     assert outbox == []
     assert_prompted(approval_request, "sms")
 

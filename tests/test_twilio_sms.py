@@ -12,6 +12,7 @@ from django.conf import settings as django_settings
 from django.test import Client
 from twilio.request_validator import RequestValidator
 
+from approvals.links import link_url
 from approvals.models import ApprovalRequest, Approver, Delivery
 from approvals.prompts import approval_request_prompt
 from tests import prompting
@@ -47,7 +48,7 @@ def prompt_by_sms(approval_request: ApprovalRequest, fake: FakeTwilio) -> Receiv
 
 
 def link(approval_request: ApprovalRequest) -> str:
-    return f"{django_settings.PUBLIC_URL}/approvals/{approval_request.pk}/"
+    return link_url(approval_request)
 
 
 # --- what Twilio receives ----------------------------------------------------------------------------------------

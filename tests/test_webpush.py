@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
 from django.utils import timezone
 
 from approvals.devices import push_subscription_save
+from approvals.links import link_url
 from approvals.models import ApprovalRequest, Approver, Delivery, PushSubscription
 from approvals.prompts import approval_request_prompt
 from tests import prompting
@@ -53,7 +53,7 @@ def test_payload_names_the_agent_and_binding_message_and_links_the_request(
     assert received.json() == {
         "title": "Approval requested",
         "body": "Travel agent: Pay 420 EUR",
-        "url": f"{django_settings.PUBLIC_URL}/approvals/{approval_request.pk}/",
+        "url": link_url(approval_request),
         "tag": str(approval_request.pk),
     }
     assert approval_request.auth_req_id.encode() not in received.payload

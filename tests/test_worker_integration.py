@@ -93,7 +93,7 @@ def test_bc_authorize_prompts_by_sms_through_the_worker(worker_on_shared_redis, 
     assert sms.to == PHONE and sms.form["From"] == "+15005550006"
     assert '"W4X2"' in sms.body and approval_request.auth_req_id not in sms.body
     (link,) = LINK.findall(sms.body)
-    page = approver_client.get(urlsplit(link).path)
+    page = approver_client.get(urlsplit(link).path, follow=True)
     assert page.status_code == 200
     assert b"W4X2" in page.content
     wait_prompted(approval_request)

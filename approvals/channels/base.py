@@ -11,9 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
-from django.conf import settings
-from django.urls import reverse
-
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
@@ -56,14 +53,15 @@ class Prompt:
 
     @classmethod
     def for_request(cls, approval_request: ApprovalRequest) -> Prompt:
-        path = reverse("approvals:detail", args=[approval_request.pk])
+        from ..links import link_url
+
         return cls(
             approval_request_id=str(approval_request.pk),
             username=approval_request.user.get_username(),
             agent_name=approval_request.client.name or approval_request.client.client_id,
             binding_message=approval_request.binding_message,
             scopes=tuple(approval_request.scopes),
-            link=f"{settings.PUBLIC_URL}{path}",
+            link=link_url(approval_request),
             expires_at=approval_request.expires_at,
         )
 
