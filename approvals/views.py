@@ -118,8 +118,10 @@ def _decide(request: HttpRequest, approval_request: ApprovalRequest) -> HttpResp
         auth_time=links.auth_time(request.session),
         now=now,
     )
-    if decided:
-        messages.success(request, _("Approved.") if approve else _("Denied."))
+    if decided and approve:
+        messages.success(request, _("Approved."))
+    elif decided:
+        messages.info(request, _("Denied."))
     else:
         messages.error(request, _("This request can no longer be decided."))
     return back
@@ -150,7 +152,10 @@ def link(request: HttpRequest, token: str) -> HttpResponse:
         request.session[links.SESSION_LINK] = str(approval_request.pk)
         response = redirect(detail_url)
     else:
-        messages.info(request, _("This link has already been used. Sign in to see the request."))
+        if approval_request.link_used_at is not None:
+            messages.info(request, _("This link has already been used. Sign in to see the request."))
+        else:
+            messages.info(request, _("This request has expired. Sign in to see it."))
         response = redirect_to_login(detail_url)
     response["Referrer-Policy"] = "no-referrer"
     return response
