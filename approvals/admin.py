@@ -7,7 +7,15 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from . import services
-from .models import ApprovalRequest, Approver, AuditEvent, Delivery, PushSubscription
+from .models import (
+    ApprovalRequest,
+    Approver,
+    AuditEvent,
+    Delivery,
+    Notification,
+    NotificationAttempt,
+    PushSubscription,
+)
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -92,6 +100,41 @@ class DeliveryInline(ReadOnlyInline):
         return f"{obj.latency_ms} ms" if obj.latency_ms is not None else "-"
 
 
+class NotificationInline(ReadOnlyInline):
+    model = Notification
+    fields = ("mode", "outcome", "status", "attempts", "created_at", "deadline", "finished_at", "error")
+    readonly_fields = fields
+
+
+class NotificationAttemptInline(ReadOnlyInline):
+    model = NotificationAttempt
+    fields = ("created_at", "attempt", "status", "http_status", "latency_ms", "error")
+    readonly_fields = fields
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    """Ping and push callbacks to agents; an undeliverable one stays here (its tokens are never shown)."""
+
+    list_display = ("created_at", "request", "mode", "outcome", "status", "attempts", "error")
+    list_filter = ("status", "mode", "outcome")
+    list_select_related = ("request",)
+    search_fields = ("request__id",)
+    date_hierarchy = "created_at"
+    fields = ("request", "mode", "outcome", "status", "attempts", "created_at", "deadline", "finished_at", "error")
+    readonly_fields = fields
+    inlines = (NotificationAttemptInline,)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
     """Every attempt to prompt a person, with the provider's answer."""
@@ -155,7 +198,7 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
     list_select_related = ("client", "user")
     search_fields = ("id", "user__username", "client__name", "client__client_id", "binding_message")
     date_hierarchy = "created_at"
-    inlines = (AuditEventInline, DeliveryInline)
+    inlines = (AuditEventInline, DeliveryInline, NotificationInline)
     actions = ("cancel_requests", "expire_due_requests")
     readonly_fields = (
         "id",
@@ -179,7 +222,8 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
         "acr",
         "access_token",
     )
-    exclude = ("auth_req_id",)
+    # Secrets of the agent's: the id it redeems and the bearer token it wants on callbacks.
+    exclude = ("auth_req_id", "client_notification_token")
 
     @admin.display(description=_("status now"))
     def current_status(self, obj: ApprovalRequest) -> str:

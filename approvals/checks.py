@@ -33,6 +33,14 @@ def check_prompt_channels(app_configs: Any = None, **kwargs: Any) -> list[Error]
         errors.append(
             Error("No prompt channel is configured.", hint="Set APPROVALS_PROMPT_CHANNELS.", id="countersign.E102")
         )
+    if approvals_settings.OUTBOUND_ALLOW_LOOPBACK_HTTP and not settings.DEBUG:
+        errors.append(
+            Error(
+                "APPROVALS_OUTBOUND_ALLOW_LOOPBACK_HTTP is on with DEBUG off.",
+                hint="It lets clients aim callbacks at this machine; it exists for local fakes only.",
+                id="countersign.E108",
+            )
+        )
     return errors
 
 

@@ -37,6 +37,18 @@ DEFAULTS: dict[str, Any] = {
     "PROMPT_CLAIM_SECONDS": 30,
     # A request still unprompted this long after its prompt was due is enqueued again by the sweeper.
     "PROMPT_SWEEP_GRACE_SECONDS": 20,
+    # Ping/push callbacks retry (backoff with jitter) until this long after the outcome, then are kept as undeliverable.
+    "NOTIFICATION_DEADLINE_SECONDS": 600,
+    "NOTIFICATION_RETRY_BASE_SECONDS": 1,
+    "NOTIFICATION_RETRY_MAX_SECONDS": 60,
+    # Issues the token response for a push client (approvals never imports authz; see authz.push).
+    "PUSH_TOKEN_ISSUER": "authz.push.issue_push_tokens",
+    # Development and tests only: let client-supplied URLs use http to loopback (system check E108 with DEBUG off).
+    "OUTBOUND_ALLOW_LOOPBACK_HTTP": False,
+    # One deadline for a whole call to a client-supplied URL (approvals.http): connect, send and read the answer.
+    "OUTBOUND_TIMEOUT_SECONDS": 5,
+    # Largest answer read from a client-supplied URL; a larger one fails the call.
+    "OUTBOUND_MAX_RESPONSE_BYTES": 65536,
     # Timeout for each call to a provider (Twilio, a push service).
     "PROMPT_TIMEOUT_SECONDS": 5,
     "TWILIO": {

@@ -79,6 +79,8 @@ class ApprovalRequest(models.Model):
     prompt_due_at = models.DateTimeField(null=True, blank=True, editable=False)
     # The prompt's link (approvals.links) signs the approver in once; after that the page needs their session.
     link_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # CIBA Core §7.1: the bearer token the client wants on our ping/push callback (ping and push clients only).
+    client_notification_token = models.CharField(max_length=1024, blank=True, editable=False)
     decided_at = models.DateTimeField(null=True, blank=True)
     consumed_at = models.DateTimeField(null=True, blank=True)
     # When and how strongly the approver had authenticated when deciding (ID token auth_time / acr).
@@ -232,3 +234,69 @@ class Delivery(models.Model):
         if self.finished_at is None:
             return None
         return int((self.finished_at - self.created_at).total_seconds() * 1000)
+
+
+class Notification(models.Model):
+    """The client's callback for a ping or push client (CIBA Core §10.2, §10.3): one per request, written in the
+    transaction that ends the request's pending state, delivered by a Celery task, retried until its deadline."""
+
+    class Mode(models.TextChoices):
+        PING = "ping", "ping"
+        PUSH = "push", "push"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        DELIVERED = "delivered", _("Delivered")
+        # Refused for good (4xx, a redirect, an address not allowed) or retried past its deadline: kept for admins.
+        UNDELIVERABLE = "undeliverable", _("Undeliverable")
+
+    request = models.OneToOneField(ApprovalRequest, on_delete=models.CASCADE, related_name="notification")
+    mode = models.CharField(max_length=8, choices=Mode.choices)
+    # The outcome it reports: approved, denied, expired or cancelled.
+    outcome = models.CharField(max_length=16)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # Push: the token response, issued once and encrypted at rest (approvals.notifications), resent as is on retries.
+    payload_encrypted = models.TextField(blank=True, editable=False)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    deadline = models.DateTimeField()
+    due_at = models.DateTimeField(editable=False)
+    claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        verbose_name = _("client notification")
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["due_at"], name="approvals_notify_due_idx", condition=models.Q(status="pending"))
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mode} {self.outcome} for {self.request_id}: {self.status}"
+
+
+class NotificationAttempt(models.Model):
+    """One POST to the client's notification endpoint: written before the call and again after it."""
+
+    class Status(models.TextChoices):
+        SENDING = "sending", _("Sending")
+        DELIVERED = "delivered", _("Delivered (2xx)")
+        FAILED = "failed", _("Failed (retried)")
+        REJECTED = "rejected", _("Rejected (not retried)")
+
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="attempt_log")
+    attempt = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SENDING)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("notification attempt")
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.attempt}: {self.status}"

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from . import poll_mirror
+from . import notifications, poll_mirror
 from .conf import approvals_settings
 from .models import ApprovalRequest, Approver, AuditEvent
 
@@ -48,6 +48,7 @@ def approval_request_create(
     binding_message: str = "",
     acr_values: str = "",
     requested_expiry: int | None = None,
+    client_notification_token: str = "",
     now: datetime | None = None,
 ) -> ApprovalRequest:
     """Store a new pending request and, once committed, hand it to the prompt task."""
@@ -63,6 +64,7 @@ def approval_request_create(
             binding_message=binding_message,
             acr_values=acr_values,
             requested_expiry=requested_expiry,
+            client_notification_token=client_notification_token,
             interval=approvals_settings.POLL_INTERVAL_SECONDS,
             created_at=now,
             expires_at=now + timedelta(seconds=lifetime),
@@ -117,6 +119,7 @@ def approval_request_decide(
         if won:
             _audit(approval_request_id, Kind.APPROVED if approve else Kind.DENIED, actor=user, at=now, acr=acr)
             _settle_mirror(approval_request_id, now=now)
+            notifications.notification_create(approval_request_id=approval_request_id, outcome=new_status, now=now)
     return bool(won)
 
 
@@ -191,6 +194,9 @@ def approval_request_cancel(
         if won:
             _audit(approval_request_id, Kind.CANCELLED, actor=actor, at=now)
             _settle_mirror(approval_request_id, now=now)
+            notifications.notification_create(
+                approval_request_id=approval_request_id, outcome=Status.CANCELLED, now=now
+            )
     return bool(won)
 
 
@@ -214,8 +220,14 @@ def approval_request_expire_due(*, now: datetime | None = None, batch_size: int 
                 .select_for_update(skip_locked=True)
                 .values_list("pk", flat=True)
             )
+            # Only requests that were still pending owe their ping/push client a callback; decided ones had theirs.
+            undecided = set(
+                ApprovalRequest.objects.filter(pk__in=won_ids, status=Status.PENDING).values_list("pk", flat=True)
+            )
             ApprovalRequest.objects.filter(pk__in=won_ids).update(status=Status.EXPIRED)
             AuditEvent.objects.bulk_create([AuditEvent(request_id=pk, kind=Kind.EXPIRED, at=now) for pk in won_ids])
+            for pk in undecided:
+                notifications.notification_create(approval_request_id=pk, outcome=Status.EXPIRED, now=now)
             expired += len(won_ids)
             if len(ids) < batch_size:
                 return expired

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Task, shared_task
 
-from . import prompts, services
+from . import notifications, prompts, services
 
 
 @shared_task(bind=True, ignore_result=True, max_retries=12)
@@ -34,3 +34,16 @@ def expire_due_task() -> int:
 @shared_task(ignore_result=True)
 def resettle_mirror_task() -> int:
     return services.approval_request_resettle_mirror()
+
+
+@shared_task(bind=True, ignore_result=True, max_retries=30)
+def notify_client_task(self: Task, notification_id: int) -> None:
+    outcome = notifications.notification_deliver(notification_id=notification_id)
+    if outcome.retry_in is None or self.request.is_eager:
+        return  # eager (no broker): the notification stays due and the sweeper retries it
+    raise self.retry(countdown=outcome.retry_in)
+
+
+@shared_task(ignore_result=True)
+def sweep_notifications_task() -> int:
+    return notifications.notification_sweep_due()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -50,6 +51,7 @@ class BackchannelRequest:
     binding_message: str
     acr_values: str
     requested_expiry: int | None
+    client_notification_token: str = ""
 
 
 def validate_backchannel_request(
@@ -62,6 +64,7 @@ def validate_backchannel_request(
     acr_values = " ".join(params.get("acr_values", "").split())
     if len(acr_values) > 255:
         raise InvalidRequest("acr_values is too long.")
+    notification_token = _validate_notification_token(params.get("client_notification_token"), ciba=ciba)
     approver = Approver.objects.filter(user=user).first()
     _validate_user_code(params.get("user_code"), ciba=ciba, approver=approver)
     if approver is not None and not approver.accepting_requests:
@@ -73,7 +76,23 @@ def validate_backchannel_request(
         binding_message=binding_message,
         acr_values=acr_values,
         requested_expiry=requested_expiry,
+        client_notification_token=notification_token,
     )
+
+
+# RFC 6750 §2.1 b64token.
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def _validate_notification_token(value: str | None, *, ciba: CibaClient) -> str:
+    """CIBA Core §7.1: required for ping and push clients, a bearer token of at most 1024 characters."""
+    if ciba.backchannel_token_delivery_mode == CibaClient.DeliveryMode.POLL:
+        return ""
+    if not value:
+        raise InvalidRequest("client_notification_token is required for ping and push clients.")
+    if len(value) > 1024 or not _BEARER_TOKEN.fullmatch(value):
+        raise InvalidRequest("client_notification_token must be an RFC 6750 bearer token of at most 1024 characters.")
+    return value
 
 
 def _validate_scope(params: dict[str, str], *, client, ciba: CibaClient) -> list[str]:

@@ -64,7 +64,19 @@ class CibaClient(models.Model):
         return f"CIBA settings for {self.application}"
 
     def clean(self) -> None:
+        from approvals import http
         from approvals.conf import approvals_settings
+
+        endpoint = self.backchannel_client_notification_endpoint
+        if self.backchannel_token_delivery_mode != self.DeliveryMode.POLL:
+            if not endpoint:
+                raise ValidationError(
+                    {"backchannel_client_notification_endpoint": _("Ping and push clients need one.")}
+                )
+            try:
+                http.check_url(endpoint)
+            except http.OutboundError as exc:
+                raise ValidationError({"backchannel_client_notification_endpoint": str(exc)}) from exc
 
         configured = approvals_settings.channel_names()
         unknown = [name for name in self.prompt_channel_names if name not in configured]

@@ -42,6 +42,7 @@ from .errors import (
     SlowDown,
     UnauthorizedClient,
 )
+from .models import CibaClient
 from .polling import load_poll_record
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class BackchannelAuthenticationView(View):
             binding_message=validated.binding_message,
             acr_values=validated.acr_values,
             requested_expiry=validated.requested_expiry,
+            client_notification_token=validated.client_notification_token,
         )
         expires_in = int((approval_request.expires_at - approval_request.created_at).total_seconds())
         response = JsonResponse(
@@ -214,6 +216,12 @@ class TokenView(dot_views.TokenView):
             raise AccessDenied("The request was cancelled.")
         if status == Status.CONSUMED:
             raise InvalidGrant("Tokens for this auth_req_id were already issued.")
+        if CibaClient.objects.filter(
+            application__client_id=credentials.client_id,
+            backchannel_token_delivery_mode=CibaClient.DeliveryMode.PUSH,
+        ).exists():
+            # CIBA Core §10.3: a push client's tokens go to its notification endpoint, never here.
+            raise UnauthorizedClient("This client receives its tokens at its notification endpoint (push mode).")
         # APPROVED: oauthlib's CibaGrant consumes the request and issues the tokens, exactly once.
         _url, headers, body, status_code = self.create_token_response(request)
         response = HttpResponse(content=body, status=status_code, content_type="application/json")
@@ -232,8 +240,7 @@ class DiscoveryMixin:
     def ciba_metadata(self) -> dict[str, Any]:
         return {
             "backchannel_authentication_endpoint": self._get_endpoint_url(self.request, "bc-authorize", required=True),
-            # Ping and push arrive with the delivery work; until then only poll is offered.
-            "backchannel_token_delivery_modes_supported": ["poll"],
+            "backchannel_token_delivery_modes_supported": ["poll", "ping", "push"],
             "backchannel_user_code_parameter_supported": bool(approvals_settings.USER_CODE_SUPPORTED),
             # The levels an approver can reach before approving (approvals.links); agents ask with acr_values.
             "acr_values_supported": list(links.ACR_VALUES_SUPPORTED),

@@ -241,6 +241,9 @@ APPROVALS = {
     "POLL_INTERVAL_SECONDS": env.int("APPROVALS_POLL_INTERVAL_SECONDS", default=5),
     "USER_CODE_SUPPORTED": env.bool("APPROVALS_USER_CODE_SUPPORTED", default=True),
     "MAX_REQUEST_BYTES": env.int("APPROVALS_MAX_REQUEST_BYTES", default=64 * 1024),
+    # Development only: let ping/push clients register http://127.0.0.1 callbacks (system check E108 with DEBUG off).
+    "OUTBOUND_ALLOW_LOOPBACK_HTTP": env.bool("APPROVALS_OUTBOUND_ALLOW_LOOPBACK_HTTP", default=False),
+    "NOTIFICATION_DEADLINE_SECONDS": env.int("APPROVALS_NOTIFICATION_DEADLINE_SECONDS", default=600),
     "PROMPTS_PER_MINUTE": env.int("APPROVALS_PROMPTS_PER_MINUTE", default=5),
     "PROMPT_TIMEOUT_SECONDS": env.float("APPROVALS_PROMPT_TIMEOUT_SECONDS", default=5.0),
     "TWILIO": {
@@ -294,6 +297,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_BEAT_SCHEDULE = {
     # Prompts whose task was never enqueued (broker down) or was lost (worker killed).
     "sweep-unprompted-requests": {"task": "approvals.tasks.sweep_unprompted_task", "schedule": 10.0},
+    # Ping/push callbacks whose task never ran or whose retry was lost.
+    "sweep-client-notifications": {"task": "approvals.tasks.sweep_notifications_task", "schedule": 10.0},
     "expire-due-approval-requests": {"task": "approvals.tasks.expire_due_task", "schedule": 30.0},
     # Bounds how long a decision that could not reach Redis stays hidden behind the poll mirror's "pending".
     "resettle-poll-mirror": {"task": "approvals.tasks.resettle_mirror_task", "schedule": 30.0},

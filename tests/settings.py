@@ -57,6 +57,8 @@ APPROVALS = {
     # Tests send many requests for one person; the abuse limit has its own tests.
     "PROMPTS_PER_MINUTE": 10_000,
     "WEBPUSH": {**APPROVALS["WEBPUSH"], "ALLOW_LOOPBACK_HTTP": True},
+    # Agents' notification endpoints in tests are fakes on http://127.0.0.1 (tests/fakes/agent_endpoint.py).
+    "OUTBOUND_ALLOW_LOOPBACK_HTTP": True,
 }
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True

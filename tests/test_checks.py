@@ -17,6 +17,8 @@ def production(settings):
     """A good production configuration: DEBUG off, a real secret key and signing key, the fast client hasher."""
     settings.DEBUG = False
     settings.SECRET_KEY = PRODUCTION_SECRET_KEY
+    # The test settings allow http to the local fakes (tests/settings.py); production does not (E108).
+    settings.APPROVALS = {**settings.APPROVALS, "OUTBOUND_ALLOW_LOOPBACK_HTTP": False}
     settings.PASSWORD_HASHERS = [
         "django.contrib.auth.hashers.PBKDF2PasswordHasher",
         "django.contrib.auth.hashers.ScryptPasswordHasher",
@@ -105,5 +107,13 @@ def test_client_secret_hasher_check_runs_in_development_too(production):
 
 
 def test_the_test_settings_pass_the_checks():
-    # The suite itself runs with DEBUG off, a non-development key and a signing key.
+    # The suite itself runs with DEBUG off, a non-development key and a signing key; its one allowance is http to the
+    # local fakes standing in for agents' notification endpoints, which E108 refuses outside development.
+    assert countersign_ids() == ["countersign.E108"]
+
+
+def test_loopback_http_for_client_urls_without_debug_is_an_error(production):
+    production.APPROVALS = {**production.APPROVALS, "OUTBOUND_ALLOW_LOOPBACK_HTTP": True}
+    assert countersign_ids() == ["countersign.E108"]
+    production.DEBUG = True
     assert countersign_ids() == []

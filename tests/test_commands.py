@@ -114,10 +114,32 @@ def test_create_agent_client_fixed_client_id(db):
 
 
 @pytest.mark.parametrize("mode", ["ping", "push"])
-def test_create_agent_client_refuses_unavailable_delivery_modes(db, mode):
-    with pytest.raises(CommandError, match="poll"):
+def test_create_agent_client_ping_and_push_need_a_notification_endpoint(db, mode):
+    with pytest.raises(CommandError, match="--notification-endpoint"):
         run("create_agent_client", "--name", "Pinger", "--delivery-mode", mode)
     assert not get_application_model().objects.exists()
+
+
+@pytest.mark.parametrize("mode", ["ping", "push"])
+@pytest.mark.parametrize(
+    "endpoint", ["http://agent.example.com/cb", "https://10.0.0.7/cb", "https://169.254.169.254/latest/meta-data/"]
+)
+def test_create_agent_client_refuses_notification_endpoints_off_limits(db, settings, mode, endpoint):
+    settings.APPROVALS = {**settings.APPROVALS, "OUTBOUND_ALLOW_LOOPBACK_HTTP": False}
+    with pytest.raises(CommandError, match="not allowed"):
+        run("create_agent_client", "--name", "Pinger", "--delivery-mode", mode, "--notification-endpoint", endpoint)
+    assert not get_application_model().objects.exists()
+
+
+@pytest.mark.parametrize("mode", ["ping", "push"])
+def test_create_agent_client_registers_ping_and_push_clients(db, mode):
+    printed = run(
+        "create_agent_client", "--name", "Pinger", "--delivery-mode", mode,
+        "--notification-endpoint", "http://127.0.0.1:9/cb",  # loopback http: allowed by the test settings
+    )  # fmt: skip
+
+    assert printed["backchannel_token_delivery_mode"] == mode
+    assert printed["backchannel_client_notification_endpoint"] == "http://127.0.0.1:9/cb"
 
 
 def test_create_agent_client_refuses_private_key_jwt(db):

@@ -39,7 +39,7 @@ def test_metadata_advertises_ciba_poll_mode(client, path):
 
     assert data["issuer"] == "http://testserver"
     assert data["backchannel_authentication_endpoint"] == "http://testserver/oauth/bc-authorize/"
-    assert data["backchannel_token_delivery_modes_supported"] == ["poll"]
+    assert data["backchannel_token_delivery_modes_supported"] == ["poll", "ping", "push"]
     assert isinstance(data["backchannel_user_code_parameter_supported"], bool)
     assert data["backchannel_user_code_parameter_supported"] is True
     assert CIBA in data["grant_types_supported"]

@@ -48,6 +48,8 @@ def complete(settings: Any, keys: tuple[str, str]) -> Any:
             "VAPID_SUBJECT": "mailto:security@example.com",
             "ALLOW_LOOPBACK_HTTP": False,
         },
+        # Production: no http to loopback for client URLs (the test settings allow it for the fakes).
+        OUTBOUND_ALLOW_LOOPBACK_HTTP=False,
     )
     return settings
 

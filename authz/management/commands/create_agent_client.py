@@ -8,6 +8,7 @@ from django.db import transaction
 from oauth2_provider.generators import generate_client_secret
 from oauth2_provider.models import get_application_model
 
+from approvals import http
 from approvals.conf import approvals_settings
 from authz.models import CibaClient
 
@@ -37,12 +38,18 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         # Refuse what this version cannot honour rather than register a client that would silently not work.
+        endpoint = options["notification_endpoint"]
+        if options["delivery_mode"] == CibaClient.DeliveryMode.POLL and endpoint:
+            raise CommandError("--notification-endpoint is only for ping and push clients.")
         if options["delivery_mode"] != CibaClient.DeliveryMode.POLL:
-            raise CommandError("Only poll delivery is available in this version; ping and push come later.")
+            if not endpoint:
+                raise CommandError("Ping and push clients need --notification-endpoint (an https URL).")
+            try:
+                http.check_url(endpoint)  # the SSRF rules every callback will be held to
+            except http.OutboundError as exc:
+                raise CommandError(f"--notification-endpoint is not allowed: {exc}") from exc
         if options["auth_method"] == "private_key_jwt" or options["jwks"]:
             raise CommandError("private_key_jwt is not available in this version; use client_secret_basic or _post.")
-        if options["notification_endpoint"]:
-            raise CommandError("--notification-endpoint is only for ping and push clients.")
         prompt_channels = [name.strip() for name in options["prompt_channels"].split(",") if name.strip()]
         configured = approvals_settings.channel_names()
         unknown = [name for name in prompt_channels if name not in configured]
@@ -72,6 +79,7 @@ class Command(BaseCommand):
                 application=application,
                 token_endpoint_auth_method=options["auth_method"],
                 backchannel_token_delivery_mode=options["delivery_mode"],
+                backchannel_client_notification_endpoint=endpoint,
                 backchannel_user_code_parameter=options["user_code"],
                 refresh_tokens=not options["no_refresh_tokens"],
                 allowed_scopes=" ".join(options["scopes"].split()),
@@ -85,6 +93,7 @@ class Command(BaseCommand):
                     "name": application.name,
                     "token_endpoint_auth_method": ciba.token_endpoint_auth_method,
                     "backchannel_token_delivery_mode": ciba.backchannel_token_delivery_mode,
+                    "backchannel_client_notification_endpoint": ciba.backchannel_client_notification_endpoint,
                     "backchannel_user_code_parameter": ciba.backchannel_user_code_parameter,
                     "prompt_channels": ciba.prompt_channel_names,
                 }

@@ -1,0 +1,243 @@
+"""Ping and push callbacks to agents (CIBA Core §10.2, §10.3), through the SSRF-safe helper (approvals.http).
+
+When a ping or push client's request stops being pending (approved, denied, cancelled, expired), the same transaction
+writes a Notification; once it commits a Celery task delivers it, and the beat sweeper re-enqueues any that are due
+(broker down, worker lost). Delivery:
+- ping: `{"auth_req_id": …}` and nothing else; the client then redeems it at the token endpoint (or gets the error);
+- push: on approval the token response itself, with the ID token's auth_req_id claim, at_hash and rt_hash (issued
+  once, encrypted at rest, resent unchanged on retries); otherwise the error (access_denied, expired_token,
+  transaction_failed) with the auth_req_id.
+Both carry `Authorization: Bearer <client_notification_token>`. Any 2xx is delivered. 5xx, 429, timeouts and
+connection errors retry with backoff and jitter until the deadline; 4xx (401 and 403 included) and redirects (never
+followed) are recorded and not retried. A notification that cannot be delivered is kept and marked undeliverable.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from cryptography.fernet import Fernet, InvalidToken
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from . import http
+from .conf import approvals_settings
+from .models import ApprovalRequest, Notification, NotificationAttempt
+
+logger = logging.getLogger(__name__)
+
+Status = ApprovalRequest.Status
+NStatus = Notification.Status
+AStatus = NotificationAttempt.Status
+
+# CIBA Core §12 (push error payload) for each outcome that is not an approval.
+PUSH_ERRORS = {
+    Status.DENIED: ("access_denied", "The user denied the request."),
+    Status.EXPIRED: ("expired_token", "The request expired before the user decided."),
+    Status.CANCELLED: ("transaction_failed", "The request was cancelled."),
+}
+CLAIM_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    delivered: bool = False
+    retry_in: float | None = None
+
+
+def _fernet() -> Fernet:
+    key = hashlib.sha256(b"countersign.notifications" + settings.SECRET_KEY.encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def notification_create(*, approval_request_id: UUID | str, outcome: str, now: datetime) -> Notification | None:
+    """Inside the transition's transaction: the callback a ping or push client is owed for this outcome."""
+    row = (
+        ApprovalRequest.objects.filter(pk=approval_request_id)
+        .values("client__ciba__backchannel_token_delivery_mode", "client_notification_token")
+        .first()
+    )
+    mode = row and row["client__ciba__backchannel_token_delivery_mode"]
+    if mode not in Notification.Mode.values:
+        return None
+    deadline = now + timedelta(seconds=approvals_settings.NOTIFICATION_DEADLINE_SECONDS)
+    notification, created = Notification.objects.get_or_create(
+        request_id=approval_request_id,
+        # due_at: when the sweeper may take over, should the task enqueued at commit never run.
+        defaults={
+            "mode": mode,
+            "outcome": outcome,
+            "created_at": now,
+            "deadline": deadline,
+            "due_at": now + timedelta(seconds=30),
+        },
+    )
+    if created:
+        transaction.on_commit(lambda: _enqueue(notification.pk))
+    return notification
+
+
+def _enqueue(notification_id: int) -> None:
+    from .tasks import notify_client_task
+
+    try:
+        notify_client_task.delay(notification_id)
+    except Exception:
+        # The row is committed; the sweeper delivers it once the broker is back.
+        logger.exception("Could not enqueue client notification %s", notification_id)
+
+
+def _retry_delay(attempt: int) -> float:
+    base = float(approvals_settings.NOTIFICATION_RETRY_BASE_SECONDS)
+    ceiling = min(float(approvals_settings.NOTIFICATION_RETRY_MAX_SECONDS), base * 2 ** max(attempt - 1, 0))
+    return random.uniform(base / 2, max(ceiling, base / 2))  # noqa: S311 (jitter, not a secret)
+
+
+def notification_deliver(*, notification_id: int, now: datetime | None = None) -> DeliveryOutcome:
+    """One delivery attempt (called by the Celery task). Only one worker at a time holds a notification."""
+    now = now or timezone.now()
+    claim = now + timedelta(seconds=CLAIM_SECONDS)
+    claimed = (
+        Notification.objects.filter(pk=notification_id, status=NStatus.PENDING)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
+        .update(claimed_until=claim, due_at=claim + timedelta(seconds=5))
+    )
+    if not claimed:
+        held = Notification.objects.filter(pk=notification_id, status=NStatus.PENDING).values("claimed_until").first()
+        if held and held["claimed_until"] and held["claimed_until"] > now:
+            return DeliveryOutcome(retry_in=(held["claimed_until"] - now).total_seconds() + 1)
+        return DeliveryOutcome()
+    try:
+        return _attempt(notification_id, now)
+    finally:
+        Notification.objects.filter(pk=notification_id, claimed_until=claim).update(claimed_until=None)
+
+
+def _attempt(notification_id: int, now: datetime) -> DeliveryOutcome:
+    notification = Notification.objects.select_related("request__client__ciba").get(pk=notification_id)
+    approval_request = notification.request
+    ciba = approval_request.client.ciba
+    if now >= notification.deadline:
+        _give_up(notification, "The deadline passed before the notification could be delivered.")
+        return DeliveryOutcome()
+    try:
+        payload = _payload(notification)
+    except Exception as exc:
+        logger.exception("Could not build the %s notification %s", notification.mode, notification.pk)
+        _give_up(notification, f"Could not build the payload: {type(exc).__name__}")
+        return DeliveryOutcome()
+    number = notification.attempts + 1
+    Notification.objects.filter(pk=notification.pk).update(attempts=number)
+    attempt = NotificationAttempt.objects.create(notification=notification, attempt=number, created_at=timezone.now())
+    headers = {"Authorization": f"Bearer {approval_request.client_notification_token}"}
+    retry = False
+    try:
+        response = http.post_json(ciba.backchannel_client_notification_endpoint, payload, headers=headers)
+    except http.OutboundError as exc:
+        retry = not exc.refused
+        _finish_attempt(attempt, AStatus.FAILED if retry else AStatus.REJECTED, error=str(exc))
+        error = str(exc)
+    else:
+        if 200 <= response.status < 300:
+            _finish_attempt(attempt, AStatus.DELIVERED, http_status=response.status, latency=response.elapsed_ms)
+            finished = timezone.now()
+            Notification.objects.filter(pk=notification.pk).update(
+                status=NStatus.DELIVERED, finished_at=finished, error=""
+            )
+            return DeliveryOutcome(delivered=True)
+        retry = response.status == 429 or response.status >= 500
+        error = f"HTTP {response.status}" + (" (redirects are not followed)" if 300 <= response.status < 400 else "")
+        status = AStatus.FAILED if retry else AStatus.REJECTED
+        _finish_attempt(attempt, status, http_status=response.status, latency=response.elapsed_ms, error=error)
+    if retry:
+        delay = _retry_delay(number)
+        if now + timedelta(seconds=delay) < notification.deadline:
+            Notification.objects.filter(pk=notification.pk).update(
+                error=error[:500], due_at=now + timedelta(seconds=delay + 30)
+            )
+            return DeliveryOutcome(retry_in=delay)
+    _give_up(notification, error)
+    return DeliveryOutcome()
+
+
+def _finish_attempt(
+    attempt: NotificationAttempt,
+    status: str,
+    *,
+    http_status: int | None = None,
+    latency: int | None = None,
+    error: str = "",
+) -> None:
+    NotificationAttempt.objects.filter(pk=attempt.pk).update(
+        status=status, http_status=http_status, latency_ms=latency, error=error[:500], finished_at=timezone.now()
+    )
+
+
+def _give_up(notification: Notification, error: str) -> None:
+    Notification.objects.filter(pk=notification.pk, status=NStatus.PENDING).update(
+        status=NStatus.UNDELIVERABLE, error=error[:500], finished_at=timezone.now()
+    )
+    logger.warning("Client notification %s is undeliverable: %s", notification.pk, error)
+
+
+def _payload(notification: Notification) -> dict[str, object]:
+    approval_request = notification.request
+    auth_req_id = approval_request.auth_req_id
+    if notification.mode == Notification.Mode.PING:
+        return {"auth_req_id": auth_req_id}  # CIBA Core §10.2: nothing else
+    if notification.outcome != Status.APPROVED:
+        error, description = PUSH_ERRORS.get(notification.outcome, PUSH_ERRORS[Status.CANCELLED])
+        return {"auth_req_id": auth_req_id, "error": error, "error_description": description}
+    if not notification.payload_encrypted:
+        _issue_push_tokens(notification)
+        notification.refresh_from_db(fields=["payload_encrypted"])
+    try:
+        return json.loads(_fernet().decrypt(notification.payload_encrypted.encode()))
+    except InvalidToken as exc:  # SECRET_KEY rotated since the tokens were issued
+        raise ValueError("The stored token response cannot be decrypted.") from exc
+
+
+def _issue_push_tokens(notification: Notification) -> None:
+    """Issue the tokens once: consuming the request and storing the encrypted response share one transaction, so a
+    retry (or a worker that dies after it) resends the same tokens instead of issuing new ones."""
+    issue = import_string(approvals_settings.PUSH_TOKEN_ISSUER)
+    with transaction.atomic():
+        locked = Notification.objects.select_for_update().get(pk=notification.pk)
+        if locked.payload_encrypted:
+            return
+        token_response = issue(locked.request)
+        locked.payload_encrypted = _fernet().encrypt(json.dumps(token_response).encode()).decode()
+        locked.save(update_fields=["payload_encrypted"])
+
+
+def notification_sweep_due(*, now: datetime | None = None, limit: int = 500) -> int:
+    """Enqueue pending notifications whose delivery is overdue (run by Celery beat)."""
+    from .tasks import notify_client_task
+
+    now = now or timezone.now()
+    due = list(
+        Notification.objects.filter(status=NStatus.PENDING, due_at__lte=now)
+        .order_by("due_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    enqueued = 0
+    for pk in due:
+        if not Notification.objects.filter(pk=pk, due_at__lte=now).update(due_at=now + timedelta(seconds=30)):
+            continue
+        try:
+            notify_client_task.delay(pk)
+        except Exception:
+            logger.exception("The broker is still unavailable; notifications stay due")
+            break
+        enqueued += 1
+    return enqueued
