@@ -18,6 +18,19 @@ from .models import (
 )
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """A record kept by the system: admins look, nobody edits or deletes it here."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
 class ReadOnlyInline(admin.TabularInline):
     extra = 0
     can_delete = False
@@ -113,7 +126,7 @@ class NotificationAttemptInline(ReadOnlyInline):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(ReadOnlyAdmin):
     """Ping and push callbacks to agents; an undeliverable one stays here (its tokens are never shown)."""
 
     list_display = ("created_at", "request", "mode", "outcome", "status", "attempts", "error")
@@ -125,18 +138,9 @@ class NotificationAdmin(admin.ModelAdmin):
     readonly_fields = fields
     inlines = (NotificationAttemptInline,)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(ReadOnlyAdmin):
     """Every attempt to prompt a person, with the provider's answer."""
 
     list_display = ("created_at", "request", "channel", "destination", "attempt", "status", "provider_status")
@@ -145,15 +149,6 @@ class DeliveryAdmin(admin.ModelAdmin):
     search_fields = ("request__id", "destination", "provider_id")
     date_hierarchy = "created_at"
     readonly_fields = [field.name for field in Delivery._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 class EffectiveStatusFilter(admin.SimpleListFilter):
@@ -190,8 +185,9 @@ class AuditEventInline(admin.TabularInline):
 
 
 @admin.register(ApprovalRequest)
-class ApprovalRequestAdmin(admin.ModelAdmin):
-    """Read-only: decisions belong to the approver. Admins can only cancel a pending request."""
+class ApprovalRequestAdmin(ReadOnlyAdmin):
+    """Read-only: decisions belong to the approver. Admins can only cancel a pending request (an action, which
+    needs only the view permission)."""
 
     list_display = ("id", "client", "user", "current_status", "binding_message", "created_at", "expires_at")
     list_filter = (EffectiveStatusFilter, "client", "hint_type")
@@ -229,16 +225,6 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
     def current_status(self, obj: ApprovalRequest) -> str:
         return ApprovalRequest.Status(obj.effective_status()).label
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        # Viewing is allowed through has_view_permission; nothing in a request is editable by an admin.
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
     @admin.action(description=_("Cancel selected pending requests"), permissions=["view"])
     def cancel_requests(self, request: HttpRequest, queryset: QuerySet[ApprovalRequest]) -> None:
         cancelled = sum(
@@ -254,18 +240,9 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ("at", "kind", "request", "actor")
     list_filter = ("kind",)
     list_select_related = ("request", "actor")
     raw_id_fields = ("request", "actor")
     date_hierarchy = "at"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
