@@ -13,6 +13,9 @@ Celery broker) on a free loopback port, and drives it with wrk (closed loop, fix
   f. prompts          (issue 3, last, bench/prompts.py) a fresh gunicorn with the Twilio SMS channel aimed at a fake
                       Twilio in this process, a real Celery worker, bc-authorize at a steady 50/s for 30 s (open
                       loop): bc-authorize's answer -> SMS accepted by the fake, p50 < 150 ms, p99 < 1 s, none lost
+  g. ping             (issue 5, bench/ping.py) a ping client whose notification endpoint is a fake agent endpoint in
+                      this process, a real Celery worker, the approver approving pending requests at a steady 20/s
+                      (open loop): decide POST sent -> ping received by the fake, p50 < 100 ms, none lost
 
 Redis: unless --redis-port is given, the benchmark starts its own redis-server on a free port and stops it at the
 end (the test suite flushes the system Redis's databases). APPROVALS_PROMPTS_PER_MINUTE=0 for every phase.
@@ -75,6 +78,7 @@ except ImportError as exc:  # pragma: no cover - a message, not a traceback
     sys.exit(f"bench: {exc}. Run it with the project's virtualenv: `make bench` or `.venv/bin/python bench/run.py`.")
 
 
+import ping as bench_ping  # noqa: E402 - bench/ping.py, next to this file
 import prompts as bench_prompts  # noqa: E402 - bench/prompts.py, next to this file
 
 
@@ -121,10 +125,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--redis-db", type=int, default=14, help="Redis database number, flushed before and after")
     p.add_argument(
         "--only",
-        choices=("all", "prompts"),
+        choices=("all", "prompts", "ping"),
         default="all",
-        help="all phases (default), or only the prompt-latency phase (for development: prints its figures and\n"
-        "writes bench/out/prompts.json, leaves bench/RESULTS.md alone)",
+        help="all phases (default), or only the prompt-latency phase or the ping phase (for development: prints\n"
+        "its figures and writes bench/out/prompts.json or ping.json, leaves bench/RESULTS.md alone)",
+    )
+    p.add_argument("--ping-rate", type=float, default=20, help="ping phase: approvals per second (default 20)")
+    p.add_argument("--ping-count", type=int, default=300, help="ping phase: measured approvals (default 300)")
+    p.add_argument("--ping-warmup", type=int, default=40, help="ping phase: approvals not counted, first (default 40)")
+    p.add_argument(
+        "--ping-wait",
+        type=float,
+        default=10,
+        help="ping phase: seconds a ping may take after the last approval before its request counts as lost\n"
+        "(default 10)",
     )
     p.add_argument("--prompt-rate", type=float, default=50, help="prompt phase: bc-authorize per second (default 50)")
     p.add_argument("--prompt-duration", type=int, default=30, help="prompt phase: measured seconds (default 30)")
@@ -167,6 +181,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("bounded on purpose: 1 <= --prompt-rate <= 500, 1 <= --prompt-duration <= 120, --prompt-warmup >= 0")
     if not 1 <= args.prompt_approvers <= 50 or not 1 <= args.prompt_concurrency <= 32:
         p.error("1 <= --prompt-approvers <= 50 and 1 <= --prompt-concurrency <= 32")
+    if not 1 <= args.ping_rate <= 200 or not 200 <= args.ping_count <= 5000 or not 0 <= args.ping_warmup <= 500:
+        p.error("bounded on purpose: 1 <= --ping-rate <= 200, 200 <= --ping-count <= 5000, 0 <= --ping-warmup <= 500")
     args.threads = max(1, min(args.threads, args.concurrency))
     return args
 
@@ -1082,6 +1098,313 @@ def prompt_json(r: PromptResult) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------------------------------------- ping (issue 5)
+
+PING_P50_TARGET_MS = 100
+
+
+@dataclass
+class PingResult:
+    stats: bench_ping.PingStats
+    cpu: dict[str, float]
+    pg_sessions: int
+    worker: str
+    db_approved: int  # measured requests approved in the database after the run
+    db_delivered: int  # their notifications marked delivered
+    warm: tuple[int, int]  # warm-up approvals answered 302, and how many of them got a ping
+    create_seconds: float  # creating the pending requests
+    seconds: float  # the phase's wall time, set-up included
+
+
+def _create_pending(port: int, auth: str, hint: str, labels: list[str]) -> list[tuple[str, str, str]]:
+    """bc-authorize for each label, each with its own client_notification_token: [(label, auth_req_id, token)]."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    form = {"Authorization": auth, "Content-Type": "application/x-www-form-urlencoded"}
+
+    def one(label: str) -> tuple[str, str, str]:
+        token = f"{label}.{secrets.token_urlsafe(16)}"
+        body = urlencode(
+            {"scope": "openid", "login_hint": hint, "binding_message": label, "client_notification_token": token}
+        )
+        status, answer = http_request(port, "POST", "/oauth/bc-authorize/", body, form)
+        if status != 200:
+            raise BenchError(f"ping: POST /oauth/bc-authorize/ answered {status}: {answer[:500]!r}")
+        return label, json.loads(answer)["auth_req_id"], token
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        return list(pool.map(one, labels))
+
+
+def _request_ids(args: argparse.Namespace, auth_req_ids: list[str]) -> dict[str, str]:
+    with psycopg.connect(admin_dsn(args, args.database), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT auth_req_id, id::text FROM approvals_approvalrequest WHERE auth_req_id = ANY(%s)", (auth_req_ids,)
+        ).fetchall()
+    return dict(rows)
+
+
+def _unprompted(args: argparse.Namespace, auth_req_ids: list[str]) -> int:
+    """Requests whose prompt task (console channel here) has not run yet: the worker is still busy with them."""
+    with psycopg.connect(admin_dsn(args, args.database), autocommit=True) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM approvals_approvalrequest WHERE auth_req_id = ANY(%s) AND prompted_at IS NULL "
+            "AND prompt_failed_at IS NULL",
+            (auth_req_ids,),
+        ).fetchone()[0]
+
+
+def _db_outcome(args: argparse.Namespace, auth_req_ids: list[str]) -> tuple[int, int]:
+    with psycopg.connect(admin_dsn(args, args.database), autocommit=True) as conn:
+        approved = conn.execute(
+            "SELECT count(*) FROM approvals_approvalrequest WHERE auth_req_id = ANY(%s) AND status = 'approved'",
+            (auth_req_ids,),
+        ).fetchone()[0]
+        delivered = conn.execute(
+            "SELECT count(*) FROM approvals_notification n JOIN approvals_approvalrequest r ON r.id = n.request_id "
+            "WHERE r.auth_req_id = ANY(%s) AND n.status = 'delivered'",
+            (auth_req_ids,),
+        ).fetchone()[0]
+    return approved, delivered
+
+
+def ping_phase(args: argparse.Namespace) -> PingResult:
+    """Pending requests of a ping client first; then the approver approves them at a steady rate, open loop; a real
+    Celery worker pings the fake agent endpoint in this process; latency = ping received - decide POST sent."""
+    started = time.monotonic()
+    fake = bench_ping.FakeAgentEndpoint()
+    server = worker = None
+    try:
+        port = free_port()
+        env = server_env(args, port)
+        password = secrets.token_urlsafe(24)
+        approver = manage_json(env, "create_approver", "bench-ping-approver", f"--password={password}")
+        # The fake listens on http://127.0.0.1: only accepted with this development setting. With DEBUG off, system
+        # check E108 refuses it in manage.py commands (hence --skip-checks below); gunicorn and the worker run no
+        # system checks.
+        env["APPROVALS_OUTBOUND_ALLOW_LOOPBACK_HTTP"] = "true"
+        client = manage_json(
+            env,
+            "create_agent_client",
+            "--skip-checks",
+            "--name",
+            "bench-ping-agent",
+            "--delivery-mode",
+            "ping",
+            "--notification-endpoint",
+            fake.url,
+        )
+        credentials = f"{quote_plus(client['client_id'])}:{quote_plus(client['client_secret'])}"
+        auth = "Basic " + base64.b64encode(credentials.encode()).decode()
+        flush_redis(args)  # tasks queued by earlier phases with no worker must not reach this one
+        log(
+            f"ping: fake agent endpoint {fake.url}; gunicorn ({args.workers} sync workers) and a Celery worker "
+            f"({args.prompt_pool}, concurrency {args.prompt_concurrency})"
+        )
+        server = start_server(args, env, port, "gunicorn-ping.log")
+        worker = bench_prompts.start_worker(env, args.prompt_pool, args.prompt_concurrency, OUT_DIR / "celery-ping.log")
+        browser = bench_ping.Browser(port)
+        try:
+            browser.login(approver["username"], password)
+        except bench_ping.PingError as exc:
+            raise BenchError(f"ping: {exc}") from exc
+
+        # Smoke test, which also waits for the worker: one request approved, its ping within 30 s.
+        ((_, smoke_id, _),) = _create_pending(port, auth, approver["username"], ["S1"])
+        smoke_pk = _request_ids(args, [smoke_id])[smoke_id]
+        decide_form = {"decision": "approve", "csrfmiddlewaretoken": browser.cookies["csrftoken"]}
+        status, location, page = browser.request("POST", f"/approvals/{smoke_pk}/decide/", decide_form)
+        if status != 302 or not location.endswith(bench_ping.decided_location(smoke_pk)):
+            raise BenchError(f"ping: POST decide answered {status} (Location {location!r}): {page[:300]!r}")
+        try:
+            fake.wait_for(1, timeout=30)
+        except AssertionError as exc:
+            raise BenchError(
+                f"ping: no ping reached the fake within 30 s ({str(exc)[:300]}).\nCelery worker log:\n"
+                f"{worker.log_tail()}"
+            ) from exc
+
+        labels = [f"W{k}" for k in range(args.ping_warmup)] + [f"A{k}" for k in range(args.ping_count)]
+        log(f"ping: creating {len(labels)} pending requests (bc-authorize with a client_notification_token each)")
+        t0 = time.monotonic()
+        created = _create_pending(port, auth, approver["username"], labels)
+        create_seconds = time.monotonic() - t0
+        ids = _request_ids(args, [rid for _, rid, _ in created])
+        approvals = [
+            bench_ping.Approval(label=label, request_id=ids[rid], auth_req_id=rid, token=token)
+            for label, rid, token in created
+        ]
+        # Their prompts (console channel) keep the worker busy for a moment: let it finish first.
+        deadline = time.monotonic() + 60
+        while _unprompted(args, list(ids)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        wait_until_drained(port)
+        time.sleep(1)
+        busy, busiest = background_load()
+        deadline = time.monotonic() + args.wait_quiet
+        while busy > 10 and time.monotonic() < deadline:
+            log(f"ping: the machine is {busy:.0f} % busy ({', '.join(busiest[:2])}); waiting for it to quieten")
+            busy, busiest = background_load(3.0)
+
+        load = bench_ping.ApproveLoop(browser=browser, approvals=approvals, rate=args.ping_rate)
+        log(
+            f"ping: {args.ping_warmup} approvals warm-up then {args.ping_count} measured at {args.ping_rate:g} "
+            "decide POSTs/s (open loop)"
+        )
+        worker_pgrp = worker.proc.pid
+        gen = threading.Thread(target=load.run, daemon=True)
+        gen.start()
+        while not load.measured_start:
+            time.sleep(0.01)
+        time.sleep(max(0.0, load.measured_start - time.time()))
+        sessions_0 = pg_sessions(args)
+        before = cpu_sample(server, worker_pgrp)
+        gen.join(timeout=len(approvals) / args.ping_rate + 30)
+        time.sleep(0.3)  # the last pings
+        after = cpu_sample(server, worker_pgrp)
+        sessions = pg_sessions(args) - sessions_0
+        if gen.is_alive():
+            raise BenchError("ping: the load generator did not finish")
+        cpu = cpu_shares(before, after, 0.0)
+        wanted = {a.auth_req_id for a in load.approvals if a.status == 302}
+        bench_ping.wait_for_pings(fake, wanted, time.time() + args.ping_wait)
+        if server.proc.poll() is not None or worker.proc.poll() is not None:
+            raise BenchError(f"ping: gunicorn or the worker died.\n{server.log_tail()}\n{worker.log_tail()}")
+        time.sleep(0.5)  # a duplicate would come right after
+        pings = [p for p in fake.received if bench_ping.ping_id(p) != smoke_id]
+        stats = bench_ping.compute_stats(load, pings)
+        got = {bench_ping.ping_id(p) for p in pings}
+        warm_ok = [a for a in load.approvals if a.label.startswith("W") and a.status == 302]
+        warm = (len(warm_ok), sum(1 for a in warm_ok if a.auth_req_id in got))
+        db_approved, db_delivered = _db_outcome(args, [a.auth_req_id for a in load.measured])
+        first_ping = {}
+        for p in pings:
+            first_ping.setdefault(bench_ping.ping_id(p), p.received_at)
+        (OUT_DIR / "ping-approvals.tsv").write_text(
+            "label\tauth_req_id\tscheduled\tsent\tanswered\tstatus\tlocation\terror\tfirst_ping\n"
+            + "".join(
+                f"{a.label}\t{a.auth_req_id}\t{a.scheduled:.6f}\t{a.sent:.6f}\t{a.answered:.6f}\t{a.status}\t"
+                f"{a.location}\t{a.error}\t{first_ping.get(a.auth_req_id, 0):.6f}\n"
+                for a in load.approvals
+            )
+        )
+        (OUT_DIR / "ping-received.tsv").write_text(
+            "auth_req_id\treceived_at\tpath\n"
+            + "".join(f"{bench_ping.ping_id(p)}\t{p.received_at:.6f}\t{p.path}\n" for p in fake.received)
+        )
+        description = worker.description
+    finally:
+        if worker is not None:
+            worker.stop()
+        if server is not None:
+            server.stop()
+        fake.close()
+    result = PingResult(
+        stats, cpu, sessions, description, db_approved, db_delivered, warm, create_seconds, time.monotonic() - started
+    )
+    log_ping(result)
+    return result
+
+
+def ping_verdict(st: bench_ping.PingStats) -> bool:
+    return st.p50_ms < PING_P50_TARGET_MS and st.lost == 0 and st.errors == 0 and st.duplicates == 0
+
+
+def log_ping(r: PingResult) -> None:
+    st = r.stats
+    log(
+        f"ping: approvals sent {st.sent}, approved (302) {st.approved}, pings received {st.received}, lost {st.lost}, "
+        f"duplicates {st.duplicates}; decide POST->ping p50 {st.p50_ms:.1f} ms, p90 {st.p90_ms:.1f} ms, "
+        f"p99 {st.p99_ms:.1f} ms, max {st.max_ms:.1f} ms; decide answer p50 {st.answer_p50_ms:.1f} ms; "
+        f"CPU {fmt_prompt_cpu(r.cpu)}; target {'met' if ping_verdict(st) else 'NOT met'}"
+    )
+
+
+def ping_verdict_line(r: PingResult, args: argparse.Namespace) -> str:
+    st = r.stats
+    return (
+        f"- Ping: the approver's decide POST to the ping received by the fake agent endpoint, {st.sent} approvals at "
+        f"{args.ping_rate:g}/s: p50 **{st.p50_ms:.0f} ms**, p99 **{st.p99_ms:.0f} ms**, lost **{st.lost}**, "
+        f"duplicates **{st.duplicates}** — target p50 < {PING_P50_TARGET_MS} ms (none lost, duplicated or refused) — "
+        f"**{'MET' if ping_verdict(st) else 'NOT MET'}**."
+    )
+
+
+def ping_disturbance(r: PingResult) -> list[str]:
+    taken = r.cpu["other"] + r.cpu["steal"]
+    if taken <= 5:
+        return []
+    return [
+        f"- Caution: during the ping run {taken:.0f} % of the machine went to processes outside the benchmark or to "
+        "other guests; at a fixed arrival rate that shows as queueing (higher latency)."
+    ]
+
+
+def ping_section(r: PingResult, args: argparse.Namespace) -> list[str]:
+    st = r.stats
+    errors = f" ({', '.join(f'{k}: {v}' for k, v in st.error_kinds.items())})" if st.error_kinds else ""
+    return [
+        "## Ping delivery (issue 5)",
+        "",
+        ping_verdict_line(r, args),
+        *ping_disturbance(r),
+        "",
+        "| measured | p50 | p90 | p99 | max | min | approvals sent | approved (302) | pings received | lost "
+        "| duplicates | CPU %: gunicorn / celery / pg / redis / bench / other / steal / busy |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        f"| decide POST sent → ping at the fake (ms) | {st.p50_ms:.1f} | {st.p90_ms:.1f} | {st.p99_ms:.1f} | "
+        f"{st.max_ms:.1f} | {st.min_ms:.1f} | {st.sent:,} | {st.approved:,} | {st.received:,} | {st.lost} | "
+        f"{st.duplicates} | {fmt_prompt_cpu(r.cpu)} |",
+        "",
+        f"- Load: a ping client (`create_agent_client --delivery-mode ping --notification-endpoint "
+        "http://127.0.0.1:<port>/cb`, the fake agent endpoint of tests/fakes/agent_endpoint.py in the benchmark's "
+        f"process, answering 204). {args.ping_warmup + st.sent:,} pending requests are created first "
+        f"(bc-authorize, each with its own client_notification_token; {r.create_seconds:.1f} s), then the approver, "
+        "signed in once through /accounts/login/ (so with a fresh-password session), approves them one after another: "
+        f"open loop, {args.ping_rate:g} POST /approvals/<id>/decide/ a second on a fixed schedule (achieved "
+        f"{st.achieved_rate:.2f}/s; {st.late_sends} left more than 20 ms after their slot) from a pool of 8 threads, "
+        f"each on its own connection with the session and CSRF cookies; {args.ping_warmup} approvals of warm-up "
+        f"(not counted; {r.warm[1]} of {r.warm[0]} pinged) then {st.sent:,} measured.",
+        "- Latency = the time the fake parsed the ping (time.time()) − the time just before the decide POST was "
+        "sent (time.time()), both in the benchmark's process, matched by the auth_req_id in the ping's body. It "
+        "covers the whole decide request (session, CSRF, the transaction that writes the Notification), the task "
+        "enqueued on commit, the worker's delivery (claim, attempt rows, the SSRF-checked POST) and the fake. "
+        f"The decide answer itself (sent → 302 read): p50 {st.answer_p50_ms:.1f} ms, p99 {st.answer_p99_ms:.1f} ms; "
+        f"ping after that answer: p50 {st.after_answer_p50_ms:.1f} ms.",
+        f"- Approved = a 302 back to the request's page ({st.errors} other answers{errors}); the database agrees: "
+        f"{r.db_approved:,} of the {st.sent:,} measured requests approved, {r.db_delivered:,} notifications marked "
+        f"delivered. Lost = approved but no ping within {args.ping_wait:g} s after the last approval; duplicates = "
+        f"requests pinged more than once; {st.bad_token} pings carried a Bearer token other than the request's "
+        f"client_notification_token; {st.unmatched} pings matched no request.",
+        f"- Worker: `{r.worker}` (as in the prompt phase), broker emptied first; the requests' own prompts (console "
+        "channel) are all sent before the approvals start. gunicorn: a fresh one, "
+        f"{args.workers} sync workers. PostgreSQL sessions opened during the measured run: {r.pg_sessions}.",
+        "- Setting for this phase only: APPROVALS_OUTBOUND_ALLOW_LOOPBACK_HTTP=true (for gunicorn, the worker and "
+        "`create_agent_client`), so that the http://127.0.0.1 notification endpoint is accepted; production refuses "
+        "it: with DEBUG off system check E108 flags the setting, so `create_agent_client` runs with `--skip-checks` "
+        "(gunicorn and the worker run no system checks). The session "
+        "and CSRF cookies are Secure with DEBUG off; the benchmark sends them itself over the plain-http loopback.",
+        f"- Phase wall time {r.seconds:.0f} s. Raw data: bench/out/ping-approvals.tsv, ping-received.tsv, "
+        "celery-ping.log, gunicorn-ping.log.",
+        "",
+    ]
+
+
+def ping_json(r: PingResult) -> dict[str, Any]:
+    return {
+        "stats": vars(r.stats),
+        "cpu": r.cpu,
+        "pg_sessions": r.pg_sessions,
+        "worker": r.worker,
+        "db_approved": r.db_approved,
+        "db_delivered": r.db_delivered,
+        "warm": r.warm,
+        "create_seconds": r.create_seconds,
+        "seconds": r.seconds,
+        "target_met": ping_verdict(r.stats),
+    }
+
+
 # ------------------------------------------------------------------------------------------------------------ report
 
 
@@ -1209,6 +1532,7 @@ def write_results(r: dict[str, Any]) -> None:
         + (f" (by table: {r['rows_polls']})" if rows else "")
         + ".",
         *([prompt_verdict_line(r["prompts"], args), *prompt_disturbance(r["prompts"])] if r.get("prompts") else []),
+        *([ping_verdict_line(r["ping"], args), *ping_disturbance(r["ping"])] if r.get("ping") else []),
         *pool_warning(polls, r["pool_size"]),
         *disturbances({"ceiling": ceiling, "bc-authorize": bc, "pending polls": polls, "ceiling after": ceiling_after}),
         "",
@@ -1252,6 +1576,7 @@ def write_results(r: dict[str, Any]) -> None:
         "polls: anything but authorization_pending or slow_down).",
         "",
         *(prompt_section(r["prompts"], args) if r.get("prompts") else []),
+        *(ping_section(r["ping"], args) if r.get("ping") else []),
         "## Machine",
         "",
         *[f"- {k}: {v}" for k, v in r["machine"].items()],
@@ -1321,6 +1646,7 @@ def write_results(r: dict[str, Any]) -> None:
                 "pool_size": r["pool_size"],
                 "pg_xacts_per_poll": pr.xacts_per_poll,
                 "prompts": prompt_json(r["prompts"]) if r.get("prompts") else None,
+                "ping": ping_json(r["ping"]) if r.get("ping") else None,
             },
             indent=2,
         )
@@ -1333,7 +1659,7 @@ def write_results(r: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> None:
     started = time.monotonic()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    for pattern in ("ids.*", "wrk-*", "pool.txt", "results.json", "prompts*", "celery.log"):
+    for pattern in ("ids.*", "wrk-*", "pool.txt", "results.json", "prompts*", "celery.log", "ping*", "celery-ping.log"):
         for stale in OUT_DIR.glob(pattern):
             stale.unlink()
     own_redis = args.redis_port is None
@@ -1383,6 +1709,19 @@ def run_phases(args: argparse.Namespace, started: float, own_redis: bool) -> Non
         {"scope": "openid", "login_hint": approver["username"], "binding_message": "Pay invoice 4711: 120 EUR"}
     )
 
+    if args.only == "ping":
+        try:
+            ping_result = ping_phase(args)
+        finally:
+            with contextlib.suppress(redis.RedisError):
+                flush_redis(args)
+        (OUT_DIR / "ping.json").write_text(json.dumps(ping_json(ping_result), indent=2))
+        log(
+            f"--only ping: done in {time.monotonic() - started:.0f} s; bench/RESULTS.md left alone, figures in "
+            f"{(OUT_DIR / 'ping.json').relative_to(ROOT)}"
+        )
+        return
+
     if args.only == "prompts":
         try:
             prompt_result = prompt_phase(args, auth)
@@ -1419,6 +1758,8 @@ def run_phases(args: argparse.Namespace, started: float, own_redis: bool) -> Non
     try:
         # Last, with its own gunicorn (Twilio settings) and a Celery worker; the broker is emptied first.
         prompt_result = prompt_phase(args, auth)
+        # g: ping delivery (issue 5), again with a fresh gunicorn and worker.
+        ping_result = ping_phase(args)
     finally:
         with contextlib.suppress(redis.RedisError):
             flush_redis(args)
@@ -1441,6 +1782,7 @@ def run_phases(args: argparse.Namespace, started: float, own_redis: bool) -> Non
         "pool_size": poll_result.pool_size,
         "background": (idle_busy, busiest),
         "prompts": prompt_result,
+        "ping": ping_result,
         "own_redis": own_redis,
     }
     write_results(results)
@@ -1455,7 +1797,9 @@ def run_phases(args: argparse.Namespace, started: float, own_redis: bool) -> Non
         f"rows written by polls: {sum(results['rows_polls'].values())}; prompts p50 "
         f"{prompt_result.stats.p50_ms:.0f} ms, p99 {prompt_result.stats.p99_ms:.0f} ms, lost "
         f"{prompt_result.stats.lost}, duplicates {prompt_result.stats.duplicates} (target "
-        f"{'met' if prompt_verdict(prompt_result.stats) else 'NOT met'}). See {RESULTS_MD.relative_to(ROOT)}."
+        f"{'met' if prompt_verdict(prompt_result.stats) else 'NOT met'}); ping p50 {ping_result.stats.p50_ms:.0f} ms, "
+        f"p99 {ping_result.stats.p99_ms:.0f} ms, lost {ping_result.stats.lost} (target "
+        f"{'met' if ping_verdict(ping_result.stats) else 'NOT met'}). See {RESULTS_MD.relative_to(ROOT)}."
     )
 
 
