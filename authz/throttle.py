@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import threading
 from datetime import datetime
+from typing import Any
 
 from django.core.cache import caches
 from redis.exceptions import NoScriptError, RedisError
@@ -65,11 +68,10 @@ def _run(keys: list[str], args: list[object]) -> tuple[int, int] | None:
     cache, client = found
     # make_key, not make_and_validate_key: these names are ours and safe, and validation walks every character.
     keys = [cache.make_key(k) for k in keys]
-    # One command on a pooled connection, without redis-py's per-command machinery (retry wrapper, observability
-    # hooks, response callbacks): on the poll path that machinery cost the web worker more CPU than Redis spends
-    # running the script.
-    pool = client.connection_pool
-    connection = pool.get_connection()
+    # One command on this thread's own connection, without redis-py's per-command machinery (retry wrapper,
+    # observability hooks, response callbacks, the pool's bookkeeping): on the poll path that machinery cost the
+    # web worker more CPU than Redis spends running the script.
+    connection = _connection(client)
     try:
         try:
             connection.send_command("EVALSHA", _POLL_SHA, len(keys), *keys, *args)
@@ -78,11 +80,22 @@ def _run(keys: list[str], args: list[object]) -> tuple[int, int] | None:
             connection.send_command("EVAL", _POLL_LUA, len(keys), *keys, *args)
             result = connection.read_response()
     except BaseException:
-        connection.disconnect()  # a half-read reply must not reach the next user of this connection
+        connection.disconnect()  # a half-read reply must not reach the next command; it reconnects
         raise
-    finally:
-        pool.release(connection)
     return int(result[0]), int(result[1])
+
+
+_local = threading.local()
+
+
+def _connection(client: Any) -> Any:
+    """A connection of this thread and process, made with the cache's settings (timeouts included)."""
+    pool = client.connection_pool
+    connection = getattr(_local, "connection", None)
+    if connection is None or _local.pool is not pool or connection.pid != os.getpid():
+        connection = pool.connection_class(**pool.connection_kwargs)
+        _local.connection, _local.pool = connection, pool
+    return connection
 
 
 def pending_poll_from_mirror(

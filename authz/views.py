@@ -230,10 +230,19 @@ class TokenView(dot_views.TokenView):
         return response
 
 
+# The server's most frequent answer, encoded once (the same bytes AuthorizationPending().response() writes).
+_PENDING_BODY = json.dumps(
+    {"error": AuthorizationPending.error, "error_description": AuthorizationPending.default_description}
+).encode()
+
+
 def _pending_answer(permitted: bool, interval: int) -> HttpResponse:
     if not permitted:
         return SlowDown(f"Polled too often; wait at least {interval} seconds between polls.").response()
-    return AuthorizationPending().response()
+    response = HttpResponse(_PENDING_BODY, status=AuthorizationPending.status_code, content_type="application/json")
+    response["Cache-Control"] = "no-store"
+    response["Pragma"] = "no-cache"
+    return response
 
 
 class DiscoveryMixin:
