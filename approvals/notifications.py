@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import random
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -106,7 +107,8 @@ def _retry_delay(attempt: int) -> float:
 def notification_deliver(*, notification_id: int, now: datetime | None = None) -> DeliveryOutcome:
     """One delivery attempt (called by the Celery task). Only one worker at a time holds a notification."""
     now = now or timezone.now()
-    claim = now + timedelta(seconds=CLAIM_SECONDS)
+    # The hold outlasts the call (its timeout), so that no other worker sends the same notification meanwhile.
+    claim = now + timedelta(seconds=CLAIM_SECONDS + float(approvals_settings.OUTBOUND_TIMEOUT_SECONDS))
     claimed = (
         Notification.objects.filter(pk=notification_id, status=NStatus.PENDING)
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
@@ -141,12 +143,14 @@ def _attempt(notification_id: int, now: datetime) -> DeliveryOutcome:
     attempt = NotificationAttempt.objects.create(notification=notification, attempt=number, created_at=timezone.now())
     headers = {"Authorization": f"Bearer {approval_request.client_notification_token}"}
     retry = False
+    started = time.monotonic()
     try:
         response = http.post_json(ciba.backchannel_client_notification_endpoint, payload, headers=headers)
     except http.OutboundError as exc:
         retry = not exc.refused
-        _finish_attempt(attempt, AStatus.FAILED if retry else AStatus.REJECTED, error=str(exc))
         error = str(exc)
+        latency = None if exc.refused else int((time.monotonic() - started) * 1000)  # refused: nothing was sent
+        _finish_attempt(attempt, AStatus.FAILED if retry else AStatus.REJECTED, latency=latency, error=error)
     else:
         if 200 <= response.status < 300:
             _finish_attempt(attempt, AStatus.DELIVERED, http_status=response.status, latency=response.elapsed_ms)
@@ -199,7 +203,16 @@ def _payload(notification: Notification) -> dict[str, object]:
         error, description = PUSH_ERRORS.get(notification.outcome, PUSH_ERRORS[Status.CANCELLED])
         return {"auth_req_id": auth_req_id, "error": error, "error_description": description}
     if not notification.payload_encrypted:
-        _issue_push_tokens(notification)
+        try:
+            _issue_push_tokens(notification)
+        except Exception:
+            # Approved, but it expired before the tokens could be issued (the delivery was late, e.g. the broker
+            # was down): the client is owed the expiry (CIBA Core §10.3.1), not silence.
+            approval_request.refresh_from_db(fields=["status", "expires_at"])
+            if approval_request.effective_status() == Status.EXPIRED:
+                error, description = PUSH_ERRORS[Status.EXPIRED]
+                return {"auth_req_id": auth_req_id, "error": error, "error_description": description}
+            raise
         notification.refresh_from_db(fields=["payload_encrypted"])
     try:
         return json.loads(_fernet().decrypt(notification.payload_encrypted.encode()))

@@ -33,6 +33,9 @@ def issue_push_tokens(approval_request: ApprovalRequest) -> dict[str, Any]:
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )  # fmt: skip
     request.countersign_push = approval_request.client
+    # No HTTP request to derive the issuer from (DOT would build one from the missing Host header): the ID token
+    # names the configured public issuer (CountersignValidator.get_oidc_issuer_endpoint).
+    request.countersign_issuer = issuer
     request.client = approval_request.client
     request.client_id = approval_request.client.client_id
     request.grant_type = settings.CIBA_GRANT_TYPE

@@ -55,6 +55,16 @@ class CountersignValidator(OAuth2Validator):
         request.issued_access_token = access_token
         return access_token
 
+    def get_oidc_issuer_endpoint(self, request) -> str:
+        issuer = vars(request).get("countersign_issuer")  # set by authz.push only (see authenticate_client)
+        if (
+            isinstance(issuer, str)
+            and issuer
+            and isinstance(vars(request).get("countersign_push"), get_application_model())
+        ):
+            return issuer
+        return super().get_oidc_issuer_endpoint(request)
+
     def get_id_token_dictionary(self, token, token_handler, request):
         claims, expiration_time = super().get_id_token_dictionary(token, token_handler, request)
         approval_request = vars(request).get("approval_request")  # not a body parameter (see authenticate_client)
