@@ -33,6 +33,24 @@ def check_prompt_channels(app_configs: Any = None, **kwargs: Any) -> list[Error]
         errors.append(
             Error("No prompt channel is configured.", hint="Set APPROVALS_PROMPT_CHANNELS.", id="countersign.E102")
         )
+    automated = approvals_settings.AUTOMATED_APPROVAL_SECRET
+    if automated and not settings.DEBUG and not approvals_settings.AUTOMATED_APPROVAL_IN_PRODUCTION:
+        errors.append(
+            Error(
+                "The automated approval endpoint is on with DEBUG off.",
+                hint="It decides requests without the person. For a certification deployment set "
+                "APPROVALS_AUTOMATED_APPROVAL_IN_PRODUCTION=true; otherwise unset APPROVALS_AUTOMATED_APPROVAL_SECRET.",
+                id="countersign.E109",
+            )
+        )
+    if automated and len(automated) < 32:
+        errors.append(
+            Error(
+                "APPROVALS_AUTOMATED_APPROVAL_SECRET is shorter than 32 characters.",
+                hint="Anyone who guesses it can approve requests; use a long random value.",
+                id="countersign.E110",
+            )
+        )
     if approvals_settings.OUTBOUND_ALLOW_LOOPBACK_HTTP and not settings.DEBUG:
         errors.append(
             Error(

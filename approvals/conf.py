@@ -41,6 +41,10 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFICATION_DEADLINE_SECONDS": 600,
     "NOTIFICATION_RETRY_BASE_SECONDS": 1,
     "NOTIFICATION_RETRY_MAX_SECONDS": 60,
+    # Certification runs (the OpenID conformance suite's automated_ciba_approval_url): empty turns the endpoint off.
+    "AUTOMATED_APPROVAL_SECRET": "",
+    # With DEBUG off the endpoint is refused by a system check unless this says the operator means it.
+    "AUTOMATED_APPROVAL_IN_PRODUCTION": False,
     # Issues the token response for a push client (approvals never imports authz; see authz.push).
     "PUSH_TOKEN_ISSUER": "authz.push.issue_push_tokens",
     # Development and tests only: let client-supplied URLs use http to loopback (system check E108 with DEBUG off).

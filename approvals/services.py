@@ -103,11 +103,14 @@ def approval_request_decide(
     approve: bool,
     acr: str = "",
     auth_time: datetime | None = None,
+    automated_by: str = "",
     now: datetime | None = None,
 ) -> bool:
     """The approver's decision. Only the request's own user can decide, once, before it expires.
 
     acr and auth_time say how and when the approver authenticated (approvals.links); they go into the ID token.
+    `automated_by` marks a decision made by the automated-approval endpoint for certification runs: audited as
+    such, with no person as its actor.
     """
     now = now or timezone.now()
     new_status = Status.APPROVED if approve else Status.DENIED
@@ -117,7 +120,11 @@ def approval_request_decide(
             pk=approval_request_id, user=user, status=Status.PENDING, expires_at__gt=now
         ).update(status=new_status, decided_at=now, auth_time=auth_time, acr=acr)
         if won:
-            _audit(approval_request_id, Kind.APPROVED if approve else Kind.DENIED, actor=user, at=now, acr=acr)
+            kind = Kind.APPROVED if approve else Kind.DENIED
+            if automated_by:
+                _audit(approval_request_id, kind, actor=None, at=now, acr=acr, automated_by=automated_by)
+            else:
+                _audit(approval_request_id, kind, actor=user, at=now, acr=acr)
             _settle_mirror(approval_request_id, now=now)
             notifications.notification_create(approval_request_id=approval_request_id, outcome=new_status, now=now)
     return bool(won)

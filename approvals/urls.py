@@ -10,6 +10,7 @@ urlpatterns = [
     path("<uuid:pk>/", views.detail, name="detail"),
     path("<uuid:pk>/decide/", views.decide, name="decide"),
     path("l/<str:token>/", views.link, name="link"),
+    path("automated/", views.automated_decision, name="automated"),
     path("devices/", views.device_list, name="devices"),
     path("devices/<int:pk>/remove/", views.device_remove, name="device-remove"),
     path("devices/vapid-public-key/", views.vapid_public_key, name="vapid-public-key"),

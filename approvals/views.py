@@ -13,6 +13,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -250,3 +251,47 @@ def twilio_status(request: HttpRequest, delivery_id: str) -> HttpResponse:
         return HttpResponse("Invalid signature", status=403, content_type="text/plain")
     devices.delivery_update_from_twilio(delivery_id=delivery_id, params=request.POST.dict(), now=timezone.now())
     return HttpResponse(status=204)
+
+
+# --- automated approval for certification runs ---------------------------------------------------------------
+
+
+ACR_AUTOMATED = "urn:countersign:acr:automated"
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def automated_decision(request: HttpRequest) -> JsonResponse:
+    """The OpenID conformance suite's automated_ciba_approval_url (e.g. `…?token={auth_req_id}&type={action}`):
+    decides a request without its person. Off unless APPROVALS["AUTOMATED_APPROVAL_SECRET"] is set; the caller
+    presents that secret (`secret` parameter or a Bearer token); every use is audited as automated."""
+    secret = approvals_settings.AUTOMATED_APPROVAL_SECRET
+    if not secret:
+        raise Http404
+    params = request.POST if request.method == "POST" else request.GET
+    presented = params.get("secret", "")
+    authorization = request.headers.get("Authorization", "")
+    if authorization.startswith("Bearer "):
+        presented = authorization.removeprefix("Bearer ")
+    if not constant_time_compare(presented, secret):
+        return JsonResponse({"error": "access_denied"}, status=403)
+    auth_req_id = params.get("token") or params.get("auth_req_id") or ""
+    action = params.get("type") or params.get("action") or ""
+    if action not in ("allow", "deny") or not auth_req_id:
+        return JsonResponse(
+            {"error": "invalid_request", "error_description": "Send token and type=allow|deny."}, status=400
+        )
+    approval_request = ApprovalRequest.objects.select_related("user").filter(auth_req_id=auth_req_id[:128]).first()
+    if approval_request is None:
+        raise Http404
+    decided = services.approval_request_decide(
+        approval_request_id=approval_request.pk,
+        user=approval_request.user,
+        approve=action == "allow",
+        acr=ACR_AUTOMATED,
+        auth_time=timezone.now(),
+        automated_by=request.META.get("REMOTE_ADDR", "")[:64] or "unknown",
+    )
+    if not decided:
+        return JsonResponse({"error": "invalid_request", "error_description": "Not pending any more."}, status=409)
+    return JsonResponse({"status": "approved" if action == "allow" else "denied"})
