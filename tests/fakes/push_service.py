@@ -6,20 +6,17 @@ import base64
 import binascii
 import json
 import secrets
-import sys
-import threading
 import time
 import urllib.parse
-from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
 import http_ece
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from tests.fakes._server import LoopbackHandler, LoopbackServer
 
 MODES = ("ok", "gone", "not_found", "server_error", "rate_limited", "hang")
 MAX_VAPID_LIFETIME = 24 * 60 * 60
@@ -93,53 +90,16 @@ class _Rejected(Exception):
         self.reason = reason
 
 
-@dataclass
-class _State:
-    pushes: list[ReceivedPush] = field(default_factory=list)
-    attempts: list[PushAttempt] = field(default_factory=list)
-    rejected: list[RejectedPush] = field(default_factory=list)
-    modes: deque[str] = field(default_factory=deque)
-    subscriptions: dict[str, BrowserSubscription] = field(default_factory=dict)
-
-
-class FakePushService:
+class FakePushService(LoopbackServer):
     """Fake push service: ``POST /push/<name>`` with VAPID (RFC 8292) and aes128gcm (RFC 8291) bodies."""
+
+    MODES = MODES
+    LISTS = ("pushes", "attempts", "rejected")
 
     def __init__(self, expected_vapid_public_key: str | None = None, hang_seconds: float = 10) -> None:
         self.expected_vapid_public_key = expected_vapid_public_key
-        self.hang_seconds = hang_seconds
-        self._state = _State()
-        self._cond = threading.Condition()
-        self._closing = threading.Event()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.fake = self
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        """Stop serving; hanging requests are released at once (their connections are dropped)."""
-        if self._closing.is_set():
-            return
-        self._closing.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakePushService:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+        self._subscriptions: dict[str, BrowserSubscription] = {}
+        super().__init__(_Handler, hang_seconds)
 
     def subscribe(self, name: str | None = None) -> BrowserSubscription:
         """Create a subscription (P-256 key pair + 16-byte auth secret) whose endpoint is on this fake."""
@@ -151,65 +111,36 @@ class FakePushService:
             auth_secret=secrets.token_bytes(16),
         )
         with self._cond:
-            self._state.subscriptions[name] = sub
+            self._subscriptions[name] = sub
         return sub
-
-    def respond_with(self, *modes: str) -> None:
-        """Answer the next valid pushes (one mode each) with these modes, then with "ok" again."""
-        unknown = [m for m in modes if m not in MODES]
-        if unknown:
-            raise ValueError(f"unknown mode(s) {unknown}; known: {MODES}")
-        with self._cond:
-            self._state.modes.extend(modes)
 
     @property
     def pushes(self) -> list[ReceivedPush]:
         """Snapshot of the pushes answered with 201."""
-        with self._cond:
-            return list(self._state.pushes)
+        return self._snapshot("pushes")
 
     @property
     def attempts(self) -> list[PushAttempt]:
         """Snapshot of every push that passed the checks, whatever mode answered it."""
-        with self._cond:
-            return list(self._state.attempts)
+        return self._snapshot("attempts")
 
     @property
     def rejected(self) -> list[RejectedPush]:
-        with self._cond:
-            return list(self._state.rejected)
+        return self._snapshot("rejected")
 
     def wait_for_pushes(self, n: int, timeout: float = 10) -> list[ReceivedPush]:
         """Block until at least ``n`` pushes were accepted; AssertionError with what arrived otherwise."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self._state.pushes) >= n, timeout):
-                raise AssertionError(
-                    f"expected {n} pushes within {timeout}s, got {len(self._state.pushes)}: {self._state.pushes}; "
-                    f"attempts={self._state.attempts} rejected={self._state.rejected}"
-                )
-            return list(self._state.pushes)
+        return self._wait_for("pushes", n, timeout, "pushes", also=("attempts", "rejected"))
 
     def wait_for_attempts(self, n: int, timeout: float = 10) -> list[PushAttempt]:
         """Like ``wait_for_pushes`` but counts valid pushes whatever they were answered with."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self._state.attempts) >= n, timeout):
-                raise AssertionError(f"expected {n} attempts within {timeout}s, got {self._state.attempts}")
-            return list(self._state.attempts)
+        return self._wait_for("attempts", n, timeout, "attempts")
 
     # Called from handler threads.
 
-    def _record(self, kind: str, item: Any) -> None:
-        with self._cond:
-            getattr(self._state, kind).append(item)
-            self._cond.notify_all()
-
-    def _next_mode(self) -> str:
-        with self._cond:
-            return self._state.modes.popleft() if self._state.modes else "ok"
-
     def _subscription(self, name: str) -> BrowserSubscription | None:
         with self._cond:
-            return self._state.subscriptions.get(name)
+            return self._subscriptions.get(name)
 
     def _verify_vapid(self, authorization: str | None) -> tuple[dict[str, Any], str]:
         """Return (claims, k) or raise _Rejected(401, why)."""
@@ -247,19 +178,6 @@ class FakePushService:
         return claims, k
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # close() must not wait for handler threads (a hanging one, or one stuck reading a slow client).
-    block_on_close = False
-    fake: FakePushService
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that timed out and went away is expected here, not an error.
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
-
-
 _FAILURES: dict[str, tuple[int, int, str]] = {
     # mode: (status, autopush errno, message)
     "gone": (410, 106, "Request did not validate: subscription expired"),
@@ -269,14 +187,9 @@ _FAILURES: dict[str, tuple[int, int, str]] = {
 }
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
+class _Handler(LoopbackHandler):
     def do_POST(self) -> None:
-        fake = self.server.fake
+        fake: FakePushService = self.server.fake
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         received_at = time.time()
         try:
@@ -290,7 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
         mode = fake._next_mode()
         if mode == "hang":
             fake._record("attempts", PushAttempt(push, mode, 0))
-            if fake._closing.wait(fake.hang_seconds):
+            if fake._hang():
                 return  # closed while hanging: drop the connection without an answer
             # A late answer still means the push was accepted.
             fake._record("pushes", push)
@@ -309,7 +222,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _check(self, body: bytes, received_at: float) -> ReceivedPush:
-        fake = self.server.fake
+        fake: FakePushService = self.server.fake
         path = urllib.parse.urlsplit(self.path).path
         prefix = "/push/"
         sub = fake._subscription(path[len(prefix) :]) if path.startswith(prefix) else None
@@ -341,13 +254,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reply(self, status: int, body: dict[str, Any] | None, headers: dict[str, str] | None = None) -> None:
         out = json.dumps(body).encode() if body is not None else b""
-        self.send_response(status)
+        head = {}
         if status == 201:
-            self.send_header("Location", f"{self.server.fake.base_url}/message/{secrets.token_urlsafe(12)}")
+            head["Location"] = f"{self.server.fake.base_url}/message/{secrets.token_urlsafe(12)}"
         if out:
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(out)
+            head["Content-Type"] = "application/json"
+        self._send(status, out, head, headers)

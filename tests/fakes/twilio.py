@@ -11,19 +11,16 @@ import email.utils
 import json
 import re
 import secrets
-import sys
-import threading
 import time
 import urllib.parse
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
+
+from tests.fakes._server import LoopbackHandler, LoopbackServer
 
 MODES = ("ok", "invalid_number", "unsubscribed", "server_error", "rate_limited", "hang")
 _PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account_sid>AC[0-9a-fA-F]{32})/Messages\.json$")
@@ -73,14 +70,6 @@ class RejectedSms:
     reason: str
 
 
-@dataclass
-class _State:
-    messages: list[ReceivedSms] = field(default_factory=list)
-    attempts: list[SmsAttempt] = field(default_factory=list)
-    rejected: list[RejectedSms] = field(default_factory=list)
-    modes: deque[str] = field(default_factory=deque)
-
-
 def segments(body: str) -> int:
     """Segment count as Twilio bills it: GSM-7 (160/153) or else UCS-2 (70/67, in UTF-16 units)."""
     if all(c in _GSM7 or c in _GSM7_EXT for c in body):
@@ -92,104 +81,46 @@ def segments(body: str) -> int:
     return -(-units // multi)
 
 
-class FakeTwilio:
+class FakeTwilio(LoopbackServer):
     """Fake ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json`` with Basic auth and scripted failures."""
+
+    MODES = MODES
+    LISTS = ("messages", "attempts", "rejected")
 
     def __init__(
         self, account_sid: str = "AC" + "a" * 32, auth_token: str = "test-auth-token", hang_seconds: float = 10
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
-        self.hang_seconds = hang_seconds
-        self._state = _State()
-        self._cond = threading.Condition()
-        self._closing = threading.Event()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.fake = self
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__(_Handler, hang_seconds)
 
     def http_client(self, **kwargs: Any) -> LoopbackTwilioHttpClient:
         """A ``TwilioHttpClient`` that sends every request to this fake."""
         return LoopbackTwilioHttpClient(self.base_url, **kwargs)
 
-    def close(self) -> None:
-        """Stop serving; hanging requests are released at once (their connections are dropped)."""
-        if self._closing.is_set():
-            return
-        self._closing.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeTwilio:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def respond_with(self, *modes: str) -> None:
-        """Answer the next requests (one mode each) with these modes, then with "ok" again."""
-        unknown = [m for m in modes if m not in MODES]
-        if unknown:
-            raise ValueError(f"unknown mode(s) {unknown}; known: {MODES}")
-        with self._cond:
-            self._state.modes.extend(modes)
-
     @property
     def messages(self) -> list[ReceivedSms]:
         """Snapshot of the messages answered with 201."""
-        with self._cond:
-            return list(self._state.messages)
+        return self._snapshot("messages")
 
     @property
     def attempts(self) -> list[SmsAttempt]:
         """Snapshot of every request that passed auth."""
-        with self._cond:
-            return list(self._state.attempts)
+        return self._snapshot("attempts")
 
     @property
     def rejected(self) -> list[RejectedSms]:
-        with self._cond:
-            return list(self._state.rejected)
+        return self._snapshot("rejected")
 
     def wait_for_messages(self, n: int, timeout: float = 10) -> list[ReceivedSms]:
         """Block until at least ``n`` messages were accepted; AssertionError with what arrived otherwise."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self._state.messages) >= n, timeout):
-                raise AssertionError(
-                    f"expected {n} SMS within {timeout}s, got {len(self._state.messages)}: {self._state.messages}; "
-                    f"attempts={self._state.attempts} rejected={self._state.rejected}"
-                )
-            return list(self._state.messages)
+        return self._wait_for("messages", n, timeout, "SMS", also=("attempts", "rejected"))
 
     def wait_for_attempts(self, n: int, timeout: float = 10) -> list[SmsAttempt]:
         """Like ``wait_for_messages`` but counts every authenticated request, whatever it was answered with."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self._state.attempts) >= n, timeout):
-                raise AssertionError(f"expected {n} attempts within {timeout}s, got {self._state.attempts}")
-            return list(self._state.attempts)
+        return self._wait_for("attempts", n, timeout, "attempts")
 
     # Called from handler threads.
-
-    def _record(self, kind: str, item: Any) -> None:
-        with self._cond:
-            getattr(self._state, kind).append(item)
-            self._cond.notify_all()
-
-    def _next_mode(self) -> str:
-        with self._cond:
-            return self._state.modes.popleft() if self._state.modes else "ok"
 
     def _authorized(self, header: str | None) -> bool:
         if not header or not header.startswith("Basic "):
@@ -213,19 +144,6 @@ class LoopbackTwilioHttpClient(TwilioHttpClient):
         return super().request(method, parts.geturl(), *args, **kwargs)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # close() must not wait for handler threads (a hanging one, or one stuck reading a slow client).
-    block_on_close = False
-    fake: FakeTwilio
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that timed out and went away is expected here, not an error.
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
-
-
 def _error(code: int, message: str, status: int) -> dict[str, Any]:
     return {
         "code": code,
@@ -235,14 +153,9 @@ def _error(code: int, message: str, status: int) -> dict[str, Any]:
     }
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
+class _Handler(LoopbackHandler):
     def do_POST(self) -> None:
-        fake = self.server.fake
+        fake: FakeTwilio = self.server.fake
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length).decode("utf-8", "replace")
         match = _PATH.match(urllib.parse.urlsplit(self.path).path)
@@ -272,7 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "hang":
             # Recorded before hanging so a test can wait for it; status 0 = no answer (yet).
             fake._record("attempts", SmsAttempt(sms, mode, 0))
-            if fake._closing.wait(fake.hang_seconds):
+            if fake._hang():
                 return  # closed while hanging: drop the connection without an answer
             # A late answer still means the SMS went out, as with the real API.
             payload = self._message(sms)
@@ -343,11 +256,4 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
     def _json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        out = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(out)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(out)
+        self._send(status, json.dumps(body).encode(), {"Content-Type": "application/json; charset=utf-8"}, headers)
