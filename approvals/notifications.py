@@ -18,7 +18,6 @@ import base64
 import hashlib
 import json
 import logging
-import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +31,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from . import http
+from .backoff import full_jitter
 from .conf import approvals_settings
 from .models import ApprovalRequest, Notification, NotificationAttempt
 
@@ -99,9 +99,11 @@ def _enqueue(notification_id: int) -> None:
 
 
 def _retry_delay(attempt: int) -> float:
-    base = float(approvals_settings.NOTIFICATION_RETRY_BASE_SECONDS)
-    ceiling = min(float(approvals_settings.NOTIFICATION_RETRY_MAX_SECONDS), base * 2 ** max(attempt - 1, 0))
-    return random.uniform(base / 2, max(ceiling, base / 2))  # noqa: S311 (jitter, not a secret)
+    return full_jitter(
+        attempt,
+        base=float(approvals_settings.NOTIFICATION_RETRY_BASE_SECONDS),
+        maximum=float(approvals_settings.NOTIFICATION_RETRY_MAX_SECONDS),
+    )
 
 
 def notification_deliver(*, notification_id: int, now: datetime | None = None) -> DeliveryOutcome:

@@ -14,18 +14,17 @@ passes, and the sweeper enqueues it again.
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from redis.exceptions import RedisError
 
+from . import services
+from .backoff import full_jitter
 from .channels.base import Channel, ChannelError, Prompt
 from .conf import approvals_settings
 from .models import ApprovalRequest, AuditEvent, Delivery
@@ -46,10 +45,11 @@ class PromptOutcome:
 
 
 def retry_delay(attempt: int) -> float:
-    """Exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter")."""
-    base = float(approvals_settings.PROMPT_RETRY_BASE_SECONDS)
-    ceiling = min(float(approvals_settings.PROMPT_RETRY_MAX_SECONDS), base * 2 ** max(attempt - 1, 0))
-    return random.uniform(base / 2, max(ceiling, base / 2))  # noqa: S311 (jitter, not a secret)
+    return full_jitter(
+        attempt,
+        base=float(approvals_settings.PROMPT_RETRY_BASE_SECONDS),
+        maximum=float(approvals_settings.PROMPT_RETRY_MAX_SECONDS),
+    )
 
 
 def due_after(seconds: float, now: datetime) -> datetime:
@@ -250,16 +250,8 @@ def prompt_rate_exceeded(*, client_id: str, user: AbstractBaseUser, now: datetim
         return 0
     now = now or timezone.now()
     window = int(now.timestamp()) // 60
-    key = f"approvals:prompt-rate:{client_id}:{user.pk}:{window}"
-    try:
-        count = 1 if cache.add(key, 1, timeout=120) else cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=120)
-        count = 1
-    except RedisError:
-        # The request is still validated and stored; the limit comes back with Redis.
-        logger.warning("Prompt rate limit unavailable (Redis)", exc_info=True)
-        return 0
-    if count <= limit:
+    # Without Redis the request is still validated and stored; the limit comes back with Redis.
+    requests = services.count(f"approvals:prompt-rate:{client_id}:{user.pk}:{window}", timeout=120)
+    if requests is None or requests <= limit:
         return 0
     return 60 - int(now.timestamp()) % 60

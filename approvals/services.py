@@ -271,13 +271,20 @@ def failures_exceeded(key: str, limit: int) -> bool:
 
 
 def count_failure(key: str, *, timeout: int) -> None:
+    count(key, timeout=timeout)
+
+
+def count(key: str, *, timeout: int) -> int | None:
+    """Add one to a counter in the cache (Redis in production) that lives `timeout` seconds from its first count;
+    the new value, or None while Redis is unreachable (callers then let the request through)."""
     try:
-        if not cache.add(key, 1, timeout=timeout):
-            cache.incr(key)
+        return 1 if cache.add(key, 1, timeout=timeout) else cache.incr(key)
     except ValueError:  # expired between add and incr
         cache.set(key, 1, timeout=timeout)
+        return 1
     except RedisError:
-        logger.warning("Failure not counted (Redis): %s", key.rsplit(":", 1)[0], exc_info=True)
+        logger.warning("Counter unavailable (Redis): %s", key.rsplit(":", 1)[0], exc_info=True)
+        return None
 
 
 # --- user codes (CIBA Core §7.1 user_code) -------------------------------------------------------------------

@@ -1022,15 +1022,20 @@ def prompt_verdict_line(r: PromptResult, args: argparse.Namespace) -> str:
     )
 
 
-def prompt_disturbance(r: PromptResult) -> list[str]:
-    taken = r.cpu["other"] + r.cpu["steal"]
+def disturbance(cpu: dict[str, float], run: str) -> list[str]:
+    """A caution line when processes outside the benchmark (or other guests) took CPU during an open-loop run."""
+    taken = cpu["other"] + cpu["steal"]
     if taken <= 5:
         return []
     return [
-        f"- Caution: during the prompt run {taken:.0f} % of the machine went to processes outside the benchmark or "
+        f"- Caution: during the {run} run {taken:.0f} % of the machine went to processes outside the benchmark or "
         "to other guests; gunicorn and the worker had that much less CPU, and at a fixed arrival rate that shows as "
         "queueing (higher latency), not as lower throughput."
     ]
+
+
+def prompt_disturbance(r: PromptResult) -> list[str]:
+    return disturbance(r.cpu, "prompt")
 
 
 def prompt_section(r: PromptResult, args: argparse.Namespace) -> list[str]:
@@ -1331,13 +1336,7 @@ def ping_verdict_line(r: PingResult, args: argparse.Namespace) -> str:
 
 
 def ping_disturbance(r: PingResult) -> list[str]:
-    taken = r.cpu["other"] + r.cpu["steal"]
-    if taken <= 5:
-        return []
-    return [
-        f"- Caution: during the ping run {taken:.0f} % of the machine went to processes outside the benchmark or to "
-        "other guests; at a fixed arrival rate that shows as queueing (higher latency)."
-    ]
+    return disturbance(r.cpu, "ping")
 
 
 def ping_section(r: PingResult, args: argparse.Namespace) -> list[str]:
