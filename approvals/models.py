@@ -66,6 +66,9 @@ class ApprovalRequest(models.Model):
     acr_values = models.CharField(max_length=255, blank=True)
     hint_type = models.CharField(max_length=16, choices=HintType.choices)
     requested_expiry = models.PositiveIntegerField(null=True, blank=True)
+    # RFC 9396: what exactly the agent asks to do, validated against authz.AuthorizationDetailType; shown to the
+    # person, and bound to the tokens issued on approval.
+    authorization_details = models.JSONField(default=list, blank=True, editable=False)
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
     interval = models.PositiveIntegerField(default=5)
