@@ -5,6 +5,7 @@ from django.urls import path, re_path
 from oauth2_provider import views as dot_views
 
 from . import views
+from .introspection import IntrospectTokenView
 
 oauth_patterns = [
     re_path(
@@ -18,7 +19,7 @@ oauth_patterns = [
     path("oauth/bc-authorize/", views.BackchannelAuthenticationView.as_view(), name="bc-authorize"),
     path("oauth/token/", views.TokenView.as_view(), name="token"),
     path("oauth/authorize/", dot_views.AuthorizationView.as_view(), name="authorize"),
-    path("oauth/introspect/", dot_views.IntrospectTokenView.as_view(), name="introspect"),
+    path("oauth/introspect/", IntrospectTokenView.as_view(), name="introspect"),
     path("oauth/revoke/", dot_views.RevokeTokenView.as_view(), name="revoke-token"),
     path("oauth/userinfo/", dot_views.UserInfoView.as_view(), name="user-info"),
     path("oauth/jwks/", dot_views.JwksInfoView.as_view(), name="jwks-info"),
