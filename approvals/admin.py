@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import json
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from . import services
@@ -217,6 +220,7 @@ class ApprovalRequestAdmin(ReadOnlyAdmin):
         "auth_time",
         "acr",
         "access_token",
+        "authorization_details_json",
     )
     # Secrets of the agent's: the id it redeems and the bearer token it wants on callbacks.
     exclude = ("auth_req_id", "client_notification_token")
@@ -224,6 +228,13 @@ class ApprovalRequestAdmin(ReadOnlyAdmin):
     @admin.display(description=_("status now"))
     def current_status(self, obj: ApprovalRequest) -> str:
         return ApprovalRequest.Status(obj.effective_status()).label
+
+    @admin.display(description=_("authorization details"))
+    def authorization_details_json(self, obj: ApprovalRequest) -> str:
+        # RFC 9396: exactly what the agent asked for and the person saw; read-only like the rest of the request.
+        if not obj.authorization_details:
+            return "-"
+        return format_html("<pre>{}</pre>", json.dumps(obj.authorization_details, indent=2, ensure_ascii=False))
 
     @admin.action(description=_("Cancel selected pending requests"), permissions=["view"])
     def cancel_requests(self, request: HttpRequest, queryset: QuerySet[ApprovalRequest]) -> None:

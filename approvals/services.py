@@ -49,9 +49,12 @@ def approval_request_create(
     acr_values: str = "",
     requested_expiry: int | None = None,
     client_notification_token: str = "",
+    authorization_details: list[dict[str, Any]] | None = None,
     now: datetime | None = None,
 ) -> ApprovalRequest:
-    """Store a new pending request and, once committed, hand it to the prompt task."""
+    """Store a new pending request and, once committed, hand it to the prompt task.
+
+    authorization_details must already be validated (authz.rar): they are shown to the approver as they are."""
     now = now or timezone.now()
     lifetime = min(requested_expiry or approvals_settings.DEFAULT_EXPIRY_SECONDS, approvals_settings.MAX_EXPIRY_SECONDS)
     with transaction.atomic():
@@ -65,6 +68,7 @@ def approval_request_create(
             acr_values=acr_values,
             requested_expiry=requested_expiry,
             client_notification_token=client_notification_token,
+            authorization_details=authorization_details or [],
             interval=approvals_settings.POLL_INTERVAL_SECONDS,
             created_at=now,
             expires_at=now + timedelta(seconds=lifetime),

@@ -23,6 +23,7 @@ from . import devices, links, selectors, services
 from .conf import approvals_settings
 from .forms import DecisionForm, UserCodeForm
 from .models import ApprovalRequest, Approver, PushSubscription
+from .templatetags import approver_ui
 
 
 @login_required
@@ -48,7 +49,8 @@ def _page_context(request: HttpRequest, approval_request: ApprovalRequest, *, de
         # A link visit is not signed in yet: the link itself reaches ACR_SESSION.
         "needs_password": not links.satisfies(links.achieved_acr(request.session, now), required),
         "expires_at_iso": approval_request.expires_at.isoformat(),
-        "authorization_details": [],
+        # RFC 9396: what exactly the agent will be allowed to do, each shown the way its type describes it.
+        "authorization_details": approver_ui.displayed_details(approval_request.authorization_details or []),
     }
 
 

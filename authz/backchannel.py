@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import jwt
 from django.contrib.auth import get_user_model
@@ -29,6 +30,7 @@ from .errors import (
     UnknownUserId,
 )
 from .models import CibaClient
+from .rar import parse_authorization_details
 
 HINTS = ("login_hint", "id_token_hint", "login_hint_token")
 BINDING_MESSAGE_MAX = 64
@@ -52,12 +54,16 @@ class BackchannelRequest:
     acr_values: str
     requested_expiry: int | None
     client_notification_token: str = ""
+    # RFC 9396: validated against the registered types; shown to the approver, bound to the tokens.
+    authorization_details: list[dict[str, Any]] = field(default_factory=list)
 
 
 def validate_backchannel_request(
-    params: dict[str, str], *, client, ciba: CibaClient, issuer: str
+    params: dict[str, Any], *, client, ciba: CibaClient, issuer: str
 ) -> BackchannelRequest:
     scopes = _validate_scope(params, client=client, ciba=ciba)
+    # A JSON string as a form parameter, or a list already decoded from a signed request object's claims.
+    authorization_details = parse_authorization_details(params.get("authorization_details"), ciba=ciba)
     hint_type, user = _resolve_user(params, client=client, issuer=issuer)
     binding_message = _validate_binding_message(params.get("binding_message"))
     requested_expiry = _validate_requested_expiry(params.get("requested_expiry"))
@@ -77,6 +83,7 @@ def validate_backchannel_request(
         acr_values=acr_values,
         requested_expiry=requested_expiry,
         client_notification_token=notification_token,
+        authorization_details=authorization_details,
     )
 
 

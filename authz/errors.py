@@ -122,3 +122,8 @@ class PayloadTooLarge(OAuthError):
     error = "invalid_request"
     status_code = 413
     default_description = "The request body is too large."
+
+
+class InvalidAuthorizationDetails(OAuthError):
+    # RFC 9396 §5: an unknown type, an object its type's schema rejects, or authorization_details that are not JSON.
+    error = "invalid_authorization_details"

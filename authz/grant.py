@@ -21,6 +21,7 @@ from approvals import services as approval_services
 from approvals.models import ApprovalRequest
 
 from .client_auth import ciba_settings
+from .models import TokenDetails
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,14 @@ class CibaGrant(GrantTypeBase):
                 approval_services.approval_request_attach_token(
                     approval_request_id=approval_request.pk, access_token=request.issued_access_token
                 )
+                # RFC 9396 §7: the token carries exactly what the person approved (introspection reads it back;
+                # refreshed tokens inherit it, CountersignValidator.save_bearer_token).
+                TokenDetails.objects.update_or_create(
+                    access_token=request.issued_access_token,
+                    defaults={"authorization_details": approval_request.authorization_details},
+                )
+                if approval_request.authorization_details:
+                    token["authorization_details"] = approval_request.authorization_details
         except errors.OAuth2Error as e:
             headers.update(e.headers)
             return headers, e.json, e.status_code
