@@ -41,7 +41,10 @@ def client_mac(credentials: ClientCredentials) -> str:
 
 def client_entry(credentials: ClientCredentials) -> str:
     """What to remember of credentials the database has just verified for a CIBA client (authz.throttle): the
-    digest and the method, compared as one string with what a later poll presents."""
+    digest and the method, compared as one string with what a later poll presents. Secrets only: an assertion is
+    verified on every poll (RFC 7523 §3: each jti once), so it is never remembered."""
+    if credentials.is_assertion:
+        raise ValueError("client_entry is for client secrets, not client assertions")
     return f"{client_mac(credentials)} {credentials.method}"
 
 

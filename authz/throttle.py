@@ -101,7 +101,11 @@ def _connection(client: Any) -> Any:
 def pending_poll_from_mirror(
     *, credentials: ClientCredentials, auth_req_id: str, now: datetime
 ) -> tuple[bool, int] | None:
-    """(permitted, interval) for a poll Redis alone shows to be pending for this client; None: ask the database."""
+    """(permitted, interval) for a poll Redis alone shows to be pending for this client; None: ask the database.
+
+    Only for secrets: a client_assertion must have its signature verified and its jti consumed on every poll."""
+    if credentials.is_assertion:
+        return None
     ref = request_ref(auth_req_id)
     keys = [_gate_key(ref), _interval_key(ref), client_key(credentials.client_id), status_key(ref)]
     presented = client_entry(credentials)
@@ -134,7 +138,9 @@ def poll_permitted(
     ref = request_ref(auth_req_id)
     gate_key, interval_key = _gate_key(ref), _interval_key(ref)
     keys = [gate_key, interval_key, client_key(credentials.client_id) if credentials else "-", status_key(ref)]
-    client_value = client_entry(credentials) if credentials else ""
+    # No entry for an assertion: the fast path must never answer for one (see pending_poll_from_mirror).
+    remembered = credentials if credentials is not None and not credentials.is_assertion else None
+    client_value = client_entry(remembered) if remembered else ""
     args = [SLOW_DOWN_STEP, interval, max(lifetime, 1), "", "", 0, client_value, CLIENT_TTL, *pending_entry]
     try:
         result = _run(keys, args)

@@ -13,6 +13,7 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 from oauth2_provider import views as dot_views
+from oauth2_provider.models import get_application_model
 from oauth2_provider.settings import oauth2_settings
 
 from approvals import links, poll_mirror, prompts
@@ -20,13 +21,17 @@ from approvals import services as approval_services
 from approvals.conf import approvals_settings
 from approvals.models import ApprovalRequest, effective_status
 
-from . import throttle
+from . import jose, rar, throttle
 from .backchannel import validate_backchannel_request
 from .client_auth import (
+    AUTHENTICATED_CLIENT_META,
+    assertion_audience,
     authenticate_client,
     check_presented_client_id,
     ciba_settings,
+    credential_params,
     extract_credentials,
+    load_ciba_client,
     verify_client,
 )
 from .errors import (
@@ -36,6 +41,7 @@ from .errors import (
     ExpiredToken,
     InvalidGrant,
     InvalidRequest,
+    InvalidScope,
     MethodNotAllowed,
     OAuthError,
     PayloadTooLarge,
@@ -44,6 +50,7 @@ from .errors import (
 )
 from .models import CibaClient
 from .polling import load_poll_record
+from .request_object import authentication_request_params
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +94,11 @@ def issuer_for(request: HttpRequest) -> str:
     return oauth2_settings.oidc_issuer(request)
 
 
+def assertion_audience_for(request: HttpRequest) -> list[str]:
+    # CIBA Core §7.1: the issuer, token endpoint and backchannel endpoint URLs, at either endpoint.
+    return assertion_audience(issuer_for(request).rstrip("/"))
+
+
 @method_decorator(csrf_exempt, name="dispatch")
 @method_decorator(sensitive_post_parameters("client_secret", "user_code", "id_token_hint"), name="dispatch")
 class BackchannelAuthenticationView(View):
@@ -104,10 +116,15 @@ class BackchannelAuthenticationView(View):
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         params = read_form(request)
-        client = authenticate_client(extract_credentials(request.META.get("HTTP_AUTHORIZATION"), params))
+        client = authenticate_client(
+            extract_credentials(request.META.get("HTTP_AUTHORIZATION"), params),
+            audience=assertion_audience_for(request),
+        )
         ciba = ciba_settings(client)
         if ciba is None or not ciba.ciba_enabled:
             raise UnauthorizedClient()
+        # CIBA Core §7.1.1: a signed request's parameters are its JWT's claims; FAPI-CIBA's request rules apply here.
+        params = authentication_request_params(params, ciba=ciba, issuer=issuer_for(request))
         validated = validate_backchannel_request(params, client=client, ciba=ciba, issuer=issuer_for(request))
         wait = prompts.prompt_rate_exceeded(client_id=client.client_id, user=validated.user)
         if wait:
@@ -125,6 +142,7 @@ class BackchannelAuthenticationView(View):
             acr_values=validated.acr_values,
             requested_expiry=validated.requested_expiry,
             client_notification_token=validated.client_notification_token,
+            authorization_details=validated.authorization_details,
         )
         expires_in = int((approval_request.expires_at - approval_request.created_at).total_seconds())
         response = JsonResponse(
@@ -150,12 +168,25 @@ class TokenView(dot_views.TokenView):
             return PayloadTooLarge().response()
         except (TooManyFieldsSent, BadRequest):
             return InvalidRequest("The request body could not be parsed.").response()
-        if grant_type == settings.CIBA_GRANT_TYPE:
-            try:
+        try:
+            if grant_type == settings.CIBA_GRANT_TYPE:
                 return self.ciba_token_response(request)
-            except OAuthError as exc:
-                return exc.response()
+            self.authenticate_presented_client(request, grant_type)
+        except OAuthError as exc:
+            return exc.response()
         return super().post(request, *args, **kwargs)
+
+    def authenticate_presented_client(self, request: HttpRequest, grant_type: str | None) -> None:
+        """Authenticate a client that presented credentials, with errors that say what is wrong, and hand it to the
+        oauthlib grant, which must not verify a client_assertion again (its jti is accepted once). Requests without
+        credentials are DOT's to judge."""
+        credentials = extract_credentials(request.META.get("HTTP_AUTHORIZATION"), credential_params(request.POST))
+        if credentials is None:
+            return
+        application = authenticate_client(credentials, audience=assertion_audience_for(request))
+        if grant_type == "client_credentials":
+            _check_client_credentials(application, request.POST.get("scope"))
+        request.META[AUTHENTICATED_CLIENT_META] = application
 
     def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         # An OAuth error in JSON, like every other answer of this endpoint, rather than Django's empty 405.
@@ -175,8 +206,9 @@ class TokenView(dot_views.TokenView):
         credentials = check_presented_client_id(extract_credentials(request.META.get("HTTP_AUTHORIZATION"), params))
         auth_req_id = params.get("auth_req_id", "")[:128]
         now = timezone.now()
-        if auth_req_id:
-            # Most polls are for pending requests: Redis alone can answer them (authz.throttle).
+        if auth_req_id and not credentials.is_assertion:
+            # Most polls are for pending requests: Redis alone can answer them (authz.throttle). Never for a
+            # client_assertion: each one's signature is verified and its jti consumed (RFC 7523 §3).
             mirrored = throttle.pending_poll_from_mirror(credentials=credentials, auth_req_id=auth_req_id, now=now)
             if mirrored is not None:
                 return _pending_answer(*mirrored)
@@ -186,6 +218,8 @@ class TokenView(dot_views.TokenView):
             client_type=record.client_type,
             client_secret=record.client_secret,
             registered_method=record.registered_method,
+            load_ciba=lambda: load_ciba_client(credentials.client_id),
+            audience=assertion_audience_for(request),
         )
         if record.registered_method is None or not record.ciba_enabled:
             raise UnauthorizedClient()
@@ -222,12 +256,28 @@ class TokenView(dot_views.TokenView):
         ).exists():
             # CIBA Core §10.3: a push client's tokens go to its notification endpoint, never here.
             raise UnauthorizedClient("This client receives its tokens at its notification endpoint (push mode).")
-        # APPROVED: oauthlib's CibaGrant consumes the request and issues the tokens, exactly once.
+        # APPROVED: oauthlib's CibaGrant consumes the request and issues the tokens, exactly once. The client is
+        # authenticated already: the grant takes it as it is (CountersignValidator.authenticate_client).
+        request.META[AUTHENTICATED_CLIENT_META] = get_application_model().objects.get(client_id=credentials.client_id)
         _url, headers, body, status_code = self.create_token_response(request)
         response = HttpResponse(content=body, status=status_code, content_type="application/json")
         for key, value in headers.items():
             response[key] = value
         return response
+
+
+def _check_client_credentials(application, scope: str | None) -> None:
+    """An agent acting on its own behalf (client_credentials): only if allowed, only within its allowed scopes."""
+    ciba = ciba_settings(application)
+    if ciba is None:
+        return  # not an agent: DOT's rules for its own clients
+    if not ciba.client_credentials_enabled:
+        raise UnauthorizedClient(
+            "This client may not use client_credentials; an administrator can allow it to act on its own behalf."
+        )
+    scopes = (scope or "").split() or list(oauth2_settings.DEFAULT_SCOPES)
+    if not ciba.allows_scopes(scopes):
+        raise InvalidScope(f"This client may ask only for these scopes: {ciba.allowed_scopes}.")
 
 
 # The server's most frequent answer, encoded once (the same bytes AuthorizationPending().response() writes).
@@ -247,12 +297,26 @@ def _pending_answer(permitted: bool, interval: int) -> HttpResponse:
 
 class DiscoveryMixin:
     def ciba_metadata(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        # OpenID Connect Discovery §3 / RFC 8414 §2: DOT adds this only to its RFC 8414 document.
+        if oauth2_settings.DCR_ENABLED:
+            extra["registration_endpoint"] = self._get_endpoint_url(self.request, "dcr-register")
         return {
+            **extra,
             "backchannel_authentication_endpoint": self._get_endpoint_url(self.request, "bc-authorize", required=True),
             "backchannel_token_delivery_modes_supported": ["poll", "ping", "push"],
             "backchannel_user_code_parameter_supported": bool(approvals_settings.USER_CODE_SUPPORTED),
             # The levels an approver can reach before approving (approvals.links); agents ask with acr_values.
             "acr_values_supported": list(links.ACR_VALUES_SUPPORTED),
+            # private_key_jwt (RFC 7523; the backchannel endpoint takes the same methods as the token endpoint).
+            **{
+                f"{endpoint}_endpoint_auth_signing_alg_values_supported": list(jose.SUPPORTED_ALGS)
+                for endpoint in ("token", "introspection", "revocation")
+            },
+            # CIBA Core §4: the algorithms a signed authentication request may use (never none).
+            "backchannel_authentication_request_signing_alg_values_supported": list(CibaClient.SigningAlg.values),
+            # RFC 9396 §10: the types an agent may put in authorization_details.
+            "authorization_details_types_supported": rar.enabled_type_names(),
         }
 
 

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import json
 from io import StringIO
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import check_password
 from django.core.management import CommandError, call_command
 from django.test import Client
+from jwt.algorithms import ECAlgorithm
 from oauth2_provider.models import get_application_model
 
 from approvals.models import Approver
 from approvals.phones import normalize_e164
 from authz.models import CibaClient
 from tests.conftest import CIBA, FORM, Agent
+from tests.test_private_key_jwt import Signer
 
 pytestmark = pytest.mark.django_db
 
@@ -142,10 +146,98 @@ def test_create_agent_client_registers_ping_and_push_clients(db, mode):
     assert printed["backchannel_client_notification_endpoint"] == "http://127.0.0.1:9/cb"
 
 
-def test_create_agent_client_refuses_private_key_jwt(db):
-    with pytest.raises(CommandError, match="private_key_jwt"):
+def _public_jwks(tmp_path, *, private: bool = False) -> tuple[str, Any]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(ECAlgorithm.to_jwk(key if private else key.public_key()))
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [{**jwk, "kid": "k1"}]}))
+    return str(path), key
+
+
+def test_create_agent_client_registers_a_private_key_jwt_client(tmp_path, approver):
+    jwks_file, key = _public_jwks(tmp_path)
+    printed = run(
+        "create_agent_client", "--name", "Signer", "--auth-method", "private_key_jwt", "--jwks", jwks_file,
+        "--signing-alg", "ES256", "--client-credentials",
+    )  # fmt: skip
+
+    assert "client_secret" not in printed
+    assert printed["token_endpoint_auth_method"] == "private_key_jwt"
+    assert printed["token_endpoint_auth_signing_alg"] == "ES256"
+    assert printed["client_credentials_enabled"] is True
+    ciba = CibaClient.objects.get(application__client_id=printed["client_id"])
+    assert ciba.jwks["keys"][0]["kid"] == "k1" and ciba.client_credentials_enabled
+
+    # The printed client works with an assertion signed by the private half.
+    signer = Signer(printed["client_id"], "ES256", key, "k1")
+    assert signer.bc_authorize().status_code == 200
+    assert (
+        signer.post("/oauth/token/", signer.params(grant_type="client_credentials", scope="openid")).status_code == 200
+    )
+
+
+def test_create_agent_client_accepts_a_jwks_uri(db):
+    printed = run(
+        "create_agent_client", "--name", "Remote keys", "--auth-method", "private_key_jwt",
+        "--jwks-uri", "http://127.0.0.1:9/jwks",  # loopback http: allowed by the test settings
+    )  # fmt: skip
+    assert printed["jwks_uri"] == "http://127.0.0.1:9/jwks"
+    assert "client_secret" not in printed
+
+
+def test_create_agent_client_refuses_private_key_jwt_without_keys(db):
+    with pytest.raises(CommandError, match="--jwks"):
         run("create_agent_client", "--name", "Signer", "--auth-method", "private_key_jwt")
     assert not get_application_model().objects.exists()
+
+
+def test_create_agent_client_refuses_private_keys(tmp_path, db):
+    jwks_file, _key = _public_jwks(tmp_path, private=True)
+    with pytest.raises(CommandError, match="private"):
+        run("create_agent_client", "--name", "Leaky", "--auth-method", "private_key_jwt", "--jwks", jwks_file)
+    assert not get_application_model().objects.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--jwks-uri", "https://10.0.0.7/jwks"],
+        ["--jwks-uri", "http://127.0.0.1:9/jwks", "--jwks", "x.json"],
+        ["--jwks", "/no/such/file.json"],
+    ],
+)
+def test_create_agent_client_refuses_bad_key_locations(db, settings, args):
+    settings.APPROVALS = {**settings.APPROVALS, "OUTBOUND_ALLOW_LOOPBACK_HTTP": False}
+    with pytest.raises(CommandError):
+        run("create_agent_client", "--name", "Signer", "--auth-method", "private_key_jwt", *args)
+    assert not get_application_model().objects.exists()
+
+
+def test_create_agent_client_signing_alg_is_for_private_key_jwt(db):
+    with pytest.raises(CommandError, match="--signing-alg"):
+        run("create_agent_client", "--name", "Secret", "--signing-alg", "ES256")
+
+
+def test_create_agent_client_fapi_rules_apply(tmp_path, db):
+    jwks_file, _key = _public_jwks(tmp_path)
+    with pytest.raises(CommandError, match="FAPI"):
+        run("create_agent_client", "--name", "Bank", "--fapi", "--jwks", jwks_file, "--request-signing-alg", "PS256")
+    assert not get_application_model().objects.exists()
+    printed = run(
+        "create_agent_client", "--name", "Bank", "--fapi", "--auth-method", "private_key_jwt", "--jwks", jwks_file,
+        "--request-signing-alg", "ES256",
+    )  # fmt: skip
+    assert printed["fapi_ciba"] is True
+    assert printed["backchannel_authentication_request_signing_alg"] == "ES256"
+
+
+def test_create_agent_client_client_credentials_flag(db):
+    printed = run("create_agent_client", "--name", "Self", "--client-credentials")
+    agent = agent_from(printed)
+    assert agent.post("/oauth/token/", {"grant_type": "client_credentials", "scope": "openid"}).status_code == 200
+    plain = agent_from(run("create_agent_client", "--name", "Plain"))
+    refused = plain.post("/oauth/token/", {"grant_type": "client_credentials", "scope": "openid"})
+    assert refused.json()["error"] == "unauthorized_client"
 
 
 def test_create_agent_client_refuses_a_notification_endpoint_for_poll(db):

@@ -45,7 +45,11 @@ def test_metadata_advertises_ciba_poll_mode(client, path):
     assert CIBA in data["grant_types_supported"]
     assert data["token_endpoint"] == "http://testserver/oauth/token/"
     assert data["jwks_uri"] == "http://testserver/oauth/jwks/"
-    assert set(data["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "client_secret_post"}
+    assert set(data["token_endpoint_auth_methods_supported"]) == {
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    }
 
 
 def test_openid_configuration_also_answers_with_a_trailing_slash(client):
@@ -112,3 +116,11 @@ def test_jwks_serves_the_rsa_key_that_signs_id_tokens(client, agent, approver):
     claims = jwt.decode(id_token, key=jwt.PyJWK(key), algorithms=["RS256"], audience=agent.client_id)
     assert claims["iss"] == "http://testserver"
     assert claims["sub"] == str(approver.user.pk)
+
+
+@pytest.mark.parametrize("path", DOCUMENTS)
+def test_metadata_lists_the_request_signing_algorithms(client, path):
+    # CIBA Core §4: the algorithms a signed authentication request may use; none MUST NOT be listed.
+    algs = fetch(client, path)["backchannel_authentication_request_signing_alg_values_supported"]
+    assert algs == ["RS256", "PS256", "ES256", "EdDSA"]
+    assert "none" not in algs

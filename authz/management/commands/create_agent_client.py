@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from oauth2_provider.generators import generate_client_secret
@@ -10,22 +12,43 @@ from oauth2_provider.models import get_application_model
 
 from approvals import http
 from approvals.conf import approvals_settings
+from authz.jose import JwksError, parse_jwks
 from authz.models import CibaClient
 
 
 class Command(BaseCommand):
-    help = "Register an agent as a confidential OAuth client allowed to use CIBA. Prints JSON with its credentials."
+    help = (
+        "Register an agent as a confidential OAuth client allowed to use CIBA. Prints JSON with its credentials "
+        "(a client_secret, unless it authenticates with private_key_jwt)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--name", required=True)
         parser.add_argument("--delivery-mode", choices=CibaClient.DeliveryMode.values, default="poll")
         parser.add_argument("--notification-endpoint", default="")
         parser.add_argument(
-            "--auth-method",
-            choices=[*CibaClient.AuthMethod.values, "private_key_jwt"],
-            default=CibaClient.AuthMethod.CLIENT_SECRET_BASIC,
+            "--auth-method", choices=CibaClient.AuthMethod.values, default=CibaClient.AuthMethod.CLIENT_SECRET_BASIC
         )
-        parser.add_argument("--jwks", default="", help="file with the client's public JWKS (private_key_jwt)")
+        parser.add_argument("--jwks", default="", help="file with the client's public keys, a JWK Set (JSON)")
+        parser.add_argument("--jwks-uri", default="", help="https URL where the client publishes its JWK Set")
+        parser.add_argument(
+            "--signing-alg",
+            choices=CibaClient.SigningAlg.values,
+            default="",
+            help="the only algorithm accepted for its private_key_jwt assertions (default: any supported one)",
+        )
+        parser.add_argument(
+            "--client-credentials",
+            action="store_true",
+            help="allow the client_credentials grant: tokens for the agent itself, without a person's approval",
+        )
+        parser.add_argument(
+            "--request-signing-alg",
+            choices=CibaClient.SigningAlg.values,
+            default="",
+            help="require signed authentication requests with this algorithm (CIBA Core §7.1.1)",
+        )
+        parser.add_argument("--fapi", action="store_true", help="enforce the FAPI-CIBA profile for this client")
         parser.add_argument("--scopes", default="", help="space-separated scopes this client may ask for")
         parser.add_argument("--user-code", action="store_true", help="the client sends users' user_code")
         parser.add_argument("--no-refresh-tokens", action="store_true")
@@ -48,8 +71,14 @@ class Command(BaseCommand):
                 http.check_url(endpoint)  # the SSRF rules every callback will be held to
             except http.OutboundError as exc:
                 raise CommandError(f"--notification-endpoint is not allowed: {exc}") from exc
-        if options["auth_method"] == "private_key_jwt" or options["jwks"]:
-            raise CommandError("private_key_jwt is not available in this version; use client_secret_basic or _post.")
+        private_key_jwt = options["auth_method"] == CibaClient.AuthMethod.PRIVATE_KEY_JWT
+        if options["signing_alg"] and not private_key_jwt:
+            raise CommandError("--signing-alg is for private_key_jwt clients.")
+        if options["jwks"] and options["jwks_uri"]:
+            raise CommandError("Give the client's keys with --jwks or --jwks-uri, not both.")
+        if private_key_jwt and not (options["jwks"] or options["jwks_uri"]):
+            raise CommandError("private_key_jwt needs the client's public keys: --jwks FILE or --jwks-uri URL.")
+        jwks = self._read_jwks(options["jwks"]) if options["jwks"] else None
         prompt_channels = [name.strip() for name in options["prompt_channels"].split(",") if name.strip()]
         configured = approvals_settings.channel_names()
         unknown = [name for name in prompt_channels if name not in configured]
@@ -75,7 +104,7 @@ class Command(BaseCommand):
             fields["client_id"] = options["client_id"]
         with transaction.atomic():
             application = Application.objects.create(**fields)
-            ciba = CibaClient.objects.create(
+            ciba = CibaClient(
                 application=application,
                 token_endpoint_auth_method=options["auth_method"],
                 backchannel_token_delivery_mode=options["delivery_mode"],
@@ -84,18 +113,54 @@ class Command(BaseCommand):
                 refresh_tokens=not options["no_refresh_tokens"],
                 allowed_scopes=" ".join(options["scopes"].split()),
                 prompt_channels=",".join(prompt_channels),
+                jwks=jwks,
+                jwks_uri=options["jwks_uri"],
+                token_endpoint_auth_signing_alg=options["signing_alg"],
+                client_credentials_enabled=options["client_credentials"],
+                backchannel_authentication_request_signing_alg=options["request_signing_alg"],
+                fapi_ciba=options["fapi"],
             )
-        self.stdout.write(
-            json.dumps(
-                {
-                    "client_id": application.client_id,
-                    "client_secret": secret,
-                    "name": application.name,
-                    "token_endpoint_auth_method": ciba.token_endpoint_auth_method,
-                    "backchannel_token_delivery_mode": ciba.backchannel_token_delivery_mode,
-                    "backchannel_client_notification_endpoint": ciba.backchannel_client_notification_endpoint,
-                    "backchannel_user_code_parameter": ciba.backchannel_user_code_parameter,
-                    "prompt_channels": ciba.prompt_channel_names,
-                }
-            )
+            try:
+                # CibaClient.clean: the key rules (jwks or jwks_uri, SSRF-safe URL) and the FAPI-CIBA profile.
+                ciba.full_clean()
+            except ValidationError as exc:
+                raise CommandError(_describe(exc)) from exc
+            ciba.save()
+        printed: dict[str, Any] = {"client_id": application.client_id}
+        if not private_key_jwt:
+            printed["client_secret"] = secret  # a private_key_jwt client never uses one: it is not shown
+        printed.update(
+            {
+                "name": application.name,
+                "token_endpoint_auth_method": ciba.token_endpoint_auth_method,
+                "backchannel_token_delivery_mode": ciba.backchannel_token_delivery_mode,
+                "backchannel_client_notification_endpoint": ciba.backchannel_client_notification_endpoint,
+                "backchannel_user_code_parameter": ciba.backchannel_user_code_parameter,
+                "prompt_channels": ciba.prompt_channel_names,
+                "jwks_uri": ciba.jwks_uri,
+                "token_endpoint_auth_signing_alg": ciba.token_endpoint_auth_signing_alg,
+                "backchannel_authentication_request_signing_alg": ciba.backchannel_authentication_request_signing_alg,
+                "fapi_ciba": ciba.fapi_ciba,
+                "client_credentials_enabled": ciba.client_credentials_enabled,
+            }
         )
+        self.stdout.write(json.dumps(printed))
+
+    def _read_jwks(self, path: str) -> dict[str, Any]:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise CommandError(f"Cannot read --jwks {path}: {exc.strerror}.") from exc
+        except ValueError as exc:
+            raise CommandError(f"--jwks {path} is not a JSON file.") from exc
+        try:
+            parse_jwks(data)  # refuses private key material, unsupported or weak keys
+        except JwksError as exc:
+            raise CommandError(f"--jwks {path}: {exc}") from exc
+        return data
+
+
+def _describe(exc: ValidationError) -> str:
+    if hasattr(exc, "error_dict"):
+        return " ".join(f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items())
+    return " ".join(exc.messages)
