@@ -14,6 +14,7 @@ from oauth2_provider import views as dot_views
 from oauth2_provider.models import get_access_token_model
 from oauth2_provider.settings import oauth2_settings
 
+from .exchange import exchange_chain_active
 from .models import TokenDetails
 
 
@@ -26,7 +27,7 @@ def introspect(token_value: str) -> dict[str, Any]:
         .filter(token_checksum=checksum)
         .first()
     )
-    if token is None or not token.is_valid():
+    if token is None or not token.is_valid() or not exchange_chain_active(token):
         return {"active": False}
     data: dict[str, Any] = {
         "active": True,

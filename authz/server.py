@@ -1,15 +1,70 @@
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 from django.conf import settings
+from django.db import transaction
+from oauth2_provider.oauth2_backends import OAuthLibCore
 from oauthlib.openid import Server
 
+from . import exchange
 from .grant import OpenIDCibaGrant
 
 
 class CountersignServer(Server):
-    """oauthlib's OpenID Connect server with the CIBA grant registered at the token endpoint."""
+    """oauthlib's OpenID Connect server with the CIBA and token exchange (RFC 8693) grants registered at the token
+    endpoint, and revocation that reaches the tokens exchanged from a revoked one."""
 
     def __init__(self, request_validator, *args, **kwargs) -> None:
         super().__init__(request_validator, *args, **kwargs)
         self.ciba_grant = OpenIDCibaGrant(request_validator)
         self._grant_types[settings.CIBA_GRANT_TYPE] = self.ciba_grant
+        self.token_exchange_grant = exchange.TokenExchangeGrant(request_validator)
+        self._grant_types[exchange.TOKEN_EXCHANGE_GRANT_TYPE] = self.token_exchange_grant
+
+    def create_revocation_response(self, uri, http_method="POST", body=None, headers=None):
+        # RFC 7009 plus our decision in authz.exchange.token_family_lock: exchanged tokens go with their subject.
+        token_value = _body_param(body, "token")
+        if not token_value:
+            return super().create_revocation_response(uri, http_method, body, headers)
+        with transaction.atomic():
+            family = exchange.token_family_lock(token_value)
+            resp_headers, resp_body, status = super().create_revocation_response(uri, http_method, body, headers)
+            if family is not None and status == 200:
+                root_id, downstream_ids = family
+                exchange.exchanged_tokens_revoke(root_id=root_id, downstream_ids=downstream_ids)
+        return resp_headers, resp_body, status
+
+    def create_token_response(self, uri, http_method="POST", body=None, headers=None, *args, **kwargs):
+        # A rotated refresh token deletes the access token it was issued with (DOT's RefreshToken.revoke): the
+        # tokens exchanged from that access token go with it, as on revocation (authz.exchange.token_family_lock).
+        refresh_value = _body_param(body, "refresh_token") if _body_param(body, "grant_type") == "refresh_token" else ""
+        if not refresh_value:
+            return super().create_token_response(uri, http_method, body, headers, *args, **kwargs)
+        with transaction.atomic():
+            family = exchange.token_family_lock(refresh_value)
+            resp_headers, resp_body, status = super().create_token_response(
+                uri, http_method, body, headers, *args, **kwargs
+            )
+            if family is not None and status == 200:
+                root_id, downstream_ids = family
+                exchange.exchanged_tokens_revoke(root_id=root_id, downstream_ids=downstream_ids)
+        return resp_headers, resp_body, status
+
+
+def _body_param(body: str | None, name: str) -> str:
+    try:
+        value = dict(parse_qsl(body or "", keep_blank_values=True)).get(name) or ""
+    except ValueError:
+        return ""
+    return "" if "\x00" in value else value
+
+
+class CountersignOAuthLibCore(OAuthLibCore):
+    """DOT's glue to oauthlib, keeping every value of a repeated parameter in a token exchange request: RFC 8693
+    §2.1 lets `audience` repeat like `resource`, and repeats of the other parameters must be refused, not merged."""
+
+    def extract_body(self, request):
+        if request.POST.get("grant_type") == exchange.TOKEN_EXCHANGE_GRANT_TYPE:
+            return [(key, value) for key, values in request.POST.lists() for value in values]
+        return super().extract_body(request)

@@ -6,13 +6,23 @@ import logging
 from datetime import UTC
 
 from django.conf import settings
-from oauth2_provider.models import get_application_model
+from django.db import transaction
+from oauth2_provider.models import get_access_token_model, get_application_model
 from oauth2_provider.oauth2_validators import GRANT_TYPE_MAPPING, OAuth2Validator
+from oauth2_provider.settings import oauth2_settings
 
 from approvals.models import ApprovalRequest
 
-from .client_auth import authenticate_client, ciba_settings, extract_credentials
+from .client_auth import (
+    AUTHENTICATED_CLIENT_META,
+    assertion_audience,
+    authenticate_client,
+    ciba_settings,
+    extract_credentials,
+)
 from .errors import OAuthError
+from .exchange import exchange_chain_active
+from .models import TokenDetails
 
 logger = logging.getLogger(__name__)
 
@@ -21,20 +31,31 @@ class CountersignValidator(OAuth2Validator):
     """DOT's validator with Countersign's client authentication, the CIBA grant and CIBA's ID token claims."""
 
     def authenticate_client(self, request, *args, **kwargs) -> bool:
+        Application = get_application_model()
         # vars(), not getattr(): oauthlib's Request answers any unknown attribute with the body parameter of that
         # name, so only an attribute our own code set can mark an internal push issuance (authz.push).
         pushed_for = vars(request).get("countersign_push")
-        if isinstance(pushed_for, get_application_model()):
+        if isinstance(pushed_for, Application):
             request.client = pushed_for
             request.client_id = pushed_for.client_id
+            return True
+        # Already authenticated by our token view (authz.views.TokenView): verifying again would refuse a
+        # client_assertion, whose jti is accepted once. Only our code can put an Application there (client_auth).
+        authenticated = request.headers.get(AUTHENTICATED_CLIENT_META)
+        if isinstance(authenticated, Application):
+            request.client = authenticated
+            request.client_id = authenticated.client_id
             return True
         params = {k: v for k, v in (request.decoded_body or [])}
         authorization = request.headers.get("HTTP_AUTHORIZATION") or request.headers.get("Authorization")
         try:
             credentials = extract_credentials(authorization, params)
-            application = authenticate_client(credentials)
+            # Introspection and revocation also accept an assertion addressed to themselves (RFC 7523 §3).
+            endpoint = (request.uri or "").split("?", 1)[0]
+            audience = assertion_audience(oauth2_settings.oidc_issuer(request).rstrip("/"), endpoint)
+            application = authenticate_client(credentials, audience=audience)
         except OAuthError as exc:
-            logger.info("Client authentication failed at the token endpoint: %s", exc.description)
+            logger.info("Client authentication failed: %s", exc.description)
             return False
         request.client = application
         request.client_id = application.client_id
@@ -46,14 +67,47 @@ class CountersignValidator(OAuth2Validator):
             return bool(ciba and ciba.ciba_enabled)
         if grant_type == "refresh_token" and ciba and ciba.ciba_enabled and ciba.refresh_tokens:
             return True
+        if grant_type == "client_credentials" and ciba is not None:
+            # Every agent's DOT grant type is client-credentials (create_agent_client), so DOT alone would let each
+            # one act on its own behalf; the CibaClient flag decides.
+            return ciba.client_credentials_enabled
         if grant_type not in GRANT_TYPE_MAPPING:
             return False
         return super().validate_grant_type(client_id, grant_type, client, request, *args, **kwargs)
+
+    def validate_bearer_token(self, token, scopes, request) -> bool:
+        # An exchanged token is only as good as the chain it came from (authz.exchange).
+        if not super().validate_bearer_token(token, scopes, request):
+            return False
+        return exchange_chain_active(request.access_token)
 
     def _create_access_token(self, expires, request, token, source_refresh_token=None):
         access_token = super()._create_access_token(expires, request, token, source_refresh_token)
         request.issued_access_token = access_token
         return access_token
+
+    def save_bearer_token(self, token, request, *args, **kwargs):
+        """A refreshed token keeps the authorization_details the person approved (RFC 9396 §7): read them before
+        DOT's rotation deletes the old access token, copy them to the new one, and answer with them."""
+        source = vars(request).get("refresh_token_instance") if request.grant_type == "refresh_token" else None
+        if source is None:
+            return super().save_bearer_token(token, request, *args, **kwargs)
+        with transaction.atomic():
+            approved = list(
+                TokenDetails.objects.filter(access_token_id=source.access_token_id).values_list(
+                    "authorization_details", flat=True
+                )
+            )
+            result = super().save_bearer_token(token, request, *args, **kwargs)
+            checksum = hashlib.sha256(token["access_token"].encode("utf-8")).hexdigest()
+            access_token = get_access_token_model().objects.filter(token_checksum=checksum).first()
+            # The grace-period path answers with a token refreshed before, which already has its copy.
+            details = TokenDetails.objects.filter(access_token=access_token).first() if access_token else None
+            if details is None and access_token is not None and approved:
+                details = TokenDetails.objects.create(access_token=access_token, authorization_details=approved[0])
+            if details is not None and details.authorization_details:
+                token["authorization_details"] = details.authorization_details
+        return result
 
     def get_oidc_issuer_endpoint(self, request) -> str:
         issuer = vars(request).get("countersign_issuer")  # set by authz.push only (see authenticate_client)

@@ -197,6 +197,32 @@ def _oidc_private_key() -> str:
 
 
 CIBA_GRANT_TYPE = "urn:openid:params:grant-type:ciba"
+TOKEN_EXCHANGE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
+
+# RFC 7591 §3: who may register clients at /oauth/register/ (authz.registration). "initial_access_token" (default):
+# a bearer token from `manage.py create_registration_token`; "open": anyone; "off": no registration endpoint.
+REGISTRATION_MODE = env.str("COUNTERSIGN_REGISTRATION_MODE", default="initial_access_token")
+if REGISTRATION_MODE not in ("initial_access_token", "open", "off"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("COUNTERSIGN_REGISTRATION_MODE must be initial_access_token, open or off.")
+
+# Access tokens are random strings ("opaque", checked through /oauth/introspect/) or RS256 JWTs (RFC 9068, "jwt")
+# that resource servers can verify offline with /oauth/jwks/. Refresh tokens stay random either way (oauthlib would
+# otherwise generate them with the access token generator).
+ACCESS_TOKEN_FORMAT = env.str("ACCESS_TOKEN_FORMAT", default="opaque")
+if ACCESS_TOKEN_FORMAT not in ("opaque", "jwt"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("ACCESS_TOKEN_FORMAT must be opaque or jwt.")
+ACCESS_TOKEN_GENERATORS = (
+    {
+        "ACCESS_TOKEN_GENERATOR": "authz.access_tokens.signed_access_token",
+        "REFRESH_TOKEN_GENERATOR": "oauthlib.oauth2.rfc6749.tokens.random_token_generator",
+    }
+    if ACCESS_TOKEN_FORMAT == "jwt"
+    else {}
+)
 
 # DOT's models are used as they are (not swapped); naming them lets migrations reference them as swappable.
 OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
@@ -226,11 +252,27 @@ OAUTH2_PROVIDER = {
     "ID_TOKEN_EXPIRE_SECONDS": env.int("ID_TOKEN_EXPIRE_SECONDS", default=600),
     "REFRESH_TOKEN_EXPIRE_SECONDS": env.int("REFRESH_TOKEN_EXPIRE_SECONDS", default=86400),
     "PKCE_REQUIRED": True,
-    "OIDC_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": ["client_secret_basic", "client_secret_post"],
-    "OAUTH2_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": ["client_secret_basic", "client_secret_post"],
+    # Dynamic client registration (RFC 7591/7592) through authz.registration; DCR_ENABLED puts registration_endpoint
+    # in the metadata. Registration access tokens (RFC 7592 §3) do not expire and rotate on every update.
+    "DCR_ENABLED": REGISTRATION_MODE != "off",
+    "DCR_REGISTRATION_PERMISSION_CLASSES": ("authz.registration.RegistrationModePermission",),
+    "DCR_REGISTRATION_SCOPE": "oauth2_provider:registration",
+    "DCR_REGISTRATION_TOKEN_EXPIRE_SECONDS": None,
+    "DCR_ROTATE_REGISTRATION_TOKEN_ON_UPDATE": True,
+    "OIDC_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+    "OAUTH2_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
     "OIDC_RESPONSE_TYPES_SUPPORTED": ["code"],
     "OAUTH2_RESPONSE_TYPES_SUPPORTED": ["code"],
-    "OAUTH2_GRANT_TYPES_SUPPORTED": ["authorization_code", "client_credentials", "refresh_token", CIBA_GRANT_TYPE],
+    "OAUTH2_GRANT_TYPES_SUPPORTED": [
+        "authorization_code",
+        "client_credentials",
+        "refresh_token",
+        CIBA_GRANT_TYPE,
+        TOKEN_EXCHANGE_GRANT_TYPE,
+    ],
+    # Keeps repeated audience values of token exchange requests (RFC 8693 §2.1); see authz.server.
+    "OAUTH2_BACKEND_CLASS": "authz.server.CountersignOAuthLibCore",
+    **ACCESS_TOKEN_GENERATORS,
 }
 
 # Countersign's own tunables; read them through approvals.conf.approvals_settings.

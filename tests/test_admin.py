@@ -247,6 +247,10 @@ def test_application_admin_shows_the_ciba_inline(admin_client, agent):
     assert response.status_code == 200
     html = response.content.decode()
     assert "CIBA client settings" in html
+    assert "Identity (RFC 7523, CIBA Core §7.1.1, FAPI-CIBA)" in html
+    assert 'name="ciba-0-jwks_uri"' in html
+    assert 'name="ciba-0-fapi_ciba"' in html
+    assert 'name="ciba-0-token_exchange_enabled"' in html
     assert 'name="ciba-0-backchannel_token_delivery_mode"' in html
     assert 'name="ciba-0-token_endpoint_auth_method"' in html
     assert 'name="ciba-0-refresh_tokens"' in html

@@ -1,0 +1,449 @@
+"""OAuth 2.0 Token Exchange (RFC 8693) for agents: a token issued here is exchanged for a narrower one, for another
+resource or another agent, and the new token records who acts for whom (the `act` chain, RFC 8693 §4.1).
+
+An exchanged token never outlives, and never exceeds, the token it came from: its scope and authorization_details
+are subsets, its expiry is at most the subject token's, and revoking the subject token revokes it (see
+`token_family_lock`). Exchanged tokens carry no refresh token: the agent exchanges again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from oauth2_provider.models import get_access_token_model, get_application_model, get_refresh_token_model
+from oauth2_provider.settings import oauth2_settings
+from oauthlib.oauth2.rfc6749 import errors
+from oauthlib.oauth2.rfc6749.grant_types.base import GrantTypeBase
+
+from .client_auth import ciba_settings
+from .models import TokenDetails
+
+logger = logging.getLogger(__name__)
+
+TOKEN_EXCHANGE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+
+# RFC 8693 §2.1: resource and audience may repeat; every other parameter appears at most once.
+REPEATABLE = ("resource", "audience")
+MAX_TARGETS = 10
+MAX_PARAM_LENGTH = 16 * 1024
+# A chain longer than this is refused: each hop nests one more `act` object in every token below it.
+MAX_CHAIN_DEPTH = 8
+
+
+class InvalidTarget(errors.OAuth2Error):
+    # RFC 8693 §2.2.2: a resource or audience the server will not issue a token for.
+    error = "invalid_target"
+
+
+class InvalidAuthorizationDetails(errors.OAuth2Error):
+    # RFC 9396 §5: requested authorization_details that are malformed, unknown or wider than approved.
+    error = "invalid_authorization_details"
+
+
+class ExchangeInvalidClient(errors.InvalidClientError):
+    description = "Client authentication failed."
+
+    @property
+    def headers(self) -> dict[str, str]:
+        # RFC 6749 §5.2: the challenge names the scheme the client authenticates with (Basic), as authz.errors does.
+        return {"WWW-Authenticate": 'Basic realm="countersign", error="invalid_client"'}
+
+
+@dataclass(frozen=True)
+class ExchangeRequest:
+    """What a validated exchange will issue."""
+
+    subject: Any
+    scopes: list[str]
+    resources: list[str]
+    audience: list[str]
+    authorization_details: list[dict[str, Any]]
+    act: dict[str, Any]
+    expires_in: int
+
+
+class TokenExchangeGrant(GrantTypeBase):
+    """RFC 8693 §2: grant_type=urn:ietf:params:oauth:grant-type:token-exchange at the token endpoint."""
+
+    def create_token_response(self, request, token_handler):
+        headers = self._get_default_headers()
+        try:
+            with transaction.atomic():
+                exchange = self.validate_token_request(request)
+                token = token_handler.create_token(request, refresh_token=False)
+                # DOT's save_bearer_token derives `expires` from expires_in: the subject token's expiry bounds it.
+                token["expires_in"] = exchange.expires_in
+                self.request_validator.save_token(token, request)
+                issued = vars(request).get("issued_access_token") or _find_access_token(token["access_token"])
+                TokenDetails.objects.create(
+                    access_token=issued,
+                    authorization_details=exchange.authorization_details,
+                    audience=exchange.audience,
+                    act=exchange.act,
+                    subject_token=exchange.subject,
+                )
+        except errors.OAuth2Error as e:
+            headers.update(e.headers)
+            return headers, e.json, e.status_code
+        body: dict[str, Any] = {
+            "access_token": token["access_token"],
+            "issued_token_type": ACCESS_TOKEN_TYPE,
+            "token_type": "Bearer",
+            "expires_in": exchange.expires_in,
+            "scope": " ".join(exchange.scopes),
+        }
+        if exchange.authorization_details:
+            body["authorization_details"] = exchange.authorization_details
+        logger.info(
+            "Exchanged access token %s for token %s issued to client %s",
+            exchange.subject.pk,
+            issued.pk,
+            request.client_id,
+        )
+        return headers, json.dumps(body), 200
+
+    def validate_token_request(self, request) -> ExchangeRequest:
+        """RFC 8693 §2.1, §2.2.2. Runs inside the issuing transaction: the subject token row stays locked until the
+        new token is written, so a concurrent revocation cannot leave a token derived from a revoked one."""
+        if request.grant_type != TOKEN_EXCHANGE_GRANT_TYPE:
+            raise errors.UnsupportedGrantTypeError(request=request)
+        params = _read_params(request)
+        if not self.request_validator.authenticate_client(request):
+            raise ExchangeInvalidClient(request=request)
+        request.client_id = request.client_id or request.client.client_id
+        ciba = ciba_settings(request.client)
+        if ciba is None or not ciba.token_exchange_enabled:
+            raise errors.UnauthorizedClientError(
+                description="This client is not allowed to exchange tokens.", request=request
+            )
+
+        subject_value = _single(params, "subject_token", request, required=True)
+        if _single(params, "subject_token_type", request, required=True) != ACCESS_TOKEN_TYPE:
+            raise errors.InvalidRequestError(
+                description=f"subject_token_type must be {ACCESS_TOKEN_TYPE}.", request=request
+            )
+        requested_type = _single(params, "requested_token_type", request)
+        if requested_type is not None and requested_type != ACCESS_TOKEN_TYPE:
+            raise errors.InvalidRequestError(description=f"Only {ACCESS_TOKEN_TYPE} can be requested.", request=request)
+        actor_value = _single(params, "actor_token", request)
+        actor_type = _single(params, "actor_token_type", request)
+        if (actor_value is None) != (actor_type is None):
+            raise errors.InvalidRequestError(
+                description="actor_token and actor_token_type go together.", request=request
+            )
+        if actor_type is not None and actor_type != ACCESS_TOKEN_TYPE:
+            raise errors.InvalidRequestError(
+                description=f"actor_token_type must be {ACCESS_TOKEN_TYPE}.", request=request
+            )
+
+        resources = _targets(params, "resource")
+        audience = _targets(params, "audience")
+        if not resources and not audience:
+            raise errors.InvalidRequestError(
+                description="Name the target with resource or audience (RFC 8693 §2.1).", request=request
+            )
+
+        subject = _locked_token(subject_value)
+        if subject is None or not subject.is_valid() or not exchange_chain_active(subject):
+            raise errors.InvalidGrantError(
+                description="The subject_token is not an active access token.", request=request
+            )
+        subject_details = _details_of(subject)
+        if subject.application_id != request.client.pk and request.client_id not in (
+            subject_details.audience if subject_details else []
+        ):
+            # The same answer as for an unknown token: a client cannot probe other clients' tokens.
+            raise errors.InvalidGrantError(
+                description="The subject_token is not an active access token.", request=request
+            )
+
+        actor_client_id = request.client_id
+        if actor_value is not None:
+            actor = _find_access_token(actor_value)
+            if actor is None or not actor.is_valid() or not exchange_chain_active(actor) or actor.application is None:
+                raise errors.InvalidGrantError(
+                    description="The actor_token is not an active access token.", request=request
+                )
+            actor_client_id = actor.application.client_id
+
+        previous_act = subject_details.act if subject_details else None
+        if _chain_depth(previous_act) >= MAX_CHAIN_DEPTH:
+            raise errors.InvalidGrantError(
+                description="The subject_token was exchanged too many times already.", request=request
+            )
+        act: dict[str, Any] = {"sub": actor_client_id}
+        if previous_act:
+            act["act"] = previous_act
+
+        _check_resources(resources, subject, request)
+        _check_audience(audience, request)
+        scopes = _narrowed_scopes(_single(params, "scope", request), subject, ciba, request)
+        details = _narrowed_details(
+            _single(params, "authorization_details", request),
+            subject_details.authorization_details if subject_details else [],
+            ciba,
+            request,
+        )
+
+        now = timezone.now()
+        lifetime = min(
+            timedelta(seconds=oauth2_settings.ACCESS_TOKEN_EXPIRE_SECONDS), subject.expires - now
+        ).total_seconds()
+        expires_in = int(lifetime)  # rounded down: never past the subject token's expiry
+        if expires_in < 1:
+            raise errors.InvalidGrantError(description="The subject_token is about to expire.", request=request)
+
+        request.user = subject.user
+        request.scopes = scopes
+        request.resource = resources  # DOT stores it as the token's RFC 8707 resource
+        request.claims = None
+        # What a JWT access token carries (authz.access_tokens), known before the token is generated.
+        request.countersign_exchange = {
+            "authorization_details": details,
+            "audience": audience,
+            "act": act,
+            "expires_in": expires_in,
+        }
+        return ExchangeRequest(
+            subject=subject,
+            scopes=scopes,
+            resources=resources,
+            audience=audience,
+            authorization_details=details,
+            act=act,
+            expires_in=expires_in,
+        )
+
+
+def exchange_chain_active(token: Any) -> bool:
+    """Whether every token an exchanged token came from still exists and is unexpired.
+
+    Revocation through the endpoint removes exchanged tokens with their subject (`token_family_lock`); this check
+    covers subject tokens that disappear any other way (a rotated refresh token, an admin deleting a row): the
+    `subject_token` link is then NULL while `act` says the token was exchanged."""
+    seen = 0
+    current = token
+    while seen <= MAX_CHAIN_DEPTH:
+        details = _details_of(current)
+        if details is None or details.act is None:
+            return True  # not exchanged: the root of its chain
+        if details.subject_token_id is None:
+            return False
+        parent = get_access_token_model().objects.filter(pk=details.subject_token_id).first()
+        if parent is None or parent.is_expired():
+            return False
+        current = parent
+        seen += 1
+    return False
+
+
+def token_family_lock(token_value: str) -> tuple[int, list[int]] | None:
+    """Locks the access token `token_value` names (an access token or its refresh token) and every token exchanged
+    from it, directly or down a chain: (its pk, their pks), or None if there is no such token.
+
+    Decision (RFC 8693 §1.1 leaves it to the server): revoking a token revokes everything exchanged from it. An
+    exchanged token is delegated authority; once the delegating token is withdrawn, the agents further down the
+    chain must lose it too, or revocation would stop only the first hop. Called inside the revocation transaction,
+    so an exchange that races the revocation waits for the lock and then finds its subject gone."""
+    AccessToken = get_access_token_model()
+    checksum = hashlib.sha256(token_value.encode("utf-8")).hexdigest()
+    root = AccessToken.objects.select_for_update().filter(token_checksum=checksum).values_list("pk", flat=True).first()
+    if root is None:
+        access_token_id = (
+            get_refresh_token_model()
+            .objects.filter(token_checksum=checksum)
+            .values_list("access_token_id", flat=True)
+            .first()
+        )
+        if access_token_id is None:
+            return None
+        root = AccessToken.objects.select_for_update().filter(pk=access_token_id).values_list("pk", flat=True).first()
+        if root is None:
+            return None
+    family: list[int] = []
+    frontier = [root]
+    for _hop in range(MAX_CHAIN_DEPTH + 1):
+        children = list(
+            TokenDetails.objects.select_for_update()
+            .filter(subject_token_id__in=frontier)
+            .values_list("access_token_id", flat=True)
+        )
+        children = [pk for pk in children if pk not in family and pk != root]
+        if not children:
+            break
+        family += children
+        frontier = children
+    return root, family
+
+
+def exchanged_tokens_revoke(*, root_id: int, downstream_ids: list[int]) -> int:
+    """Revokes the tokens exchanged from `root_id` once the root itself is gone; the number revoked."""
+    AccessToken = get_access_token_model()
+    if not downstream_ids or AccessToken.objects.filter(pk=root_id).exists():
+        return 0  # the revocation did not remove the root (another client's token, RFC 7009 §2.2)
+    revoked, _by_model = AccessToken.objects.filter(pk__in=downstream_ids).delete()
+    logger.info("Revoked %s tokens exchanged from revoked token %s", len(downstream_ids), root_id)
+    return revoked
+
+
+def _read_params(request) -> dict[str, list[str]]:
+    params: dict[str, list[str]] = {}
+    for key, value in request.decoded_body or []:
+        if "\x00" in key or "\x00" in value:
+            # PostgreSQL cannot compare text containing NUL: a lookup would fail with a 500.
+            raise errors.InvalidRequestError(description="Parameters must not contain NUL characters.", request=request)
+        if len(value) > MAX_PARAM_LENGTH:
+            raise errors.InvalidRequestError(description=f"The parameter {key[:40]} is too long.", request=request)
+        params.setdefault(key, []).append(value)
+    for key, values in params.items():
+        if len(values) > 1 and key not in REPEATABLE:
+            raise errors.InvalidRequestError(description=f"The parameter {key[:40]} is repeated.", request=request)
+    return params
+
+
+def _single(params: dict[str, list[str]], name: str, request, *, required: bool = False) -> str | None:
+    values = params.get(name)
+    if not values or not values[0]:
+        if required:
+            raise errors.InvalidRequestError(description=f"{name} is required.", request=request)
+        return None
+    return values[0]
+
+
+def _targets(params: dict[str, list[str]], name: str) -> list[str]:
+    values: list[str] = []
+    for value in params.get(name, []):
+        if value and value not in values:
+            values.append(value)
+    if len(values) > MAX_TARGETS:
+        raise InvalidTarget(description=f"At most {MAX_TARGETS} {name} values.")
+    return values
+
+
+def _locked_token(value: str) -> Any | None:
+    checksum = hashlib.sha256(value.encode("utf-8")).hexdigest()
+    return (
+        get_access_token_model()
+        .objects.select_for_update(of=("self",))
+        .select_related("application", "user")
+        .filter(token_checksum=checksum)
+        .first()
+    )
+
+
+def _find_access_token(value: str) -> Any | None:
+    checksum = hashlib.sha256(value.encode("utf-8")).hexdigest()
+    return get_access_token_model().objects.select_related("application").filter(token_checksum=checksum).first()
+
+
+def _details_of(token: Any) -> TokenDetails | None:
+    return TokenDetails.objects.filter(access_token_id=token.pk).first()
+
+
+def _chain_depth(act: Any) -> int:
+    depth = 0
+    while isinstance(act, dict) and depth <= MAX_CHAIN_DEPTH:
+        depth += 1
+        act = act.get("act")
+    return depth
+
+
+def _check_resources(resources: list[str], subject: Any, request) -> None:
+    for resource in resources:
+        parts = urlsplit(resource)
+        if parts.scheme not in ("https", "http") or not parts.hostname or parts.fragment or parts.username:
+            # RFC 8707 §2: an absolute URI without a fragment.
+            raise InvalidTarget(description="Each resource must be an absolute http(s) URI.", request=request)
+        if parts.scheme == "http" and not settings.DEBUG and parts.hostname not in ("localhost", "127.0.0.1"):
+            raise InvalidTarget(description="Resources must use https.", request=request)
+    allowed = list(subject.resource or [])
+    if allowed:
+        # RFC 8707 §2.2: a token limited to some resources cannot be exchanged for others.
+        outside = [r for r in resources if r not in allowed]
+        if outside:
+            raise InvalidTarget(
+                description="The subject_token is not valid for the requested resource.", request=request
+            )
+
+
+def _check_audience(audience: list[str], request) -> None:
+    # The audience of an agent-to-agent exchange is the next agent, named by its client_id: an unknown name would
+    # give a token nobody here can recognise (RFC 8693 §2.2.2 invalid_target).
+    if not audience:
+        return
+    known = set(get_application_model().objects.filter(client_id__in=audience).values_list("client_id", flat=True))
+    unknown = [a for a in audience if a not in known]
+    if unknown:
+        raise InvalidTarget(description="Unknown audience; name a registered client_id.", request=request)
+
+
+def _narrowed_scopes(requested: str | None, subject: Any, ciba: Any, request) -> list[str]:
+    granted = subject.scope.split()
+    if requested is None:
+        scopes = granted
+    else:
+        scopes = list(dict.fromkeys(requested.split()))
+        if not scopes or not set(scopes) <= set(granted):
+            raise errors.InvalidScopeError(
+                description="The scope must be a subset of the subject_token's scope.", request=request
+            )
+    if not ciba.allows_scopes(scopes):
+        raise errors.InvalidScopeError(description="This client may not hold these scopes.", request=request)
+    return scopes
+
+
+def _narrowed_details(
+    requested: str | None, approved: list[dict[str, Any]], ciba: Any, request
+) -> list[dict[str, Any]]:
+    if requested is None:
+        details = approved
+    else:
+        try:
+            details = json.loads(requested)
+        except (ValueError, RecursionError) as exc:  # RecursionError: deeply nested arrays
+            raise InvalidAuthorizationDetails(
+                description="authorization_details must be a JSON array.", request=request
+            ) from exc
+        if not isinstance(details, list) or not all(
+            isinstance(d, dict) and isinstance(d.get("type"), str) for d in details
+        ):
+            raise InvalidAuthorizationDetails(
+                description="authorization_details must be an array of objects with a type.", request=request
+            )
+        for detail in details:
+            if not any(_no_wider(detail, candidate) for candidate in approved):
+                raise InvalidAuthorizationDetails(
+                    description=f"The {detail['type'][:60]} authorization is wider than the subject_token's.",
+                    request=request,
+                )
+    allowed_types = set(ciba.authorization_details_types or [])
+    if allowed_types and any(d.get("type") not in allowed_types for d in details):
+        raise InvalidAuthorizationDetails(
+            description="This client may not use these authorization_details types.", request=request
+        )
+    return details
+
+
+def _no_wider(requested: dict[str, Any], approved: dict[str, Any]) -> bool:
+    """RFC 9396 §2: a requested object no wider than an approved one. Same fields (a left-out field such as
+    `locations` could mean "anywhere", so it is not narrower), equal values, or for arrays a non-empty subset."""
+    if not isinstance(approved, dict) or set(requested) != set(approved):
+        return False
+    for key, value in requested.items():
+        granted = approved[key]
+        if isinstance(granted, list) and isinstance(value, list):
+            if not value or any(item not in granted for item in value):
+                return False
+        elif value != granted:
+            return False
+    return True
