@@ -4,7 +4,7 @@ resolve them (see config/urls.py)."""
 from django.urls import path, re_path
 from oauth2_provider import views as dot_views
 
-from . import views
+from . import registration, views
 from .introspection import IntrospectTokenView
 
 oauth_patterns = [
@@ -23,4 +23,11 @@ oauth_patterns = [
     path("oauth/revoke/", dot_views.RevokeTokenView.as_view(), name="revoke-token"),
     path("oauth/userinfo/", dot_views.UserInfoView.as_view(), name="user-info"),
     path("oauth/jwks/", dot_views.JwksInfoView.as_view(), name="jwks-info"),
+    # RFC 7591 and RFC 7592; DOT's names, so its metadata and registration_client_uri find them.
+    path("oauth/register/", registration.RegistrationView.as_view(), name="dcr-register"),
+    path(
+        "oauth/register/<str:client_id>/",
+        registration.RegistrationManagementView.as_view(),
+        name="dcr-register-management",
+    ),
 ]
