@@ -176,11 +176,13 @@ class CibaClient(models.Model):
     @property
     def allowed_signing_algs(self) -> list[str]:
         """The algorithms private_key_jwt assertions may use for this client."""
-        if self.token_endpoint_auth_signing_alg:
-            return [self.token_endpoint_auth_signing_alg]
+        allowed = (
+            [self.token_endpoint_auth_signing_alg] if self.token_endpoint_auth_signing_alg else self.SigningAlg.values
+        )
         if self.fapi_ciba:
-            return [self.SigningAlg.PS256, self.SigningAlg.ES256]
-        return list(self.SigningAlg.values)
+            # FAPI 1.0 Advanced §8.6, also for a row written around clean() (an RS256 registration is refused there).
+            allowed = [alg for alg in allowed if alg in (self.SigningAlg.PS256, self.SigningAlg.ES256)]
+        return list(allowed)
 
     @property
     def prompt_channel_names(self) -> list[str]:

@@ -14,6 +14,7 @@ from django.test import Client
 from approvals.models import ApprovalRequest
 from tests import factories
 from tests.conftest import CIBA, FORM
+from tests.factories import assert_oauth_error
 from tests.test_signed_requests import (
     BC_AUTHORIZE,
     ISSUER,
@@ -175,3 +176,52 @@ def test_a_fapi_client_with_private_key_jwt_still_needs_a_signed_request(make_ag
         content_type=FORM,
     )
     assert_refused(response, "signed request")
+
+
+@pytest.mark.parametrize("registered", ["", "RS256"])
+def test_an_rs256_client_assertion_from_a_fapi_client_is_invalid_client(make_agent, approver, registered):
+    # Conformance: fapi-ciba-id1-ensure-client-assertion-signature-algorithm-in-...-is-RS256-fails
+    request_key, auth_key = private_key("PS256", "fapi-request"), private_key("RS256", "fapi-auth")
+    agent = make_agent(
+        name="FAPI agent",
+        jwks={"keys": [public_jwk(request_key, kid="request"), public_jwk(auth_key, kid="auth")]},
+        backchannel_authentication_request_signing_alg="PS256",
+        token_endpoint_auth_method="private_key_jwt",
+        token_endpoint_auth_signing_alg=registered,
+        fapi_ciba=True,
+    )
+    fapi = SigningAgent(agent=agent, alg="PS256", key=request_key, kid="request")
+    response = Client().post(
+        BC_AUTHORIZE,
+        urlencode(
+            {
+                "client_assertion_type": JWT_BEARER,
+                "client_assertion": _assertion(agent.client_id, auth_key, "auth", alg="RS256"),
+                "request": fapi.sign(fapi.claims(binding_message="1234")),
+            }
+        ),
+        content_type=FORM,
+    )
+    assert_oauth_error(response, 401, "invalid_client")
+    assert "RS256" in response.json()["error_description"]
+
+
+@pytest.mark.parametrize("endpoint", [BC_AUTHORIZE, "/oauth/token/"])
+def test_a_fapi_client_without_a_client_assertion_is_invalid_client(make_agent, approver, endpoint):
+    # Conformance: ...-ensure-without-client-assertion-in-{backchannel-authorization,token}-endpoint-fails
+    request_key = private_key("PS256", "fapi-request")
+    agent = make_agent(
+        name="FAPI agent",
+        jwks={"keys": [public_jwk(request_key, kid="request")]},
+        backchannel_authentication_request_signing_alg="PS256",
+        token_endpoint_auth_method="private_key_jwt",
+        fapi_ciba=True,
+    )
+    fapi = SigningAgent(agent=agent, alg="PS256", key=request_key, kid="request")
+    form = {"client_id": agent.client_id}
+    if endpoint == BC_AUTHORIZE:
+        form["request"] = fapi.sign(fapi.claims(binding_message="1234"))
+    else:
+        form.update(grant_type=CIBA, auth_req_id=factories.make_approval_request(approver, agent).auth_req_id)
+    response = Client().post(endpoint, urlencode(form), content_type=FORM)
+    assert_oauth_error(response, 401, "invalid_client")
