@@ -19,6 +19,7 @@ from oauth2_provider.models import get_application_model
 from approvals.models import Approver
 from approvals.phones import normalize_e164
 from authz.models import CibaClient
+from tests import factories
 from tests.conftest import CIBA, FORM, Agent
 from tests.test_private_key_jwt import Signer
 
@@ -238,6 +239,20 @@ def test_create_agent_client_client_credentials_flag(db):
     plain = agent_from(run("create_agent_client", "--name", "Plain"))
     refused = plain.post("/oauth/token/", {"grant_type": "client_credentials", "scope": "openid"})
     assert refused.json()["error"] == "unauthorized_client"
+
+
+def test_create_agent_client_no_ciba_makes_a_client_that_only_introspects(agent, approver):
+    printed = run("create_agent_client", "--name", "Payments API", "--no-ciba")
+    assert printed["ciba_enabled"] is False
+    resource_server = agent_from(printed)
+
+    refused = resource_server.bc_authorize(scope="openid", login_hint="alice")
+    assert refused.status_code == 400 and refused.json()["error"] == "unauthorized_client"
+    approval_request = factories.make_approval_request(approver, agent)
+    factories.decide(approval_request.auth_req_id)
+    access_token = agent.poll(approval_request.auth_req_id).json()["access_token"]
+    introspected = resource_server.post("/oauth/introspect/", {"token": access_token})
+    assert introspected.status_code == 200 and introspected.json()["active"] is True
 
 
 def test_create_agent_client_refuses_a_notification_endpoint_for_poll(db):

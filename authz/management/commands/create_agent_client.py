@@ -49,6 +49,12 @@ class Command(BaseCommand):
             help="require signed authentication requests with this algorithm (CIBA Core §7.1.1)",
         )
         parser.add_argument("--fapi", action="store_true", help="enforce the FAPI-CIBA profile for this client")
+        parser.add_argument(
+            "--no-ciba",
+            action="store_true",
+            help="a client that never asks people: a resource server that only introspects tokens, or an agent "
+            "that only uses --client-credentials",
+        )
         parser.add_argument("--scopes", default="", help="space-separated scopes this client may ask for")
         parser.add_argument("--user-code", action="store_true", help="the client sends users' user_code")
         parser.add_argument("--no-refresh-tokens", action="store_true")
@@ -106,6 +112,7 @@ class Command(BaseCommand):
             application = Application.objects.create(**fields)
             ciba = CibaClient(
                 application=application,
+                ciba_enabled=not options["no_ciba"],
                 token_endpoint_auth_method=options["auth_method"],
                 backchannel_token_delivery_mode=options["delivery_mode"],
                 backchannel_client_notification_endpoint=endpoint,
@@ -132,6 +139,7 @@ class Command(BaseCommand):
         printed.update(
             {
                 "name": application.name,
+                "ciba_enabled": ciba.ciba_enabled,
                 "token_endpoint_auth_method": ciba.token_endpoint_auth_method,
                 "backchannel_token_delivery_mode": ciba.backchannel_token_delivery_mode,
                 "backchannel_client_notification_endpoint": ciba.backchannel_client_notification_endpoint,
