@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -217,6 +218,13 @@ def main() -> None:
     agent = McpAgent(
         mcp_url=args.mcp_url, client_id=args.client_id, client_secret=args.client_secret, login_hint=args.login_hint
     )
+    try:
+        run(agent, args)
+    except AgentError as exc:
+        sys.exit(f"Stopped: {exc}")
+
+
+def run(agent: McpAgent, args: argparse.Namespace) -> None:
     info = agent.initialize()
     print(f"Connected to {info['serverInfo']['name']} (MCP {info['protocolVersion']}).")
     tools = agent.request("tools/list")["tools"]
