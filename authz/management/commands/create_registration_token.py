@@ -6,6 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
 
+from authz.client_auth import default_issuer
 from authz.registration import RegistrationMode, initial_access_token_create, registration_mode
 
 
@@ -34,7 +35,7 @@ class Command(BaseCommand):
                 {
                     "initial_access_token": token,
                     "expires_in": expires_in,
-                    "registration_endpoint": reverse("oauth2_provider:dcr-register"),
+                    "registration_endpoint": default_issuer() + reverse("oauth2_provider:dcr-register"),
                 }
             )
         )
