@@ -16,6 +16,7 @@ from oauth2_provider.settings import oauth2_settings
 
 from .exchange import exchange_chain_active
 from .models import TokenDetails
+from .registration import is_registration_token
 
 
 def introspect(token_value: str) -> dict[str, Any]:
@@ -27,7 +28,7 @@ def introspect(token_value: str) -> dict[str, Any]:
         .filter(token_checksum=checksum)
         .first()
     )
-    if token is None or not token.is_valid() or not exchange_chain_active(token):
+    if token is None or not token.is_valid() or is_registration_token(token) or not exchange_chain_active(token):
         return {"active": False}
     data: dict[str, Any] = {
         "active": True,

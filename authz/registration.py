@@ -48,6 +48,15 @@ GRANT_TYPES = (CIBA_GRANT, "refresh_token", "client_credentials", TOKEN_EXCHANGE
 INITIAL_ACCESS_TOKEN_SCOPE = "countersign:register"
 # Scopes that give power over other clients' tokens: an administrator grants them, registration never does.
 RESTRICTED_SCOPES = frozenset({"introspection"})
+
+
+def is_registration_token(token: Any) -> bool:
+    """Initial and registration access tokens open the registration endpoint and nothing else: resource servers
+    and introspection must not take them for access tokens."""
+    scopes = set((token.scope or "").split())
+    return bool(scopes & {INITIAL_ACCESS_TOKEN_SCOPE, oauth2_settings.DCR_REGISTRATION_SCOPE})
+
+
 SECRET_METHODS = (CibaClient.AuthMethod.CLIENT_SECRET_BASIC, CibaClient.AuthMethod.CLIENT_SECRET_POST)
 # Model field → RFC 7591 / CIBA metadata name, so that error descriptions speak the client's language.
 _FIELD_NAMES = {"name": "client_name", "website": "client_uri", "allowed_scopes": "scope"}

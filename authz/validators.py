@@ -23,6 +23,7 @@ from .client_auth import (
 from .errors import OAuthError
 from .exchange import exchange_chain_active
 from .models import TokenDetails
+from .registration import is_registration_token
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,11 @@ class CountersignValidator(OAuth2Validator):
         return super().validate_grant_type(client_id, grant_type, client, request, *args, **kwargs)
 
     def validate_bearer_token(self, token, scopes, request) -> bool:
-        # An exchanged token is only as good as the chain it came from (authz.exchange).
+        # Registration tokens are for the registration endpoint only; an exchanged token is only as good as the
+        # chain it came from (authz.exchange).
         if not super().validate_bearer_token(token, scopes, request):
+            return False
+        if is_registration_token(request.access_token):
             return False
         return exchange_chain_active(request.access_token)
 

@@ -597,3 +597,11 @@ def test_other_methods_get_a_json_405(client, register):
     response = manage(client, "post", registered, {})
     assert response.status_code == 405
     assert set(response["Allow"].split(", ")) == {"GET", "PUT", "DELETE", "OPTIONS"}
+
+
+def test_registration_tokens_are_not_access_tokens(register, initial_token, agent):
+    registered = register(poll_client()).json()
+    for value in (initial_token, registered["registration_access_token"]):
+        assert agent.post("/oauth/introspect/", {"token": value}).json() == {"active": False}
+        userinfo = Client().get("/oauth/userinfo/", HTTP_AUTHORIZATION=f"Bearer {value}")
+        assert userinfo.status_code == 401
