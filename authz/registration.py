@@ -432,12 +432,9 @@ def _new_secret(application: Any) -> str:
 # Views
 
 
-@method_decorator(csrf_exempt, name="dispatch")
-@method_decorator(login_not_required, name="dispatch")
-class RegistrationView(DynamicClientRegistrationView):
-    """RFC 7591 §3: POST /oauth/register/ with CIBA client metadata → a confidential Application and its CibaClient."""
-
-    http_method_names = ["post", "options"]
+class _RegistrationEndpoint:
+    """What both registration views answer before their methods: 404 when registration is off, and every error,
+    405 included, as OAuth JSON."""
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
@@ -452,6 +449,14 @@ class RegistrationView(DynamicClientRegistrationView):
         response = RegistrationMethodNotAllowed().response()
         response["Allow"] = ", ".join(self._allowed_methods())
         return response
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+@method_decorator(login_not_required, name="dispatch")
+class RegistrationView(_RegistrationEndpoint, DynamicClientRegistrationView):
+    """RFC 7591 §3: POST /oauth/register/ with CIBA client metadata → a confidential Application and its CibaClient."""
+
+    http_method_names = ["post", "options"]
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if registration_mode() == RegistrationMode.INITIAL_ACCESS_TOKEN:
@@ -488,24 +493,10 @@ class RegistrationView(DynamicClientRegistrationView):
 
 @method_decorator(csrf_exempt, name="dispatch")
 @method_decorator(login_not_required, name="dispatch")
-class RegistrationManagementView(DynamicClientRegistrationManagementView):
+class RegistrationManagementView(_RegistrationEndpoint, DynamicClientRegistrationManagementView):
     """RFC 7592: read, replace or delete a registration with its registration access token."""
 
     http_method_names = ["get", "put", "delete", "options"]
-
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        try:
-            if registration_mode() == RegistrationMode.OFF:
-                raise RegistrationDisabled()
-            return super().dispatch(request, *args, **kwargs)
-        except OAuthError as exc:
-            return exc.response()
-
-    def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        # An OAuth error in JSON, like every other answer of these endpoints, rather than Django's empty 405.
-        response = RegistrationMethodNotAllowed().response()
-        response["Allow"] = ", ".join(self._allowed_methods())
-        return response
 
     def get(self, request: HttpRequest, client_id: str, *args: Any, **kwargs: Any) -> HttpResponse:
         auth = self._authenticate_registration_request(request, client_id)

@@ -95,6 +95,10 @@ def test_a_fapi_flag_without_a_registered_alg_still_requires_a_signed_request(ma
     assert_refused(response, "signed request")
 
 
+def post_form(path: str, form: dict[str, str], http: Client | None = None):
+    return (http or Client()).post(path, urlencode(form), content_type=FORM)
+
+
 def _assertion(client_id: str, key, kid: str, *, alg: str = "PS256") -> str:
     now = int(time.time())
     claims = {
@@ -122,32 +126,28 @@ def test_a_fapi_client_with_private_key_jwt_and_a_signed_request_gets_tokens(mak
     fapi = SigningAgent(agent=agent, alg="PS256", key=request_key, kid="request")
     http = Client()
 
-    ack = http.post(
+    ack = post_form(
         BC_AUTHORIZE,
-        urlencode(
-            {
-                "client_assertion_type": JWT_BEARER,
-                "client_assertion": _assertion(agent.client_id, auth_key, "auth", alg="ES256"),
-                "request": fapi.sign(fapi.claims(binding_message="1234")),
-            }
-        ),
-        content_type=FORM,
+        {
+            "client_assertion_type": JWT_BEARER,
+            "client_assertion": _assertion(agent.client_id, auth_key, "auth", alg="ES256"),
+            "request": fapi.sign(fapi.claims(binding_message="1234")),
+        },
+        http,
     )
     assert ack.status_code == 200, ack.content
     auth_req_id = ack.json()["auth_req_id"]
     factories.decide(auth_req_id)
 
-    tokens = http.post(
+    tokens = post_form(
         "/oauth/token/",
-        urlencode(
-            {
-                "grant_type": CIBA,
-                "auth_req_id": auth_req_id,
-                "client_assertion_type": JWT_BEARER,
-                "client_assertion": _assertion(agent.client_id, auth_key, "auth", alg="ES256"),
-            }
-        ),
-        content_type=FORM,
+        {
+            "grant_type": CIBA,
+            "auth_req_id": auth_req_id,
+            "client_assertion_type": JWT_BEARER,
+            "client_assertion": _assertion(agent.client_id, auth_key, "auth", alg="ES256"),
+        },
+        http,
     )
     assert tokens.status_code == 200, tokens.content
     assert tokens.json()["access_token"]
@@ -162,18 +162,15 @@ def test_a_fapi_client_with_private_key_jwt_still_needs_a_signed_request(make_ag
         token_endpoint_auth_method="private_key_jwt",
         fapi_ciba=True,
     )
-    response = Client().post(
+    response = post_form(
         BC_AUTHORIZE,
-        urlencode(
-            {
-                "client_assertion_type": JWT_BEARER,
-                "client_assertion": _assertion(agent.client_id, auth_key, "auth", alg="ES256"),
-                "scope": "openid",
-                "login_hint": "alice",
-                "binding_message": "1234",
-            }
-        ),
-        content_type=FORM,
+        {
+            "client_assertion_type": JWT_BEARER,
+            "client_assertion": _assertion(agent.client_id, auth_key, "auth", alg="ES256"),
+            "scope": "openid",
+            "login_hint": "alice",
+            "binding_message": "1234",
+        },
     )
     assert_refused(response, "signed request")
 
@@ -191,16 +188,13 @@ def test_an_rs256_client_assertion_from_a_fapi_client_is_invalid_client(make_age
         fapi_ciba=True,
     )
     fapi = SigningAgent(agent=agent, alg="PS256", key=request_key, kid="request")
-    response = Client().post(
+    response = post_form(
         BC_AUTHORIZE,
-        urlencode(
-            {
-                "client_assertion_type": JWT_BEARER,
-                "client_assertion": _assertion(agent.client_id, auth_key, "auth", alg="RS256"),
-                "request": fapi.sign(fapi.claims(binding_message="1234")),
-            }
-        ),
-        content_type=FORM,
+        {
+            "client_assertion_type": JWT_BEARER,
+            "client_assertion": _assertion(agent.client_id, auth_key, "auth", alg="RS256"),
+            "request": fapi.sign(fapi.claims(binding_message="1234")),
+        },
     )
     assert_oauth_error(response, 401, "invalid_client")
     assert "RS256" in response.json()["error_description"]
@@ -223,5 +217,5 @@ def test_a_fapi_client_without_a_client_assertion_is_invalid_client(make_agent, 
         form["request"] = fapi.sign(fapi.claims(binding_message="1234"))
     else:
         form.update(grant_type=CIBA, auth_req_id=factories.make_approval_request(approver, agent).auth_req_id)
-    response = Client().post(endpoint, urlencode(form), content_type=FORM)
+    response = post_form(endpoint, form)
     assert_oauth_error(response, 401, "invalid_client")
