@@ -9,17 +9,18 @@ import hashlib
 import json
 from typing import Any
 
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from oauth2_provider import views as dot_views
 from oauth2_provider.models import get_access_token_model
 from oauth2_provider.settings import oauth2_settings
 
+from .errors import MethodNotAllowed
 from .exchange import exchange_chain_active
 from .models import TokenDetails
 from .registration import is_registration_token
 
 
-def introspect(token_value: str) -> dict[str, Any]:
+def introspect(token_value: str, *, issuer: str = "") -> dict[str, Any]:
     """The RFC 7662 answer for an access token issued here; {"active": False} for anything else."""
     checksum = hashlib.sha256(token_value.encode("utf-8")).hexdigest()
     token = (
@@ -36,10 +37,9 @@ def introspect(token_value: str) -> dict[str, Any]:
         "token_type": "Bearer",
         "exp": calendar.timegm(token.expires.utctimetuple()),
         "iat": calendar.timegm(token.created.utctimetuple()),
-        "iss": oauth2_settings.OIDC_ISS_ENDPOINT or "",
     }
-    if not data["iss"]:
-        del data["iss"]
+    if issuer:
+        data["iss"] = issuer
     if token.application:
         data["client_id"] = token.application.client_id
     if token.user:
@@ -62,12 +62,21 @@ def introspect(token_value: str) -> dict[str, Any]:
 
 
 class IntrospectTokenView(dot_views.IntrospectTokenView):
-    @staticmethod
-    def get_token_response(token_value: str | None = None) -> HttpResponse:
+    """POST only (RFC 7662 §2.1): DOT also answers GET with the token in the query string, where access logs and
+    proxies would keep it."""
+
+    http_method_names = ["post", "options"]
+
+    def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        return MethodNotAllowed().response()
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        token_value = request.POST.get("token")
         if token_value is None:
             return JsonResponse(
                 {"error": "invalid_request", "error_description": "Token parameter is missing."}, status=400
             )
-        response = HttpResponse(json.dumps(introspect(token_value)), content_type="application/json")
+        answer = introspect(token_value, issuer=oauth2_settings.oidc_issuer(request))
+        response = HttpResponse(json.dumps(answer), content_type="application/json")
         response["Cache-Control"] = "no-store"
         return response

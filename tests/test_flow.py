@@ -72,6 +72,11 @@ def test_poll_mode_end_to_end(agent, approver, approver_client, outbox, client, 
     assert introspection.json()["active"] is True
     assert introspection.json()["client_id"] == agent.client_id
     assert introspection.json()["username"] == "alice"
+    assert introspection.json()["iss"] == claims["iss"]  # the issuer of this request, as in the ID token
+    assert introspection.json()["sub"] == claims["sub"]
+    # RFC 7662 §2.1: POST only; a token in a query string would end up in access logs.
+    in_query = agent.http.get("/oauth/introspect/", {"token": token["access_token"]}, **agent.basic())
+    assert in_query.status_code == 405 and in_query["Allow"] == "POST"
 
     userinfo = Client().get("/oauth/userinfo/", HTTP_AUTHORIZATION=f"Bearer {token['access_token']}")
     assert userinfo.status_code == 200
