@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from approvals.links import ACR_FRESH_PASSWORD, link_url
 from approvals.models import ApprovalRequest
 from tests.browser.conftest import HttpAgent
 from tests.fakes.push_service import FakePushService
+from tests.test_rar import PAYMENT, install_example_types
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -46,6 +48,17 @@ def test_screenshots(page: Page, push_service: FakePushService, agent: HttpAgent
         page.get_by_role("button", name="Approve", exact=True).tap()
     expect(page.locator("main")).to_contain_text("You approved this request.")
     shots.append(shoot(page, "request-approved"))
+
+    install_example_types()
+    invoice = ask(
+        "Pay invoice 2026-118",
+        authorization_details=json.dumps([{**PAYMENT, "remittanceInformationUnstructured": "Invoice 2026-118"}]),
+    )
+    page.goto(f"/approvals/{invoice.pk}/")
+    expect(page.locator("section.details .detail-summary")).to_contain_text("Pay EUR 123.50 to Merchant A")
+    shots.append(shoot(page, "request-payment"))
+    with page.expect_navigation():
+        page.get_by_role("button", name="Deny", exact=True).tap()
 
     flight = ask("Book a flight to Lisbon")
     page.goto(f"/approvals/{flight.pk}/")
