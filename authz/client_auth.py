@@ -20,7 +20,7 @@ from oauth2_provider.settings import oauth2_settings
 
 from .errors import InvalidClient, InvalidRequest
 from .hashers import burn_verification, verify_client_secret
-from .jose import CLOCK_LEEWAY_SECONDS, JoseError, consume_jti, verify_client_jwt
+from .jose import CLOCK_LEEWAY_SECONDS, JoseError, consume_jti, is_numeric_date, verify_client_jwt
 from .models import CibaClient
 
 logger = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ def verify_assertion(credentials: ClientCredentials, *, ciba: CibaClient, audien
         raise InvalidClient("The client_assertion's iss and sub must both be the client_id (RFC 7523 §3).")
     now = time.time()
     exp, iat = claims["exp"], claims.get("iat")
-    if not _is_number(exp) or (iat is not None and not _is_number(iat)):
+    if not is_numeric_date(exp) or (iat is not None and not is_numeric_date(iat)):
         raise InvalidClient("The client_assertion's exp and iat must be numbers (seconds since the epoch).")
     if exp > now + MAX_ASSERTION_LIFETIME_SECONDS + CLOCK_LEEWAY_SECONDS:
         raise InvalidClient(
@@ -190,10 +190,6 @@ def verify_assertion(credentials: ClientCredentials, *, ciba: CibaClient, audien
         consume_jti("client-assertion", client_id=client_id, jti=claims["jti"], expires_at=float(exp))
     except JoseError as exc:
         raise InvalidClient(f"client_assertion: {exc}") from exc
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def default_issuer() -> str:

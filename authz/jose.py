@@ -107,6 +107,21 @@ def _fits(key: PyJWK, alg: str) -> bool:
     return declared is None or declared == alg
 
 
+def strict_json_loads(raw: str | bytes) -> Any:
+    """json.loads without NaN and Infinity, which are not JSON (RFC 8259 §6) and which PostgreSQL's jsonb refuses.
+    Raises ValueError (or RecursionError for absurd nesting)."""
+    return json.loads(raw, parse_constant=_reject_constant)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def is_numeric_date(value: object) -> bool:
+    """RFC 7519 §2 NumericDate: a JSON number (PyJWT would also take the string "1700000000"; bool is an int)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _cache_key(kind: str, client_id: str, extra: str = "") -> str:
     digest = hashlib.sha256(f"{client_id}\x00{extra}".encode()).hexdigest()[:40]
     return f"jose:{kind}:{digest}"

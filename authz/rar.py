@@ -15,6 +15,7 @@ from jsonschema.exceptions import SchemaError, UnknownType, best_match
 from referencing.exceptions import Unresolvable
 
 from .errors import InvalidAuthorizationDetails
+from .jose import strict_json_loads
 from .models import AuthorizationDetailType, CibaClient
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def _decode(raw: str | list[Any]) -> list[Any]:
             raise InvalidAuthorizationDetails(f"authorization_details is larger than {MAX_JSON_BYTES} bytes.")
         try:
             # NaN and Infinity are not JSON (RFC 8259 §6) and could not be stored in PostgreSQL's jsonb.
-            value = json.loads(raw, parse_constant=_reject_constant)
+            value = strict_json_loads(raw)
         except (ValueError, RecursionError) as exc:
             raise InvalidAuthorizationDetails("authorization_details is not valid JSON.") from exc
     else:
@@ -100,10 +101,6 @@ def _decode(raw: str | list[Any]) -> list[Any]:
     if not isinstance(value, list):
         raise InvalidAuthorizationDetails("authorization_details must be a JSON array of objects (RFC 9396 §2).")
     return value
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _check_strings(value: Any, *, index: int, depth: int) -> None:

@@ -36,8 +36,9 @@ from oauth2_provider.views.dynamic_client_registration import (
 
 from approvals.conf import approvals_settings
 
-from .errors import OAuthError
+from .errors import MethodNotAllowed, OAuthError
 from .hashers import verify_client_secret
+from .jose import strict_json_loads
 from .models import AuthorizationDetailType, CibaClient
 
 CIBA_GRANT = "urn:openid:params:grant-type:ciba"
@@ -105,12 +106,6 @@ class InvalidToken(OAuthError):
             else 'Bearer realm="countersign"'
         )
         return response
-
-
-class RegistrationMethodNotAllowed(OAuthError):
-    error = "invalid_request"
-    status_code = 405
-    default_description = "This method is not allowed here."
 
 
 class RegistrationDisabled(OAuthError):
@@ -399,7 +394,7 @@ def _read_json(request: HttpRequest) -> dict[str, Any]:
     if len(body) > limit:
         raise InvalidClientMetadata(f"The client metadata is larger than {limit} bytes.")
     try:
-        data = json.loads(body, parse_constant=_reject_constant)
+        data = strict_json_loads(body)
     except (ValueError, RecursionError) as exc:
         raise InvalidClientMetadata("The body is not valid JSON.") from exc
     if not isinstance(data, dict):
@@ -407,10 +402,6 @@ def _read_json(request: HttpRequest) -> dict[str, Any]:
     if "\x00" in json.dumps(data):
         raise InvalidClientMetadata("Client metadata must not contain NUL characters.")
     return data
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _json(body: dict[str, Any], status: int = 200) -> JsonResponse:
@@ -446,7 +437,7 @@ class _RegistrationEndpoint:
 
     def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         # An OAuth error in JSON, like every other answer of these endpoints, rather than Django's empty 405.
-        response = RegistrationMethodNotAllowed().response()
+        response = MethodNotAllowed("This method is not allowed here.").response()
         response["Allow"] = ", ".join(self._allowed_methods())
         return response
 

@@ -15,7 +15,7 @@ from typing import Any
 import jwt
 
 from .errors import InvalidRequest
-from .jose import CLOCK_LEEWAY_SECONDS, JoseError, consume_jti, verify_client_jwt
+from .jose import CLOCK_LEEWAY_SECONDS, JoseError, consume_jti, is_numeric_date, verify_client_jwt
 from .models import CibaClient
 
 # CIBA Core §7.1.1 (and RFC 7521 §4.2 for the assertion pair): only client authentication stays outside the JWT.
@@ -102,8 +102,7 @@ def _header_alg(token: str) -> Any:
 def _check_lifetime(claims: dict[str, Any], *, now: float) -> None:
     for name in ("exp", "iat", "nbf"):
         value = claims[name]
-        # RFC 7519 §2 NumericDate: a JSON number. PyJWT would take the string "1700000000" as well.
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not is_numeric_date(value):
             raise JoseError(f"The {WHAT}'s {name} must be a number (seconds since the epoch).")
     exp, nbf = claims["exp"], claims["nbf"]
     if nbf < now - MAX_LIFETIME_SECONDS - CLOCK_LEEWAY_SECONDS:

@@ -206,9 +206,9 @@ class TokenView(dot_views.TokenView):
         credentials = check_presented_client_id(extract_credentials(request.META.get("HTTP_AUTHORIZATION"), params))
         auth_req_id = params.get("auth_req_id", "")[:128]
         now = timezone.now()
-        if auth_req_id and not credentials.is_assertion:
-            # Most polls are for pending requests: Redis alone can answer them (authz.throttle). Never for a
-            # client_assertion: each one's signature is verified and its jti consumed (RFC 7523 §3).
+        if auth_req_id:
+            # Most polls are for pending requests: Redis alone can answer them (authz.throttle), except a
+            # client_assertion's, which is verified on every poll.
             mirrored = throttle.pending_poll_from_mirror(credentials=credentials, auth_req_id=auth_req_id, now=now)
             if mirrored is not None:
                 return _pending_answer(*mirrored)
@@ -219,7 +219,8 @@ class TokenView(dot_views.TokenView):
             client_secret=record.client_secret,
             registered_method=record.registered_method,
             load_ciba=lambda: load_ciba_client(credentials.client_id),
-            audience=assertion_audience_for(request),
+            # Polls are the hot path: build the accepted audiences only for the clients that need them.
+            audience=assertion_audience_for(request) if credentials.is_assertion else None,
         )
         if record.registered_method is None or not record.ciba_enabled:
             raise UnauthorizedClient()

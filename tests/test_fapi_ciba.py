@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from typing import Any
 from urllib.parse import urlencode
 
 import jwt
@@ -99,6 +100,18 @@ def post_form(path: str, form: dict[str, str], http: Client | None = None):
     return (http or Client()).post(path, urlencode(form), content_type=FORM)
 
 
+def make_pkjwt_fapi_agent(make_agent, keys: dict[str, Any], *, request_alg: str = "PS256", **fields: Any):
+    """A FAPI-CIBA agent that authenticates with private_key_jwt; `keys` maps each kid to its private key."""
+    return make_agent(
+        name="FAPI agent",
+        jwks={"keys": [public_jwk(key, kid=kid) for kid, key in keys.items()]},
+        backchannel_authentication_request_signing_alg=request_alg,
+        token_endpoint_auth_method="private_key_jwt",
+        fapi_ciba=True,
+        **fields,
+    )
+
+
 def _assertion(client_id: str, key, kid: str, *, alg: str = "PS256") -> str:
     now = int(time.time())
     claims = {
@@ -114,13 +127,8 @@ def _assertion(client_id: str, key, kid: str, *, alg: str = "PS256") -> str:
 
 def test_a_fapi_client_with_private_key_jwt_and_a_signed_request_gets_tokens(make_agent, approver):
     request_key, auth_key = private_key("PS256", "fapi-request"), private_key("ES256", "fapi-auth")
-    agent = make_agent(
-        name="FAPI agent",
-        jwks={"keys": [public_jwk(request_key, kid="request"), public_jwk(auth_key, kid="auth")]},
-        backchannel_authentication_request_signing_alg="PS256",
-        token_endpoint_auth_method="private_key_jwt",
-        token_endpoint_auth_signing_alg="ES256",
-        fapi_ciba=True,
+    agent = make_pkjwt_fapi_agent(
+        make_agent, {"request": request_key, "auth": auth_key}, token_endpoint_auth_signing_alg="ES256"
     )
     agent.application.ciba.full_clean()  # registered exactly as FAPI-CIBA requires
     fapi = SigningAgent(agent=agent, alg="PS256", key=request_key, kid="request")
@@ -155,13 +163,7 @@ def test_a_fapi_client_with_private_key_jwt_and_a_signed_request_gets_tokens(mak
 
 def test_a_fapi_client_with_private_key_jwt_still_needs_a_signed_request(make_agent, approver):
     auth_key = private_key("ES256", "fapi-auth")
-    agent = make_agent(
-        name="FAPI agent",
-        jwks={"keys": [public_jwk(auth_key, kid="auth")]},
-        backchannel_authentication_request_signing_alg="ES256",
-        token_endpoint_auth_method="private_key_jwt",
-        fapi_ciba=True,
-    )
+    agent = make_pkjwt_fapi_agent(make_agent, {"auth": auth_key}, request_alg="ES256")
     response = post_form(
         BC_AUTHORIZE,
         {
@@ -179,13 +181,8 @@ def test_a_fapi_client_with_private_key_jwt_still_needs_a_signed_request(make_ag
 def test_an_rs256_client_assertion_from_a_fapi_client_is_invalid_client(make_agent, approver, registered):
     # Conformance: fapi-ciba-id1-ensure-client-assertion-signature-algorithm-in-...-is-RS256-fails
     request_key, auth_key = private_key("PS256", "fapi-request"), private_key("RS256", "fapi-auth")
-    agent = make_agent(
-        name="FAPI agent",
-        jwks={"keys": [public_jwk(request_key, kid="request"), public_jwk(auth_key, kid="auth")]},
-        backchannel_authentication_request_signing_alg="PS256",
-        token_endpoint_auth_method="private_key_jwt",
-        token_endpoint_auth_signing_alg=registered,
-        fapi_ciba=True,
+    agent = make_pkjwt_fapi_agent(
+        make_agent, {"request": request_key, "auth": auth_key}, token_endpoint_auth_signing_alg=registered
     )
     fapi = SigningAgent(agent=agent, alg="PS256", key=request_key, kid="request")
     response = post_form(
@@ -204,13 +201,7 @@ def test_an_rs256_client_assertion_from_a_fapi_client_is_invalid_client(make_age
 def test_a_fapi_client_without_a_client_assertion_is_invalid_client(make_agent, approver, endpoint):
     # Conformance: ...-ensure-without-client-assertion-in-{backchannel-authorization,token}-endpoint-fails
     request_key = private_key("PS256", "fapi-request")
-    agent = make_agent(
-        name="FAPI agent",
-        jwks={"keys": [public_jwk(request_key, kid="request")]},
-        backchannel_authentication_request_signing_alg="PS256",
-        token_endpoint_auth_method="private_key_jwt",
-        fapi_ciba=True,
-    )
+    agent = make_pkjwt_fapi_agent(make_agent, {"request": request_key})
     fapi = SigningAgent(agent=agent, alg="PS256", key=request_key, kid="request")
     form = {"client_id": agent.client_id}
     if endpoint == BC_AUTHORIZE:
