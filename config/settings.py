@@ -315,9 +315,13 @@ APPROVALS = {
     },
 }
 
-# Celery: with no broker configured, tasks run in-process (the embedded default).
+# Celery: with no broker configured, tasks run in-process (the embedded default). Eager tasks still pass through a
+# producer of the broker connection; a memory:// URL without a host makes kombu warn "No hostname was supplied" on
+# every one, so the embedded broker names one.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL) or "memory://"
-CELERY_TASK_ALWAYS_EAGER = CELERY_BROKER_URL == "memory://"
+CELERY_TASK_ALWAYS_EAGER = CELERY_BROKER_URL.startswith("memory://")
+if CELERY_TASK_ALWAYS_EAGER:
+    CELERY_BROKER_URL = "memory://localhost/"
 CELERY_TASK_EAGER_PROPAGATES = False
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
