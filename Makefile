@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint bench
+.PHONY: install run test lint bench screenshots admin
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,21 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The first admin, non-interactively: DJANGO_SUPERUSER_PASSWORD if set, else a generated password printed once.
+ADMIN_USERNAME ?= admin
+ADMIN_EMAIL ?= admin@example.com
+admin: install
+	$(BIN)/python manage.py migrate --no-input -v 0
+	@password="$${DJANGO_SUPERUSER_PASSWORD:-$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(12))')}"; \
+	DJANGO_SUPERUSER_PASSWORD="$$password" $(BIN)/python manage.py createsuperuser --noinput \
+	    --username '$(ADMIN_USERNAME)' --email '$(ADMIN_EMAIL)' && \
+	echo "Sign in at http://127.0.0.1:8000/admin/ (with make run) as $(ADMIN_USERNAME)" && \
+	if [ -z "$$DJANGO_SUPERUSER_PASSWORD" ]; then echo "password: $$password"; fi
+
+# docs/screenshots/ from headless Chromium, at a fixed date and time (`make test` writes them to var/screenshots/).
+screenshots: install
+	COUNTERSIGN_SCREENSHOTS_DIR=docs/screenshots $(BIN)/python -m pytest tests/browser/test_screenshots.py -p no:cacheprovider
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,12 +1,19 @@
-"""Screenshots of the phone pages for docs/screenshots/ (375 CSS px wide, the whole page), rewritten on every run."""
+"""Screenshots of the phone pages (375 CSS px wide, the whole page).
+
+`make test` writes them to var/screenshots/ (ignored by git); `make screenshots` writes them to docs/screenshots/.
+The server's and the browser's clocks stand still at one fixed instant, so every date and countdown on the pages is
+the same on every run, and an unchanged page gives an unchanged file.
+"""
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import time_machine
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
@@ -19,7 +26,10 @@ from tests.test_rar import PAYMENT, install_example_types
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / os.environ.get("COUNTERSIGN_SCREENSHOTS_DIR", "var/screenshots")
+# The instant every screenshot is taken at, on the server and in the browser.
+SHOT_AT = datetime(2026, 6, 1, 9, 30, tzinfo=UTC)
 
 
 def shoot(page: Page, name: str) -> Path:
@@ -29,9 +39,18 @@ def shoot(page: Page, name: str) -> Path:
     return path
 
 
+@pytest.mark.browser_context_args(timezone_id="UTC")
 def test_screenshots(page: Page, push_service: FakePushService, agent: HttpAgent, alice, server: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.context.grant_permissions(["notifications"], origin=server)
+    # tick=False: timestamps written during the run all equal SHOT_AT; Playwright and the servers' socket timeouts
+    # use the monotonic clock, which time_machine leaves alone.
+    with time_machine.travel(SHOT_AT, tick=False):
+        page.clock.set_fixed_time(SHOT_AT)
+        take_screenshots(page, push_service, agent, alice)
+
+
+def take_screenshots(page: Page, push_service: FakePushService, agent: HttpAgent, alice) -> None:
 
     def ask(binding_message: str, **params: str) -> ApprovalRequest:
         auth_req_id = agent.ask(scope="openid profile email", binding_message=binding_message, **params)
