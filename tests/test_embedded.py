@@ -41,8 +41,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def embedded(tmp_path: Path) -> Iterator[tuple[str, dict, Path]]:
-    env = {k: v for k, v in os.environ.items() if k not in CONFIGURATION and not k.startswith("PYTEST")}
-    env["COUNTERSIGN_VAR_DIR"] = str(tmp_path)
+    env = _embedded_env(tmp_path)
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "--no-input", "-v", "0"], env=env, cwd=ROOT, check=True)
     demo = subprocess.run(
@@ -107,3 +106,57 @@ def test_embedded_server_logs_no_warnings(embedded: tuple[str, dict, Path]) -> N
     assert output.count("Approval prompt for demo") == 2, output
     assert "No hostname was supplied" not in output
     assert [line for line in output.splitlines() if " WARNING " in line or " ERROR " in line] == []
+
+
+def _embedded_env(var_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in CONFIGURATION and not k.startswith("PYTEST")}
+    env["COUNTERSIGN_VAR_DIR"] = str(var_dir)
+    return env
+
+
+def _can_sign_in(env: dict[str, str], username: str, password: str) -> bool:
+    check = (
+        "from django.contrib.auth import authenticate; "
+        f"user = authenticate(username={username!r}, password={password!r}); "
+        "print(bool(user and user.is_superuser and user.is_staff))"
+    )
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "shell", "--no-imports", "-c", check],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout.strip() == "True"
+
+
+def test_make_admin_creates_the_first_admin_without_questions(tmp_path: Path) -> None:
+    env = _embedded_env(tmp_path)
+    env.pop("DJANGO_SUPERUSER_PASSWORD", None)
+    made = subprocess.run(
+        ["make", "-s", "admin"], env=env, cwd=ROOT, check=True, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    password = made.stdout.rsplit("password: ", 1)[1].strip()
+    assert len(password) >= 16
+    assert _can_sign_in(env, "admin", password)
+
+    # Again: the admin exists, and make says so instead of replacing it.
+    again = subprocess.run(["make", "-s", "admin"], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode != 0
+    assert "already taken" in again.stderr
+    assert _can_sign_in(env, "admin", password)
+
+
+def test_make_admin_takes_the_password_from_the_environment(tmp_path: Path) -> None:
+    env = {**_embedded_env(tmp_path), "DJANGO_SUPERUSER_PASSWORD": "correct horse battery staple"}
+    made = subprocess.run(
+        ["make", "-s", "admin", "ADMIN_USERNAME=ops", "ADMIN_EMAIL=ops@example.com"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert "password:" not in made.stdout  # the caller chose it; it is never echoed
+    assert _can_sign_in(env, "ops", "correct horse battery staple")
