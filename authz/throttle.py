@@ -29,7 +29,8 @@ SLOW_DOWN_STEP = 5  # RFC 8628 §3.5, which CIBA Core §11 refers to: the client
 # the credentials it last proved to the database and that the request is still pending for that client, else
 # answers {-1, 0} (ask the database). On the database path it stores what the fast path needs next time: the
 # client's entry, and the request's pending entry only if absent (approvals.poll_mirror). Then it paces: {1,
-# interval} for a permitted poll, {0, new interval} for a poll that came too early.
+# interval} for a permitted poll, {0, wait} for a poll that came too early, where the interval grows by the step
+# (CIBA Core 11) and wait is that interval, but never more than the seconds the request has left.
 _POLL_LUA = """
 local interval, lifetime = tonumber(ARGV[2]), tonumber(ARGV[3])
 if ARGV[7] ~= '' then redis.call('SET', KEYS[3], ARGV[7], 'EX', ARGV[8]) end
@@ -48,7 +49,7 @@ if redis.call('SET', KEYS[1], 1, 'NX', 'EX', interval) then return {1, interval}
 interval = interval + tonumber(ARGV[1])
 redis.call('SET', KEYS[2], interval, 'EX', math.max(lifetime, 1))
 redis.call('SET', KEYS[1], 1, 'EX', interval)
-return {0, interval}
+return {0, math.min(interval, math.max(lifetime, 1))}
 """
 _POLL_SHA = hashlib.sha1(_POLL_LUA.encode(), usedforsecurity=False).hexdigest()  # the name Redis gives a script
 
@@ -101,7 +102,7 @@ def _connection(client: Any) -> Any:
 def pending_poll_from_mirror(
     *, credentials: ClientCredentials, auth_req_id: str, now: datetime
 ) -> tuple[bool, int] | None:
-    """(permitted, interval) for a poll Redis alone shows to be pending for this client; None: ask the database.
+    """(permitted, wait) for a poll Redis alone shows to be pending for this client; None: ask the database.
 
     Only for secrets: a client_assertion must have its signature verified and its jti consumed on every poll."""
     if credentials.is_assertion:
@@ -128,7 +129,9 @@ def poll_permitted(
     credentials: ClientCredentials | None = None,
     pending_entry: tuple[str, int] = ("", 0),
 ) -> tuple[bool, int]:
-    """Record a poll the database found pending. Returns (permitted, the interval now in force for it).
+    """Record a poll the database found pending. Returns (permitted, the interval now in force for it), where the
+    interval of a refused poll is capped at `lifetime`, the seconds the request has left: after a burst of early
+    polls the interval may have grown past the request's end, and no answer asks a client to wait beyond that.
 
     The first poll is always permitted: the clock starts at a poll, not at the acknowledgement, so a client that
     polls straight away is not punished (Abblix/Oidc.Server#281). A poll that comes too early restarts the clock
@@ -157,4 +160,4 @@ def poll_permitted(
     current += SLOW_DOWN_STEP
     cache.set(interval_key, current, timeout=max(lifetime, 1))
     cache.set(gate_key, 1, timeout=current)
-    return False, current
+    return False, min(current, max(lifetime, 1))

@@ -287,9 +287,10 @@ _PENDING_BODY = json.dumps(
 ).encode()
 
 
-def _pending_answer(permitted: bool, interval: int) -> HttpResponse:
+def _pending_answer(permitted: bool, wait: int) -> HttpResponse:
     if not permitted:
-        return SlowDown(f"Polled too often; wait at least {interval} seconds between polls.").response()
+        # authz.throttle caps the wait at the request's remaining lifetime, however far the interval has grown.
+        return SlowDown(f"Polled too often; wait at least {wait} seconds before polling again.").response()
     response = HttpResponse(_PENDING_BODY, status=AuthorizationPending.status_code, content_type="application/json")
     response["Cache-Control"] = "no-store"
     response["Pragma"] = "no-cache"

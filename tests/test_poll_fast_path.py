@@ -182,3 +182,21 @@ def test_mirror_entries_live_as_long_as_their_request(agent, approver, django_ca
     factories.decide(auth_req_id, approve=False)
 
     assert client.ttl(key) == pytest.approx(lifetime + 1, abs=2)
+
+
+def test_slow_down_from_the_mirror_never_asks_to_wait_past_the_end_of_the_request(
+    agent, approver, django_capture_on_commit_callbacks
+):
+    auth_req_id = ask(agent, django_capture_on_commit_callbacks)
+    assert_oauth_error(agent.poll(auth_req_id), 400, "authorization_pending")
+    expires_at = ApprovalRequest.objects.get(auth_req_id=auth_req_id).expires_at
+
+    with CaptureQueriesContext(connection) as queries:  # all answered by Redis
+        bodies = [assert_oauth_error(agent.poll(auth_req_id), 400, "slow_down") for _ in range(80)]
+
+    assert queries.captured_queries == []
+    waits = [int(body["error_description"].split("wait at least ")[1].split()[0]) for body in bodies]
+    left = (expires_at - timezone.now()).total_seconds()
+    assert waits[:2] == [10, 15]
+    assert max(waits) <= left + 1, (waits, left)
+    assert waits[-1] >= left - 5

@@ -72,3 +72,12 @@ def test_pacing_survives_redis_forgetting_its_scripts():
 
     assert poll_permitted(auth_req_id=request_id, interval=5, lifetime=300) == (True, 5)
     assert poll_permitted(auth_req_id=request_id, interval=5, lifetime=300) == (False, 10)
+
+
+def test_a_refused_poll_never_waits_past_the_end_of_the_request(backend):
+    request_id = str(uuid.uuid4())
+    answers = [poll_permitted(auth_req_id=request_id, interval=5, lifetime=12) for _ in range(5)]
+
+    # The interval still grows by 5 s per slow_down (CIBA Core 11), but the wait told is capped at the 12 s left.
+    assert answers == [(True, 5), (False, 10), (False, 12), (False, 12), (False, 12)]
+    assert backend.get(f"ciba:interval:{request_ref(request_id)}") == 25

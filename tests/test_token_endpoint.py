@@ -124,6 +124,24 @@ def test_polling_after_the_interval_is_pending_again_and_the_longer_interval_sta
     assert "15 seconds" in body["error_description"]
 
 
+def told_wait(body: dict) -> int:
+    return int(re.search(r"wait at least (\d+) seconds", body["error_description"])[1])
+
+
+@pytest.mark.parametrize("requested_expiry", ["300", "30"])
+def test_slow_down_never_asks_to_wait_past_the_end_of_the_request(agent, approver, requested_expiry):
+    """A burst of early polls grows the interval past the request's lifetime; the answer still tells the truth."""
+    auth_req_id, approval_request = start(agent, requested_expiry=requested_expiry)
+    assert_oauth_error(agent.poll(auth_req_id), 400, "authorization_pending")
+
+    waits = [told_wait(assert_oauth_error(agent.poll(auth_req_id), 400, "slow_down")) for _ in range(80)]
+
+    left = (approval_request.expires_at - timezone.now()).total_seconds()
+    assert waits[:3] == [10, 15, 20]
+    assert max(waits) <= left + 1, (waits, left)
+    assert waits[-1] >= left - 5  # capped at what is left, not stuck at a smaller number
+
+
 def test_approved_request_is_redeemed_even_when_polled_too_soon(agent, approver):
     auth_req_id, _ = start(agent)
     assert_oauth_error(agent.poll(auth_req_id), 400, "authorization_pending")
