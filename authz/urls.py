@@ -21,7 +21,7 @@ oauth_patterns = [
     path("oauth/authorize/", dot_views.AuthorizationView.as_view(), name="authorize"),
     path("oauth/introspect/", IntrospectTokenView.as_view(), name="introspect"),
     path("oauth/revoke/", dot_views.RevokeTokenView.as_view(), name="revoke-token"),
-    path("oauth/userinfo/", dot_views.UserInfoView.as_view(), name="user-info"),
+    path("oauth/userinfo/", views.UserInfoView.as_view(), name="user-info"),
     path("oauth/jwks/", dot_views.JwksInfoView.as_view(), name="jwks-info"),
     # RFC 7591 and RFC 7592; DOT's names, so its metadata and registration_client_uri find them.
     path("oauth/register/", registration.RegistrationView.as_view(), name="dcr-register"),

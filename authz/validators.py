@@ -10,8 +10,9 @@ from django.db import transaction
 from oauth2_provider.models import get_access_token_model, get_application_model
 from oauth2_provider.oauth2_validators import GRANT_TYPE_MAPPING, OAuth2Validator
 from oauth2_provider.settings import oauth2_settings
+from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 
-from approvals.models import ApprovalRequest
+from approvals.models import ApprovalRequest, Approver
 
 from .client_auth import (
     AUTHENTICATED_CLIENT_META,
@@ -26,6 +27,37 @@ from .models import TokenDetails
 from .registration import is_registration_token
 
 logger = logging.getLogger(__name__)
+
+# OpenID Connect Core 5.4: the standard claims each scope value asks for, as far as a user's record holds them.
+# Countersign verifies neither addresses nor numbers (an administrator or create_approver enters them), so the
+# *_verified claims are false rather than absent: a client must not take them for proven.
+SCOPE_CLAIMS: dict[str, tuple[str, ...]] = {
+    "profile": ("name", "given_name", "family_name", "preferred_username"),
+    "email": ("email", "email_verified"),
+    "phone": ("phone_number", "phone_number_verified"),
+}
+
+
+def standard_claims(user, scopes: list[str]) -> dict[str, object]:
+    """The claims of OIDC Core 5.4 for the approved `scopes`, from the user's record; nothing for other scopes,
+    and nothing the record does not have (an empty name is no claim)."""
+    claims: dict[str, object] = {}
+    if user is None:
+        return claims  # client credentials: the client's own token, no person behind it
+    if "profile" in scopes:
+        claims.update(
+            name=user.get_full_name(),
+            given_name=user.first_name,
+            family_name=user.last_name,
+            preferred_username=user.get_username(),
+        )
+    if "email" in scopes and user.email:
+        claims.update(email=user.email, email_verified=False)
+    if "phone" in scopes:
+        number = Approver.objects.filter(user=user).values_list("phone_number", flat=True).first()
+        if number:
+            claims.update(phone_number=number, phone_number_verified=False)
+    return {name: value for name, value in claims.items() if value != ""}
 
 
 class CountersignValidator(OAuth2Validator):
@@ -112,6 +144,22 @@ class CountersignValidator(OAuth2Validator):
             if details is not None and details.authorization_details:
                 token["authorization_details"] = details.authorization_details
         return result
+
+    def get_userinfo_claims(self, request) -> dict[str, object]:
+        # The person approved these scopes on the page ("See your name and username"): userinfo answers them. The
+        # ID token keeps to sub (OIDC Core 5.4: with an access token issued, these claims come from userinfo), so
+        # personal data stays out of push callbacks and the logs of clients that only need to know who approved.
+        if request.user is None:
+            # A client credentials token: the agent's own, with no person to describe (DOT would fail on it).
+            raise oauth_errors.InvalidTokenError(
+                description="This access token was issued to the client itself and names no user.", request=request
+            )
+        claims = super().get_userinfo_claims(request)
+        claims.update(standard_claims(request.user, list(request.scopes or [])))
+        return claims
+
+    def get_discovery_claims(self, request) -> list[str]:
+        return ["sub", *(claim for claims in SCOPE_CLAIMS.values() for claim in claims)]
 
     def get_oidc_issuer_endpoint(self, request) -> str:
         issuer = vars(request).get("countersign_issuer")  # set by authz.push only (see authenticate_client)

@@ -343,3 +343,15 @@ def _extend(response: JsonResponse, extra: dict[str, Any]) -> JsonResponse:
         if header in response:
             extended[header] = response[header]
     return extended
+
+
+class UserInfoView(dot_views.UserInfoView):
+    """DOT's userinfo (OIDC Core 5.3), whose error answers are JSON without saying so; RFC 6750 section 3 errors also
+    travel in WWW-Authenticate, which oauthlib sets."""
+
+    def _create_userinfo_response(self, request: HttpRequest) -> HttpResponse:
+        response = super()._create_userinfo_response(request)
+        if response.status_code != 200 and response.content.startswith(b"{"):
+            response["Content-Type"] = "application/json"
+            response["Cache-Control"] = "no-store"
+        return response
