@@ -13,10 +13,12 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# ADDR=0.0.0.0:8000 listens on every interface (a phone on the same network; see README).
+ADDR ?= 127.0.0.1:8000
 run: install
 	$(BIN)/python manage.py migrate --no-input -v 0
 	$(BIN)/python manage.py bootstrap_demo
-	$(BIN)/python manage.py runserver 127.0.0.1:8000
+	$(BIN)/python manage.py runserver $(ADDR)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
