@@ -109,7 +109,7 @@ def _validate_scope(params: dict[str, str], *, client, ciba: CibaClient) -> list
     # Keep the client's order but drop repeats: "openid openid" asks for nothing more than "openid".
     scopes = list(dict.fromkeys(raw.split()))
     if "openid" not in scopes:
-        raise InvalidScope("scope must contain openid (CIBA Core §7.1).")
+        raise InvalidScope("scope must contain openid (CIBA Core 7.1).")
     available = set(get_scopes_backend().get_available_scopes(application=client, request=None))
     unknown = [s for s in scopes if s not in available]
     if unknown:

@@ -55,7 +55,7 @@ def extract_credentials(authorization: str | None, params: Mapping[str, str]) ->
     basic = _parse_basic(authorization) if authorization else None
     has_assertion = "client_assertion" in params or "client_assertion_type" in params
     if (basic is not None) + ("client_secret" in params) + has_assertion > 1:
-        raise InvalidRequest("Use exactly one client authentication method (RFC 6749 §2.3).")
+        raise InvalidRequest("Use exactly one client authentication method (RFC 6749 section 2.3).")
     if basic is not None:
         body_id = params.get("client_id")
         if body_id is not None and body_id != basic.client_id:
@@ -76,7 +76,7 @@ def _assertion_credentials(params: Mapping[str, str]) -> ClientCredentials:
     """Who a client_assertion claims to come from (iss = sub = client_id, RFC 7523 §3), before anything is verified."""
     assertion_type, assertion = params.get("client_assertion_type"), params.get("client_assertion")
     if not assertion_type or not assertion:
-        raise InvalidRequest("Send client_assertion and client_assertion_type together (RFC 7521 §4.2).")
+        raise InvalidRequest("Send client_assertion and client_assertion_type together (RFC 7521 section 4.2).")
     if assertion_type != JWT_BEARER:
         raise InvalidClient(f"client_assertion_type must be {JWT_BEARER}.")
     if len(assertion) > MAX_ASSERTION_CHARS:
@@ -84,10 +84,10 @@ def _assertion_credentials(params: Mapping[str, str]) -> ClientCredentials:
     try:
         claims = jwt.decode(assertion, options={"verify_signature": False})
     except jwt.PyJWTError as exc:
-        raise InvalidClient("The client_assertion is not a signed JWT (RFC 7523 §2.2).") from exc
+        raise InvalidClient("The client_assertion is not a signed JWT (RFC 7523 section 2.2).") from exc
     iss, sub = claims.get("iss"), claims.get("sub")
     if not isinstance(iss, str) or not iss or iss != sub:
-        raise InvalidClient("The client_assertion's iss and sub must both be the client_id (RFC 7523 §3).")
+        raise InvalidClient("The client_assertion's iss and sub must both be the client_id (RFC 7523 section 3).")
     body_id = params.get("client_id")
     if body_id is not None and body_id != iss:
         raise InvalidClient("client_id does not match the iss and sub of the client_assertion.")
@@ -174,7 +174,7 @@ def verify_assertion(credentials: ClientCredentials, *, ciba: CibaClient, audien
     except JoseError as exc:
         raise InvalidClient(str(exc)) from exc
     if claims.get("sub") != client_id:
-        raise InvalidClient("The client_assertion's iss and sub must both be the client_id (RFC 7523 §3).")
+        raise InvalidClient("The client_assertion's iss and sub must both be the client_id (RFC 7523 section 3).")
     now = time.time()
     exp, iat = claims["exp"], claims.get("iat")
     if not is_numeric_date(exp) or (iat is not None and not is_numeric_date(iat)):

@@ -2,9 +2,48 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import ClassVar
 
 from django.http import JsonResponse
+
+# RFC 6749 §5.2: error_description is %x20-21 / %x23-5B / %x5D-7E, printable ASCII without '"' and '\'.
+DESCRIPTION_CHARS = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+_OUTSIDE = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+# Readable stand-ins for what quoting and typography put into messages (repr, jsonschema, Django's curly quotes).
+_STAND_INS = str.maketrans(
+    {
+        '"': "'",
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201c": "'",
+        "\u201d": "'",
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u2026": "...",
+    }
+)
+
+
+def wire_text(text: str) -> str:
+    """`text` as an error_description may carry it (RFC 6749 §5.2), whatever a client put into it: one line
+    (whitespace collapsed: the conformance suite warns on CR, LF and TAB), double and typographic quotes as ', dashes
+    and ellipses in ASCII, and any other character outside the allowed set (backslash, controls, non-ASCII) as ?."""
+    return _OUTSIDE.sub("?", " ".join(text.split()).translate(_STAND_INS))
+
+
+def wire_safe_error_body(body: str) -> str:
+    """An error body rendered by oauthlib, with its error_description made wire-safe (see wire_text). Some of our
+    grants' descriptions quote request parameters, and oauthlib renders them as they are."""
+    try:
+        data = json.loads(body)
+    except (TypeError, ValueError):
+        return body
+    description = data.get("error_description") if isinstance(data, dict) else None
+    if not isinstance(description, str) or DESCRIPTION_CHARS.fullmatch(description):
+        return body
+    return json.dumps({**data, "error_description": wire_text(description)})
 
 
 class OAuthError(Exception):
@@ -13,8 +52,8 @@ class OAuthError(Exception):
     default_description: ClassVar[str] = ""
 
     def __init__(self, description: str | None = None, *, retry_after: int | None = None) -> None:
-        # Descriptions are shown to developers: single line, no CR/LF/TAB (the conformance suite warns on them).
-        self.description = " ".join((description or self.default_description).split())
+        # The one guard every description passes, static or quoting what the client sent (RFC 6749 §5.2).
+        self.description = wire_text(description or self.default_description)
         self.retry_after = retry_after
         super().__init__(self.description)
 

@@ -150,7 +150,7 @@ class TokenExchangeGrant(GrantTypeBase):
         audience = _targets(params, "audience")
         if not resources and not audience:
             raise errors.InvalidRequestError(
-                description="Name the target with resource or audience (RFC 8693 §2.1).", request=request
+                description="Name the target with resource or audience (RFC 8693 section 2.1).", request=request
             )
 
         subject = _locked_token(subject_value)

@@ -52,7 +52,7 @@ def parse_jwks(data: Any) -> list[PyJWK]:
         except ValueError as exc:
             raise JwksError("The JWK Set is not JSON.") from exc
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
-        raise JwksError('A JWK Set is a JSON object with a "keys" array.')
+        raise JwksError("A JWK Set is a JSON object with a keys array.")
     raw_keys = data["keys"]
     if not raw_keys:
         raise JwksError("The JWK Set has no keys.")

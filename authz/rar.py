@@ -55,7 +55,9 @@ def parse_authorization_details(raw: str | list[Any] | None, *, ciba: CibaClient
         if not isinstance(detail, dict):
             raise InvalidAuthorizationDetails(f"authorization_details[{index}] is not a JSON object.")
         if not isinstance(detail.get("type"), str) or not detail["type"]:
-            raise InvalidAuthorizationDetails(f"authorization_details[{index}] needs a string type (RFC 9396 §2).")
+            raise InvalidAuthorizationDetails(
+                f"authorization_details[{index}] needs a string type (RFC 9396 section 2)."
+            )
         _check_strings(detail, index=index, depth=0)
         _check_common_fields(detail, index=index)
     types = {
@@ -66,11 +68,11 @@ def parse_authorization_details(raw: str | list[Any] | None, *, ciba: CibaClient
         kind = types.get(detail["type"])
         if kind is None:
             raise InvalidAuthorizationDetails(
-                f"authorization_details[{index}]: unknown type {detail['type'][:60]!r}.",
+                f"authorization_details[{index}]: unknown type '{detail['type'][:60]}'.",
             )
         if allowed and kind.type not in allowed:
             raise InvalidAuthorizationDetails(
-                f"authorization_details[{index}]: this client may not use type {kind.type!r}.",
+                f"authorization_details[{index}]: this client may not use type '{kind.type}'.",
             )
         _check_schema(detail, kind=kind, index=index)
     return details
@@ -99,7 +101,7 @@ def _decode(raw: str | list[Any]) -> list[Any]:
         if size > MAX_JSON_BYTES:
             raise InvalidAuthorizationDetails(f"authorization_details is larger than {MAX_JSON_BYTES} bytes.")
     if not isinstance(value, list):
-        raise InvalidAuthorizationDetails("authorization_details must be a JSON array of objects (RFC 9396 §2).")
+        raise InvalidAuthorizationDetails("authorization_details must be a JSON array of objects (RFC 9396 section 2).")
     return value
 
 
@@ -148,7 +150,7 @@ def _check_schema(detail: dict[str, Any], *, kind: AuthorizationDetailType, inde
         # The admin checks schemas on save (authz.admin); one changed elsewhere must still fail as a client error.
         logger.exception("The JSON Schema of authorization details type %s is unusable", kind.type)
         raise InvalidAuthorizationDetails(
-            f"authorization_details[{index}]: type {kind.type!r} cannot be validated at present."
+            f"authorization_details[{index}]: type '{kind.type}' cannot be validated at present."
         ) from None
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or "(the object)"

@@ -42,7 +42,7 @@ def authentication_request_params(
         # CIBA Core §4: a registered signing alg means this client's requests are always signed; FAPI-CIBA ID1 too.
         raise InvalidRequest(
             "This client must send a signed request: put the authentication request parameters in a request object "
-            "in the request parameter (CIBA Core §7.1.1)."
+            "in the request parameter (CIBA Core 7.1.1)."
         )
     else:
         result = dict(params)
@@ -59,7 +59,7 @@ def _signed_params(params: Mapping[str, str], *, ciba: CibaClient, issuer: str, 
         names = ", ".join(name[:40] for name in outside[:5])
         raise InvalidRequest(
             f"With a signed request, authentication request parameters belong inside the request object only; "
-            f"found outside it: {names} (CIBA Core §7.1.1)."
+            f"found outside it: {names} (CIBA Core 7.1.1)."
         )
     token = params["request"]
     registered_alg = ciba.backchannel_authentication_request_signing_alg
@@ -106,9 +106,9 @@ def _check_lifetime(claims: dict[str, Any], *, now: float) -> None:
             raise JoseError(f"The {WHAT}'s {name} must be a number (seconds since the epoch).")
     exp, nbf = claims["exp"], claims["nbf"]
     if nbf < now - MAX_LIFETIME_SECONDS - CLOCK_LEEWAY_SECONDS:
-        raise JoseError(f"The {WHAT}'s nbf is more than 60 minutes in the past (FAPI-CIBA §5.2.2).")
+        raise JoseError(f"The {WHAT}'s nbf is more than 60 minutes in the past (FAPI-CIBA 5.2.2).")
     if exp - nbf > MAX_LIFETIME_SECONDS:
-        raise JoseError(f"The {WHAT}'s exp may be at most 60 minutes after its nbf (FAPI-CIBA §5.2.2).")
+        raise JoseError(f"The {WHAT}'s exp may be at most 60 minutes after its nbf (FAPI-CIBA 5.2.2).")
 
 
 def _claims_to_params(claims: dict[str, Any], *, client_id: str) -> dict[str, Any]:

@@ -4,10 +4,12 @@ from urllib.parse import parse_qsl
 
 from django.conf import settings
 from django.db import transaction
+from django.http import HttpRequest
 from oauth2_provider.oauth2_backends import OAuthLibCore
 from oauthlib.openid import Server
 
 from . import exchange
+from .errors import wire_safe_error_body
 from .grant import OpenIDCibaGrant
 
 
@@ -68,3 +70,24 @@ class CountersignOAuthLibCore(OAuthLibCore):
         if request.POST.get("grant_type") == exchange.TOKEN_EXCHANGE_GRANT_TYPE:
             return [(key, value) for key, values in request.POST.lists() for value in values]
         return super().extract_body(request)
+
+    # DOT's token and revocation views get oauthlib's answers here, errors included (also those oauthlib raises
+    # before a grant runs, which DOT's core renders itself): the one place to make them wire-safe.
+    def create_token_response(self, request: HttpRequest) -> tuple[str | None, dict[str, str], str, int]:
+        uri, headers, body, status = super().create_token_response(request)
+        return (uri, *_wire_safe(headers, body, status))
+
+    def create_revocation_response(self, request: HttpRequest) -> tuple[str | None, dict[str, str], str, int]:
+        uri, headers, body, status = super().create_revocation_response(request)
+        return (uri, *_wire_safe(headers, body, status))
+
+
+def _wire_safe(headers: dict[str, str], body: str, status: int) -> tuple[dict[str, str], str, int]:
+    """An oauthlib error answer within RFC 6749 §5.2: our grants' descriptions quote request parameters, and
+    oauthlib puts descriptions on the wire as they are."""
+    if status >= 400 and body:
+        body = wire_safe_error_body(body)
+        # Errors oauthlib's endpoints raise before a grant runs (a query string, say) come without headers, which
+        # DOT's views would send as text/html; RFC 6749 §5.2 answers in application/json.
+        headers = {"Content-Type": "application/json", **headers}
+    return headers, body, status
