@@ -38,6 +38,22 @@ def make_agent_client(*, name: str = "Agent", ciba: bool = True, **ciba_fields: 
     return application, secret
 
 
+def make_public_client() -> tuple[Any, str]:
+    """A public client (no secret of its own) that has CIBA settings all the same: CIBA must still refuse it."""
+    Application = get_application_model()
+    secret = generate_client_secret()
+    application = Application.objects.create(
+        name="Public agent",
+        client_type=Application.CLIENT_PUBLIC,
+        authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
+        client_secret=secret,
+        redirect_uris="https://agent.example/cb",
+        algorithm=Application.RS256_ALGORITHM,
+    )
+    CibaClient.objects.create(application=application)
+    return application, secret
+
+
 def decide(auth_req_id: str, *, approve: bool = True, acr: str = "") -> Any:
     """The approver's decision on the request with this auth_req_id, through the service the approver page uses."""
     from approvals.models import ApprovalRequest

@@ -18,7 +18,6 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
 from jwcrypto.jwk import JWK
-from oauth2_provider.generators import generate_client_secret
 from oauth2_provider.models import get_application_model
 
 from approvals.conf import approvals_settings
@@ -181,17 +180,7 @@ def test_client_id_in_the_body_that_differs_from_basic_is_invalid_request(agent,
 
 
 def test_public_client_is_invalid_client(approver):
-    Application = get_application_model()
-    secret = generate_client_secret()
-    application = Application.objects.create(
-        name="Public agent",
-        client_type=Application.CLIENT_PUBLIC,
-        authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
-        client_secret=secret,
-        redirect_uris="https://agent.example/cb",
-        algorithm=Application.RS256_ALGORITHM,
-    )
-    CibaClient.objects.create(application=application)
+    application, secret = factories.make_public_client()
 
     response = post_form({"scope": "openid", "login_hint": "alice"}, **_basic(application.client_id, secret))
 

@@ -35,8 +35,7 @@ from django.core.cache import cache
 from django.http import HttpResponse
 from django.test import Client
 from django.utils import timezone
-from oauth2_provider.generators import generate_client_secret
-from oauth2_provider.models import get_access_token_model, get_application_model
+from oauth2_provider.models import get_access_token_model
 from oauth2_provider.views.dynamic_client_registration import _issue_registration_token
 from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
@@ -349,17 +348,7 @@ def _(w: World) -> HttpResponse:
 
 @case("auth-public-client", 401, "invalid_client", "Public clients")
 def _(w: World) -> HttpResponse:
-    Application = get_application_model()
-    secret = generate_client_secret()
-    application = Application.objects.create(
-        name="Public agent",
-        client_type=Application.CLIENT_PUBLIC,
-        authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
-        client_secret=secret,
-        redirect_uris="https://agent.example/cb",
-        algorithm=Application.RS256_ALGORITHM,
-    )
-    CibaClient.objects.create(application=application)
+    application, secret = factories.make_public_client()
     return form(BC, VALID, **basic(application.client_id, secret))
 
 

@@ -99,22 +99,25 @@ def test_a_refreshed_token_answers_the_same_claims(agent, alice):
     assert set(claims_of(refreshed.json()["access_token"])) == {"sub"} | EMAIL
 
 
+def exchanged_for_next_hop(agent: Any, make_agent: Any, access_token: str, scope: str) -> str:
+    next_hop = make_agent(name="Calendar agent")
+    narrowed = exchange(agent, access_token, scope=scope, audience=next_hop.client_id)
+    assert narrowed.status_code == 200, narrowed.content
+    return narrowed.json()["access_token"]
+
+
 def test_an_exchanged_token_answers_only_its_narrower_scope(agent, alice, make_agent):
     token = tokens_for(agent, alice, "openid profile email")
-    next_hop = make_agent(name="Calendar agent")
-    narrowed = exchange(agent, token["access_token"], scope="openid profile", audience=next_hop.client_id)
-    assert narrowed.status_code == 200, narrowed.content
+    narrowed = exchanged_for_next_hop(agent, make_agent, token["access_token"], "openid profile")
 
-    assert set(claims_of(narrowed.json()["access_token"])) == {"sub"} | PROFILE
+    assert set(claims_of(narrowed)) == {"sub"} | PROFILE
 
 
 def test_a_token_without_openid_gets_no_claims(agent, alice, make_agent):
     token = tokens_for(agent, alice, "openid profile")
-    next_hop = make_agent(name="Calendar agent")
-    narrowed = exchange(agent, token["access_token"], scope="profile", audience=next_hop.client_id)
-    assert narrowed.status_code == 200, narrowed.content
+    narrowed = exchanged_for_next_hop(agent, make_agent, token["access_token"], "profile")
 
-    answer = userinfo(narrowed.json()["access_token"])
+    answer = userinfo(narrowed)
 
     assert answer.status_code == 401
     assert answer.json()["error"] == "invalid_token"
