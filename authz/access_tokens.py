@@ -79,6 +79,10 @@ def _resources(request: Any) -> list[str]:
     for key, value in request.decoded_body or []:
         if key == "resource" and value.strip() and value not in values:
             values.append(value)
+    refresh_token = vars(request).get("refresh_token_instance")
+    if not values and request.grant_type == "refresh_token" and refresh_token is not None:
+        # A refresh that names no resource keeps the grant's (DOT stores the refresh token's), so `aud` must too.
+        return list(refresh_token.resource or [])
     return values
 
 

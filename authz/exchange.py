@@ -1,9 +1,11 @@
 """OAuth 2.0 Token Exchange (RFC 8693) for agents: a token issued here is exchanged for a narrower one, for another
 resource or another agent, and the new token records who acts for whom (the `act` chain, RFC 8693 §4.1).
 
-An exchanged token never outlives, and never exceeds, the token it came from: its scope and authorization_details
-are subsets, its expiry is at most the subject token's, and revoking the subject token revokes it (see
-`token_family_lock`). Exchanged tokens carry no refresh token: the agent exchanges again.
+An exchanged token never outlives, and never exceeds, the token it came from (`Restrictions`): it inherits the subject
+token's resource binding, audience, scope and authorization_details, and each hop can only narrow them, whatever it
+names; its expiry is at most the subject token's, it stands only while its subject does (authz.token_policy), and
+revoking the subject token revokes it (see `token_family_lock`). Exchanged tokens carry no refresh token: the agent
+exchanges again.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +27,8 @@ from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc6749.grant_types.base import GrantTypeBase
 
 from .client_auth import ciba_settings
-from .models import TokenDetails
+from .models import TokenDetails, client_allows_grant
+from .token_policy import MAX_CHAIN_DEPTH, details_of, token_active
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +39,6 @@ ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 REPEATABLE = ("resource", "audience")
 MAX_TARGETS = 10
 MAX_PARAM_LENGTH = 16 * 1024
-# A chain longer than this is refused: each hop nests one more `act` object in every token below it.
-MAX_CHAIN_DEPTH = 8
 
 
 class InvalidTarget(errors.OAuth2Error):
@@ -60,16 +61,57 @@ class ExchangeInvalidClient(errors.InvalidClientError):
 
 
 @dataclass(frozen=True)
+class Restrictions:
+    """What a token is good for: the resources it is bound to (RFC 8707), the clients it is addressed to (RFC 8693
+    audience), its scope and its authorization_details (RFC 9396). Empty resources or audience: not bound yet.
+
+    The one policy for every hop (`narrowed`): the new token inherits each restriction of its subject token, and a
+    hop may only narrow it. A hop that names only an audience keeps the subject's resource binding and the other way
+    round, so no order of hops unbinds a token. Once addressed, the audience narrows like the resources: the owner of
+    a token decides every agent its authority may reach; an agent named there passes it on only within that list."""
+
+    resources: list[str]
+    audience: list[str]
+    scopes: list[str]
+    authorization_details: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, token: Any, details: TokenDetails | None) -> Restrictions:
+        return cls(
+            resources=list(token.resource or []),
+            audience=list(details.audience) if details else [],
+            scopes=token.scope.split(),
+            authorization_details=list(details.authorization_details) if details else [],
+        )
+
+    def narrowed(
+        self,
+        *,
+        resources: list[str],
+        audience: list[str],
+        scope: str | None,
+        authorization_details: str | None,
+        ciba: Any,
+        request: Any,
+    ) -> Restrictions:
+        return Restrictions(
+            # RFC 8707 section 2.2: a token limited to some resources cannot be exchanged for others.
+            resources=_narrowed_targets(self.resources, resources, "resource", request),
+            audience=_narrowed_targets(self.audience, audience, "audience", request),
+            scopes=_narrowed_scopes(scope, self.scopes, ciba, request),
+            authorization_details=_narrowed_details(authorization_details, self.authorization_details, ciba, request),
+        )
+
+
+@dataclass(frozen=True)
 class ExchangeRequest:
     """What a validated exchange will issue."""
 
     subject: Any
-    scopes: list[str]
-    resources: list[str]
-    audience: list[str]
-    authorization_details: list[dict[str, Any]]
+    restrictions: Restrictions
     act: dict[str, Any]
     expires_in: int
+    granted_at: datetime | None  # the approval the subject token came from (TokenDetails.granted_at)
 
 
 class TokenExchangeGrant(GrantTypeBase):
@@ -87,10 +129,11 @@ class TokenExchangeGrant(GrantTypeBase):
                 issued = vars(request).get("issued_access_token") or _find_access_token(token["access_token"])
                 TokenDetails.objects.create(
                     access_token=issued,
-                    authorization_details=exchange.authorization_details,
-                    audience=exchange.audience,
+                    authorization_details=exchange.restrictions.authorization_details,
+                    audience=exchange.restrictions.audience,
                     act=exchange.act,
                     subject_token=exchange.subject,
+                    granted_at=exchange.granted_at,
                 )
         except errors.OAuth2Error as e:
             headers.update(e.headers)
@@ -100,10 +143,10 @@ class TokenExchangeGrant(GrantTypeBase):
             "issued_token_type": ACCESS_TOKEN_TYPE,
             "token_type": "Bearer",
             "expires_in": exchange.expires_in,
-            "scope": " ".join(exchange.scopes),
+            "scope": " ".join(exchange.restrictions.scopes),
         }
-        if exchange.authorization_details:
-            body["authorization_details"] = exchange.authorization_details
+        if exchange.restrictions.authorization_details:
+            body["authorization_details"] = exchange.restrictions.authorization_details
         logger.info(
             "Exchanged access token %s for token %s issued to client %s",
             exchange.subject.pk,
@@ -122,7 +165,7 @@ class TokenExchangeGrant(GrantTypeBase):
             raise ExchangeInvalidClient(request=request)
         request.client_id = request.client_id or request.client.client_id
         ciba = ciba_settings(request.client)
-        if ciba is None or not ciba.token_exchange_enabled:
+        if ciba is None or not client_allows_grant(request.client, TOKEN_EXCHANGE_GRANT_TYPE):
             raise errors.UnauthorizedClientError(
                 description="This client is not allowed to exchange tokens.", request=request
             )
@@ -154,45 +197,41 @@ class TokenExchangeGrant(GrantTypeBase):
             )
 
         subject = _locked_token(subject_value)
-        if subject is None or not subject.is_valid() or not exchange_chain_active(subject):
-            raise errors.InvalidGrantError(
-                description="The subject_token is not an active access token.", request=request
-            )
-        subject_details = _details_of(subject)
-        if subject.application_id != request.client.pk and request.client_id not in (
-            subject_details.audience if subject_details else []
-        ):
-            # The same answer as for an unknown token: a client cannot probe other clients' tokens.
+        subject_details = details_of(subject) if subject is not None else None
+        if subject is None or not token_active(subject) or not _may_present(subject, subject_details, request.client):
+            # The same answer for an unknown token and another client's: a client cannot probe other clients' tokens.
             raise errors.InvalidGrantError(
                 description="The subject_token is not an active access token.", request=request
             )
 
-        actor_client_id = request.client_id
         if actor_value is not None:
+            # Decision (RFC 8693 section 2.1 leaves it open): the actor is the calling client. An actor_token must be
+            # one issued to the caller, so no client can name another, whose token it may have come to hold, as
+            # the actor in the `act` chain resource servers rely on.
             actor = _find_access_token(actor_value)
-            if actor is None or not actor.is_valid() or not exchange_chain_active(actor) or actor.application is None:
+            if actor is None or actor.application_id != request.client.pk or not token_active(actor):
                 raise errors.InvalidGrantError(
-                    description="The actor_token is not an active access token.", request=request
+                    description="The actor_token is not an active access token of the calling client.", request=request
                 )
-            actor_client_id = actor.application.client_id
 
         previous_act = subject_details.act if subject_details else None
         if _chain_depth(previous_act) >= MAX_CHAIN_DEPTH:
             raise errors.InvalidGrantError(
                 description="The subject_token was exchanged too many times already.", request=request
             )
-        act: dict[str, Any] = {"sub": actor_client_id}
+        act: dict[str, Any] = {"sub": request.client_id}
         if previous_act:
             act["act"] = previous_act
 
-        _check_resources(resources, subject, request)
+        _check_resources(resources, request)
         _check_audience(audience, request)
-        scopes = _narrowed_scopes(_single(params, "scope", request), subject, ciba, request)
-        details = _narrowed_details(
-            _single(params, "authorization_details", request),
-            subject_details.authorization_details if subject_details else [],
-            ciba,
-            request,
+        restrictions = Restrictions.of(subject, subject_details).narrowed(
+            resources=resources,
+            audience=audience,
+            scope=_single(params, "scope", request),
+            authorization_details=_single(params, "authorization_details", request),
+            ciba=ciba,
+            request=request,
         )
 
         now = timezone.now()
@@ -204,47 +243,39 @@ class TokenExchangeGrant(GrantTypeBase):
             raise errors.InvalidGrantError(description="The subject_token is about to expire.", request=request)
 
         request.user = subject.user
-        request.scopes = scopes
-        request.resource = resources  # DOT stores it as the token's RFC 8707 resource
+        request.scopes = restrictions.scopes
+        request.resource = restrictions.resources  # DOT stores it as the token's RFC 8707 resource
         request.claims = None
         # What a JWT access token carries (authz.access_tokens), known before the token is generated.
         request.countersign_exchange = {
-            "authorization_details": details,
-            "audience": audience,
+            "authorization_details": restrictions.authorization_details,
+            "audience": restrictions.audience,
             "act": act,
             "expires_in": expires_in,
         }
         return ExchangeRequest(
             subject=subject,
-            scopes=scopes,
-            resources=resources,
-            audience=audience,
-            authorization_details=details,
+            restrictions=restrictions,
             act=act,
             expires_in=expires_in,
+            granted_at=subject_details.granted_at if subject_details else None,
         )
 
 
-def exchange_chain_active(token: Any) -> bool:
-    """Whether every token an exchanged token came from still exists and is unexpired.
-
-    Revocation through the endpoint removes exchanged tokens with their subject (`token_family_lock`); this check
-    covers subject tokens that disappear any other way (a rotated refresh token, an admin deleting a row): the
-    `subject_token` link is then NULL while `act` says the token was exchanged."""
-    seen = 0
-    current = token
-    while seen <= MAX_CHAIN_DEPTH:
-        details = _details_of(current)
-        if details is None or details.act is None:
-            return True  # not exchanged: the root of its chain
-        if details.subject_token_id is None:
-            return False
-        parent = get_access_token_model().objects.filter(pk=details.subject_token_id).first()
-        if parent is None or parent.is_expired():
-            return False
-        current = parent
-        seen += 1
-    return False
+def resource_indicator_error(value: str) -> str | None:
+    """Why `value` is no resource indicator this server binds tokens to, or None: RFC 8707 section 2 wants an
+    absolute URI without a fragment; this server also wants http(s) with a host, no userinfo, and https except for
+    loopback or in DEBUG. Used for every grant of the token endpoint (authz.views.TokenView) and for exchange."""
+    try:
+        parts = urlsplit(value)
+        hostname, _port = parts.hostname, parts.port  # .port raises ValueError for a port out of range
+    except ValueError:
+        return "Each resource must be an absolute http(s) URI (RFC 8707 section 2)."
+    if parts.scheme not in ("https", "http") or not hostname or parts.fragment or parts.username is not None:
+        return "Each resource must be an absolute http(s) URI (RFC 8707 section 2)."
+    if parts.scheme == "http" and not settings.DEBUG and hostname not in ("localhost", "127.0.0.1", "::1"):
+        return "Resources must use https."
+    return None
 
 
 def token_family_lock(token_value: str) -> tuple[int, list[int]] | None:
@@ -346,8 +377,9 @@ def _find_access_token(value: str) -> Any | None:
     return get_access_token_model().objects.select_related("application").filter(token_checksum=checksum).first()
 
 
-def _details_of(token: Any) -> TokenDetails | None:
-    return TokenDetails.objects.filter(access_token_id=token.pk).first()
+def _may_present(token: Any, details: TokenDetails | None, client: Any) -> bool:
+    """RFC 8693 section 2.1: a client presents a subject token issued to it or addressed to it (its audience)."""
+    return token.application_id == client.pk or client.client_id in (details.audience if details else [])
 
 
 def _chain_depth(act: Any) -> int:
@@ -358,22 +390,21 @@ def _chain_depth(act: Any) -> int:
     return depth
 
 
-def _check_resources(resources: list[str], subject: Any, request) -> None:
+def _check_resources(resources: list[str], request) -> None:
     for resource in resources:
-        parts = urlsplit(resource)
-        if parts.scheme not in ("https", "http") or not parts.hostname or parts.fragment or parts.username:
-            # RFC 8707 §2: an absolute URI without a fragment.
-            raise InvalidTarget(description="Each resource must be an absolute http(s) URI.", request=request)
-        if parts.scheme == "http" and not settings.DEBUG and parts.hostname not in ("localhost", "127.0.0.1"):
-            raise InvalidTarget(description="Resources must use https.", request=request)
-    allowed = list(subject.resource or [])
-    if allowed:
-        # RFC 8707 §2.2: a token limited to some resources cannot be exchanged for others.
-        outside = [r for r in resources if r not in allowed]
-        if outside:
-            raise InvalidTarget(
-                description="The subject_token is not valid for the requested resource.", request=request
-            )
+        problem = resource_indicator_error(resource)
+        if problem:
+            raise InvalidTarget(description=problem, request=request)
+
+
+def _narrowed_targets(held: list[str], requested: list[str], name: str, request) -> list[str]:
+    """A hop's resources or audience: the subject's when the hop names none, else a subset of the subject's (any
+    value when the subject is not bound yet)."""
+    if not requested:
+        return list(held)
+    if held and any(value not in held for value in requested):
+        raise InvalidTarget(description=f"The subject_token is not valid for the requested {name}.", request=request)
+    return requested
 
 
 def _check_audience(audience: list[str], request) -> None:
@@ -387,8 +418,7 @@ def _check_audience(audience: list[str], request) -> None:
         raise InvalidTarget(description="Unknown audience; name a registered client_id.", request=request)
 
 
-def _narrowed_scopes(requested: str | None, subject: Any, ciba: Any, request) -> list[str]:
-    granted = subject.scope.split()
+def _narrowed_scopes(requested: str | None, granted: list[str], ciba: Any, request) -> list[str]:
     if requested is None:
         scopes = granted
     else:
@@ -426,12 +456,37 @@ def _narrowed_details(
                     description=f"The {detail['type'][:60]} authorization is wider than the subject_token's.",
                     request=request,
                 )
+        if not _each_narrows_its_own(details, approved):
+            # RFC 9396 section 2: each object is one authorization; two copies of one approved payment are two.
+            raise InvalidAuthorizationDetails(
+                description="Each authorization_details object must narrow a different approved object.",
+                request=request,
+            )
     allowed_types = set(ciba.authorization_details_types or [])
     if allowed_types and any(d.get("type") not in allowed_types for d in details):
         raise InvalidAuthorizationDetails(
             description="This client may not use these authorization_details types.", request=request
         )
     return details
+
+
+def _each_narrows_its_own(requested: list[dict[str, Any]], approved: list[dict[str, Any]]) -> bool:
+    """Whether every requested object can be paired with an approved object of its own that it is no wider than
+    (a bipartite matching by augmenting paths; approved holds at most authz.rar.MAX_DETAILS objects, and a longer
+    requested list is refused before any pairing)."""
+    owner: dict[int, int] = {}  # approved index -> the requested index paired with it
+
+    def pair(index: int, tried: set[int]) -> bool:
+        for candidate, approved_detail in enumerate(approved):
+            if candidate in tried or not _no_wider(requested[index], approved_detail):
+                continue
+            tried.add(candidate)
+            if candidate not in owner or pair(owner[candidate], tried):
+                owner[candidate] = index
+                return True
+        return False
+
+    return len(requested) <= len(approved) and all(pair(index, set()) for index in range(len(requested)))
 
 
 def _no_wider(requested: dict[str, Any], approved: dict[str, Any]) -> bool:

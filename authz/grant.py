@@ -20,8 +20,8 @@ from oauthlib.openid.connect.core.grant_types.base import GrantTypeBase as OIDCG
 from approvals import services as approval_services
 from approvals.models import ApprovalRequest
 
-from .client_auth import ciba_settings
-from .models import TokenDetails
+from .models import TokenDetails, client_allows_grant
+from .token_policy import user_active
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,9 @@ class CibaGrant(GrantTypeBase):
                 if not approval_services.approval_request_consume(approval_request_id=approval_request.pk):
                     # Another poll won the race, or the request expired meanwhile.
                     raise errors.InvalidGrantError(description="The auth_req_id was already used.", request=request)
-                ciba = ciba_settings(request.client)
-                token = token_handler.create_token(request, refresh_token=bool(ciba and ciba.refresh_tokens))
+                # The client-capability policy: refresh tokens only while the client may refresh.
+                refresh = client_allows_grant(request.client, "refresh_token")
+                token = token_handler.create_token(request, refresh_token=refresh)
                 for modifier in self._token_modifiers:
                     token = modifier(token, token_handler, request)
                 self.request_validator.save_token(token, request)
@@ -56,7 +57,11 @@ class CibaGrant(GrantTypeBase):
                 # refreshed tokens inherit it, CountersignValidator.save_bearer_token).
                 TokenDetails.objects.update_or_create(
                     access_token=request.issued_access_token,
-                    defaults={"authorization_details": approval_request.authorization_details},
+                    defaults={
+                        "authorization_details": approval_request.authorization_details,
+                        # Refresh counts the refresh token's lifetime from here (CountersignValidator).
+                        "granted_at": approval_request.decided_at or timezone.now(),
+                    },
                 )
                 if approval_request.authorization_details:
                     token["authorization_details"] = approval_request.authorization_details
@@ -89,6 +94,9 @@ class CibaGrant(GrantTypeBase):
             raise CibaTokenError("authorization_pending", "The user has not yet decided.", request)
         if status != Status.APPROVED:
             raise errors.InvalidGrantError(description="The auth_req_id was already used.", request=request)
+        if not user_active(approval_request.user):
+            # A person deactivated after approving: their tokens would stand nowhere (authz.token_policy).
+            raise errors.InvalidGrantError(description="The user is no longer active.", request=request)
         request.approval_request = approval_request
         request.user = approval_request.user
         request.scopes = approval_request.scopes

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from typing import Any
+
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
@@ -51,7 +54,10 @@ class CibaClient(models.Model):
     website_verified = models.BooleanField(
         _("website verified"),
         default=False,
-        help_text=_("Set only after checking that the client's operator controls the website; approvers see it then."),
+        help_text=_(
+            "Set only after checking that the client's operator controls the website and goes by this name; approvers "
+            "see it then. A registration update that changes the name or the website clears it."
+        ),
     )
     # RFC 7591 §2: the client's public keys, inline or by URL (fetched through approvals.http, never both).
     jwks = models.JSONField(_("JWKS"), null=True, blank=True, help_text=_("The client's public keys, a JWK Set."))
@@ -86,6 +92,21 @@ class CibaClient(models.Model):
         default=True,
         help_text=_("Allows RFC 8693 token exchange of this client's tokens for narrower downstream tokens."),
     )
+    # RFC 7662 section 4: who besides the token's own client may introspect it (authz.introspection.may_introspect).
+    resource_server = models.BooleanField(
+        _("resource server"),
+        default=False,
+        help_text=_(
+            "A protected resource that introspects other clients' tokens: those bound to one of its resources or to "
+            "its client_id, and those bound to nothing. Set by create_agent_client --no-ciba, never by registration."
+        ),
+    )
+    resources = models.JSONField(
+        _("resources"),
+        default=list,
+        blank=True,
+        help_text=_("The resource URIs (RFC 8707) this resource server serves, e.g. https://api.example/."),
+    )
     prompt_channels = models.CharField(
         _("prompt channels"),
         max_length=200,
@@ -95,7 +116,35 @@ class CibaClient(models.Model):
             "server's configured channels; empty means the server's order."
         ),
     )
+    # What a client's own registration updates (RFC 7592) may not exceed: these fields as an administrator last saved
+    # them (authz.registration.apply_registration_policy). Null until an administrator saves the client.
+    admin_limits = models.JSONField(null=True, blank=True, editable=False)
+    admin_limits_at = models.DateTimeField(
+        _("limits for registration updates set"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "When an administrator last saved this client. Its registration updates may since narrow what it may do "
+            "(grants, scopes, authorization details types) but not widen it, nor drop private_key_jwt, signed "
+            "requests or user codes required then."
+        ),
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    # The fields whose values at an administrator's last save bound what the client may give itself.
+    ADMIN_LIMITED_FIELDS = (
+        "ciba_enabled",
+        "refresh_tokens",
+        "client_credentials_enabled",
+        "token_exchange_enabled",
+        "allowed_scopes",
+        "authorization_details_types",
+        "token_endpoint_auth_method",
+        "token_endpoint_auth_signing_alg",
+        "backchannel_authentication_request_signing_alg",
+        "backchannel_user_code_parameter",
+    )
 
     class Meta:
         verbose_name = _("CIBA client settings")
@@ -121,6 +170,7 @@ class CibaClient(models.Model):
 
         self._clean_keys()
         self._clean_fapi()
+        self._clean_resources()
 
         configured = approvals_settings.channel_names()
         unknown = [name for name in self.prompt_channel_names if name not in configured]
@@ -155,6 +205,15 @@ class CibaClient(models.Model):
                 {"jwks": _("private_key_jwt and signed requests need the client's public keys (jwks or jwks_uri).")}
             )
 
+    def _clean_resources(self) -> None:
+        from .exchange import resource_indicator_error
+
+        if not isinstance(self.resources, list) or not all(isinstance(r, str) for r in self.resources):
+            raise ValidationError({"resources": _("A JSON list of resource URIs.")})
+        problems = [problem for problem in map(resource_indicator_error, self.resources) if problem]
+        if problems:
+            raise ValidationError({"resources": problems[0]})
+
     def _clean_fapi(self) -> None:
         """FAPI-CIBA Security Profile §5.2.2: what an OP must enforce for clients of the profile."""
         if not self.fapi_ciba:
@@ -172,6 +231,12 @@ class CibaClient(models.Model):
             errors["backchannel_token_delivery_mode"] = _("FAPI-CIBA does not allow push mode.")
         if errors:
             raise ValidationError(errors)
+
+    def admin_limits_record(self, *, now: Any) -> None:
+        """An administrator has saved this client: what it may do now bounds its own registration updates."""
+        limits = {name: getattr(self, name) for name in self.ADMIN_LIMITED_FIELDS}
+        CibaClient.objects.filter(pk=self.pk).update(admin_limits=limits, admin_limits_at=now)
+        self.admin_limits, self.admin_limits_at = limits, now
 
     @property
     def allowed_signing_algs(self) -> list[str]:
@@ -192,6 +257,40 @@ class CibaClient(models.Model):
         if not self.allowed_scopes.strip():
             return True
         return set(scopes) <= set(self.allowed_scopes.split())
+
+    def allows_grant(self, grant_type: str) -> bool:
+        """Whether this client may use `grant_type` now: the one client-capability policy (see client_allows_grant).
+
+        Refresh tokens come only from a person's CIBA approval, so refreshing needs CIBA as well as refresh tokens:
+        an administrator who turns either off stops every refresh token the client holds."""
+        if grant_type == settings.CIBA_GRANT_TYPE:
+            return self.ciba_enabled
+        if grant_type == "refresh_token":
+            return self.ciba_enabled and self.refresh_tokens
+        if grant_type == "client_credentials":
+            return self.client_credentials_enabled
+        if grant_type == settings.TOKEN_EXCHANGE_GRANT_TYPE:
+            return self.token_exchange_enabled
+        return False  # authorization_code, password, device_code: never for an agent
+
+
+def client_allows_grant(application: Any, grant_type: str) -> bool:
+    """The client-capability policy every grant asks: bc-authorize and the CIBA grant, refresh, client credentials and
+    token exchange (authz.views, CountersignValidator.validate_grant_type, authz.exchange), and token_active for the
+    tokens a client already holds. An agent's CibaClient decides; an application without one (an OAuth client an
+    administrator added in DOT's admin) keeps DOT's rules for DOT's grants and gets none of Countersign's."""
+    if application is None:
+        return False
+    try:
+        ciba = application.ciba
+    except CibaClient.DoesNotExist:
+        ciba = None
+    if ciba is not None:
+        return ciba.allows_grant(grant_type)
+    from oauth2_provider.oauth2_validators import GRANT_TYPE_MAPPING  # needs the app registry: imported on use
+
+    allowed = GRANT_TYPE_MAPPING.get(grant_type)
+    return bool(allowed) and application.allows_grant_type(*allowed)
 
 
 class AuthorizationDetailType(models.Model):
@@ -231,6 +330,9 @@ class TokenDetails(models.Model):
     authorization_details = models.JSONField(default=list, blank=True)
     audience = models.JSONField(default=list, blank=True)
     act = models.JSONField(null=True, blank=True)
+    # When the person approved the grant this token descends from: refreshed tokens carry it on, and the refresh
+    # token's lifetime is counted from it (CountersignValidator.validate_refresh_token), so refreshing never slides it.
+    granted_at = models.DateTimeField(null=True, blank=True)
     subject_token = models.ForeignKey(
         oauth2_settings.ACCESS_TOKEN_MODEL,
         on_delete=models.SET_NULL,

@@ -3,12 +3,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from datetime import UTC
+from datetime import UTC, datetime
+from urllib.parse import parse_qs, urlsplit
 
-from django.conf import settings
 from django.db import transaction
-from oauth2_provider.models import get_access_token_model, get_application_model
-from oauth2_provider.oauth2_validators import GRANT_TYPE_MAPPING, OAuth2Validator
+from django.utils import timezone
+from oauth2_provider.models import get_access_token_model, get_application_model, refresh_token_expire_timedelta
+from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 
@@ -18,13 +19,11 @@ from .client_auth import (
     AUTHENTICATED_CLIENT_META,
     assertion_audience,
     authenticate_client,
-    ciba_settings,
     extract_credentials,
 )
 from .errors import OAuthError
-from .exchange import exchange_chain_active
-from .models import TokenDetails
-from .registration import is_registration_token
+from .models import TokenDetails, client_allows_grant
+from .token_policy import token_active, user_active
 
 logger = logging.getLogger(__name__)
 
@@ -95,27 +94,44 @@ class CountersignValidator(OAuth2Validator):
         return True
 
     def validate_grant_type(self, client_id, grant_type, client, request, *args, **kwargs) -> bool:
-        ciba = ciba_settings(client)
-        if grant_type == settings.CIBA_GRANT_TYPE:
-            return bool(ciba and ciba.ciba_enabled)
-        if grant_type == "refresh_token" and ciba and ciba.ciba_enabled and ciba.refresh_tokens:
-            return True
-        if grant_type == "client_credentials" and ciba is not None:
-            # Every agent's DOT grant type is client-credentials (create_agent_client), so DOT alone would let each
-            # one act on its own behalf; the CibaClient flag decides.
-            return ciba.client_credentials_enabled
-        if grant_type not in GRANT_TYPE_MAPPING:
-            return False
-        return super().validate_grant_type(client_id, grant_type, client, request, *args, **kwargs)
+        # Every agent's DOT grant type is client-credentials (create_agent_client), and DOT maps refresh_token to it:
+        # DOT alone would let every agent refresh and act on its own behalf. The one policy decides instead.
+        return client_allows_grant(client, grant_type)
 
     def validate_bearer_token(self, token, scopes, request) -> bool:
-        # Registration tokens are for the registration endpoint only; an exchanged token is only as good as the
-        # chain it came from (authz.exchange).
+        # RFC 9700 section 4.3.2: never from a query string (access logs, browser history). DOT's
+        # COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT gate guards its resource views only; userinfo comes here.
+        if oauth2_settings.COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT and "access_token" in parse_qs(
+            urlsplit(request.uri or "").query, keep_blank_values=True
+        ):
+            return False
+        # Registration tokens are for the registration endpoint only; a token of an inactive user, of a client that
+        # lost the grant, or exchanged from one that no longer stands, stands nowhere (authz.token_policy).
         if not super().validate_bearer_token(token, scopes, request):
             return False
-        if is_registration_token(request.access_token):
-            return False
-        return exchange_chain_active(request.access_token)
+        return token_active(request.access_token)
+
+    def validate_refresh_token(self, refresh_token, client, request, *args, **kwargs) -> bool:
+        """DOT's checks (the token exists, is the client's, is not revoked or rotated away), then ours: the person is
+        still active, and the grant is younger than REFRESH_TOKEN_EXPIRE_SECONDS counted from the person's approval.
+
+        Decision: refresh rotates (ROTATE_REFRESH_TOKEN, DOT's default) and its lifetime does not slide. DOT counts
+        the lifetime from the expiry of the latest access token, so an agent refreshing in time would keep the
+        approval alive forever; counted from the approval, the person's decision ends when they were told it would."""
+        if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
+            raise oauth_errors.InvalidGrantError(
+                description="The refresh token is unknown, expired, revoked or already used.", request=request
+            )
+        refresh = request.refresh_token_instance
+        if not user_active(refresh.user):
+            raise oauth_errors.InvalidGrantError(description="The user is no longer active.", request=request)
+        lifetime = refresh_token_expire_timedelta()
+        if lifetime is not None and grant_started(refresh) + lifetime <= timezone.now():
+            raise oauth_errors.InvalidGrantError(
+                description="The approval this refresh token came from has expired; ask the person again.",
+                request=request,
+            )
+        return True
 
     def _create_access_token(self, expires, request, token, source_refresh_token=None):
         access_token = super()._create_access_token(expires, request, token, source_refresh_token)
@@ -134,13 +150,19 @@ class CountersignValidator(OAuth2Validator):
                     "authorization_details", flat=True
                 )
             )
+            # Read before DOT's rotation deletes the old access token: the new one keeps the approval's time.
+            granted_at = grant_started(source)
             result = super().save_bearer_token(token, request, *args, **kwargs)
             checksum = hashlib.sha256(token["access_token"].encode("utf-8")).hexdigest()
             access_token = get_access_token_model().objects.filter(token_checksum=checksum).first()
             # The grace-period path answers with a token refreshed before, which already has its copy.
             details = TokenDetails.objects.filter(access_token=access_token).first() if access_token else None
-            if details is None and access_token is not None and approved:
-                details = TokenDetails.objects.create(access_token=access_token, authorization_details=approved[0])
+            if details is None and access_token is not None:
+                details = TokenDetails.objects.create(
+                    access_token=access_token,
+                    authorization_details=approved[0] if approved else [],
+                    granted_at=granted_at,
+                )
             if details is not None and details.authorization_details:
                 token["authorization_details"] = details.authorization_details
         return result
@@ -186,6 +208,24 @@ class CountersignValidator(OAuth2Validator):
                 if token.get("refresh_token"):
                     claims["urn:openid:params:jwt:claim:rt_hash"] = _left_hash(token["refresh_token"])
         return claims, expiration_time
+
+
+def grant_started(refresh_token) -> datetime:
+    """When the person approved the grant `refresh_token` belongs to (TokenDetails.granted_at of its access token).
+    Tokens issued before that was recorded count from their access token's details, else from the refresh token."""
+    access_token_id = refresh_token.access_token_id
+    if access_token_id is None:
+        # Rotated within the grace period: the access token it was rotated into carries the grant.
+        access_token_id = (
+            get_access_token_model()
+            .objects.filter(source_refresh_token=refresh_token)
+            .values_list("pk", flat=True)
+            .first()
+        )
+    details = TokenDetails.objects.filter(access_token_id=access_token_id).first() if access_token_id else None
+    if details is not None:
+        return details.granted_at or details.created_at
+    return refresh_token.created
 
 
 def _left_hash(value: str) -> str:

@@ -244,6 +244,7 @@ def test_create_agent_client_client_credentials_flag(db):
 def test_create_agent_client_no_ciba_makes_a_client_that_only_introspects(agent, approver):
     printed = run("create_agent_client", "--name", "Payments API", "--no-ciba")
     assert printed["ciba_enabled"] is False
+    assert printed["resource_server"] is True and printed["resources"] == []
     resource_server = agent_from(printed)
 
     refused = resource_server.bc_authorize(scope="openid", login_hint="alice")

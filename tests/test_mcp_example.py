@@ -56,8 +56,11 @@ def countersign(live_server: Any, settings: Any) -> str:
 
 @pytest.fixture
 def mcp(countersign: str) -> Iterator[Mcp]:
-    # The resource server is a client of Countersign's own, for introspection only (no CIBA settings).
-    application, secret = factories.make_agent_client(name="MCP payments resource", ciba=False)
+    # The resource server is a client of Countersign's own, for introspection only, registered as
+    # `create_agent_client --no-ciba` does: a resource server (it may introspect the agents' unbound tokens).
+    application, secret = factories.make_agent_client(
+        name="MCP payments resource", ciba_enabled=False, resource_server=True
+    )
     issuer = requests.get(f"{countersign}/.well-known/oauth-authorization-server", timeout=5).json()["issuer"]
     server = make_wsgi_server("127.0.0.1", 0, quiet=True)
     url = f"http://127.0.0.1:{server.server_port}/mcp"

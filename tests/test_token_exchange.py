@@ -185,7 +185,8 @@ def test_act_chain_over_two_hops_to_other_agents(agent, approver, make_agent):
     payer = make_agent(name="Payment agent")
     subject = issue_subject_token(planner, approver, details=[PAYMENT])
 
-    first = exchange(planner, subject, ("audience", booker.client_id))
+    # The planner names every agent the authority may reach: an audience only narrows along the chain.
+    first = exchange(planner, subject, ("audience", booker.client_id), ("audience", payer.client_id))
     assert first.status_code == 200, first.content
     hop1 = first.json()["access_token"]
 
@@ -219,21 +220,23 @@ def test_act_chain_over_two_hops_to_other_agents(agent, approver, make_agent):
     assert_oauth_error(exchange(payer, hop2, ("resource", BANK), scope="openid profile"), 400, "invalid_scope")
 
 
-def test_actor_token_names_the_acting_client(agent, approver, make_agent):
-    worker = make_agent(name="Worker agent")
-    worker_token = issue_subject_token(worker, approver, scope="openid")
+def test_actor_token_names_the_acting_client(make_agent, approver):
+    # The actor is the calling client: its own token (here from client credentials) is the actor_token it may present;
+    # another client's is refused (tests/security/test_token_chain.py).
+    agent = make_agent(name="Worker agent", client_credentials_enabled=True)
+    own = agent.post("/oauth/token/", {"grant_type": "client_credentials", "scope": "openid"}).json()["access_token"]
     subject = issue_subject_token(agent, approver)
 
     response = exchange(
         agent,
         subject,
         ("resource", BANK),
-        actor_token=worker_token,
+        actor_token=own,
         actor_token_type=ACCESS_TOKEN_TYPE,
     )
 
     assert response.status_code == 200, response.content
-    assert introspect(agent, response.json()["access_token"])["act"] == {"sub": worker.client_id}
+    assert introspect(agent, response.json()["access_token"])["act"] == {"sub": agent.client_id}
 
 
 def test_revoking_the_subject_token_revokes_the_tokens_exchanged_from_it(agent, approver, make_agent):

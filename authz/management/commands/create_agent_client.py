@@ -12,6 +12,7 @@ from oauth2_provider.models import get_application_model
 
 from approvals import http
 from approvals.conf import approvals_settings
+from authz.exchange import resource_indicator_error
 from authz.jose import JwksError, parse_jwks
 from authz.models import CibaClient
 
@@ -52,8 +53,16 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-ciba",
             action="store_true",
-            help="a client that never asks people: a resource server that only introspects tokens, or an agent "
-            "that only uses --client-credentials",
+            help="a client that never asks people: a resource server that introspects other clients' tokens, or "
+            "(with --client-credentials) an agent that only acts on its own behalf",
+        )
+        parser.add_argument(
+            "--resource",
+            action="append",
+            default=[],
+            metavar="URL",
+            help="with --no-ciba: a resource URI (RFC 8707) this resource server serves; it may introspect tokens "
+            "bound to it (repeat for several)",
         )
         parser.add_argument("--scopes", default="", help="space-separated scopes this client may ask for")
         parser.add_argument("--user-code", action="store_true", help="the client sends users' user_code")
@@ -85,6 +94,15 @@ class Command(BaseCommand):
         if private_key_jwt and not (options["jwks"] or options["jwks_uri"]):
             raise CommandError("private_key_jwt needs the client's public keys: --jwks FILE or --jwks-uri URL.")
         jwks = self._read_jwks(options["jwks"]) if options["jwks"] else None
+        # authz.introspection.may_introspect: a --no-ciba client that does not act for itself is a resource server.
+        resource_server = options["no_ciba"] and not options["client_credentials"]
+        resources = list(dict.fromkeys(options["resource"]))
+        if resources and not resource_server:
+            raise CommandError("--resource is for resource servers: --no-ciba without --client-credentials.")
+        for resource in resources:
+            problem = resource_indicator_error(resource)
+            if problem:
+                raise CommandError(f"--resource {resource}: {problem}")
         prompt_channels = [name.strip() for name in options["prompt_channels"].split(",") if name.strip()]
         configured = approvals_settings.channel_names()
         unknown = [name for name in prompt_channels if name not in configured]
@@ -126,6 +144,8 @@ class Command(BaseCommand):
                 client_credentials_enabled=options["client_credentials"],
                 backchannel_authentication_request_signing_alg=options["request_signing_alg"],
                 fapi_ciba=options["fapi"],
+                resource_server=resource_server,
+                resources=resources,
             )
             try:
                 # CibaClient.clean: the key rules (jwks or jwks_uri, SSRF-safe URL) and the FAPI-CIBA profile.
@@ -150,6 +170,8 @@ class Command(BaseCommand):
                 "backchannel_authentication_request_signing_alg": ciba.backchannel_authentication_request_signing_alg,
                 "fapi_ciba": ciba.fapi_ciba,
                 "client_credentials_enabled": ciba.client_credentials_enabled,
+                "resource_server": ciba.resource_server,
+                "resources": ciba.resources,
             }
         )
         self.stdout.write(json.dumps(printed))
