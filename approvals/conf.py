@@ -23,11 +23,24 @@ DEFAULTS: dict[str, Any] = {
     "MAX_REQUEST_BYTES": 64 * 1024,
     # How recent a typed password must be for the higher authentication level (approvals.links).
     "FRESH_PASSWORD_SECONDS": 300,
-    # Failed prompt-link attempts one address may make in LINK_FAILURE_WINDOW_SECONDS before it is refused.
+    # Bad prompt links naming one request, in LINK_FAILURE_WINDOW_SECONDS, before that request's link is refused
+    # (approvals.attempts); never counted per address, which behind a proxy or a carrier's NAT is many people.
     "LINK_MAX_FAILURES": 20,
     "LINK_FAILURE_WINDOW_SECONDS": 600,
-    # Wrong step-up passwords before a person's step-up is locked for USER_CODE_LOCKOUT_SECONDS.
-    "STEP_UP_MAX_FAILURES": 5,
+    # Bad prompt links server-wide in the window beyond which further bad ones are answered 429 (good links still work).
+    "LINK_GLOBAL_MAX_FAILURES": 1000,
+    # Wrong passwords for one person, at sign-in and at the step-up together, before both are locked for
+    # PASSWORD_LOCKOUT_SECONDS; and wrong sign-ins from one client address in the same window.
+    "PASSWORD_MAX_FAILURES": 5,
+    "PASSWORD_LOCKOUT_SECONDS": 900,
+    "SIGN_IN_MAX_FAILURES_PER_ADDRESS": 30,
+    # A header a trusted reverse proxy sets to the client's address (e.g. X-Forwarded-For); empty: REMOTE_ADDR. With
+    # X-Forwarded-For, TRUSTED_PROXY_COUNT says how many proxies append to it, so whatever the client sent is skipped.
+    "CLIENT_IP_HEADER": "",
+    "TRUSTED_PROXY_COUNT": 1,
+    # Whether staff and superuser accounts may be asked by agents. Off: bc-authorize answers unknown_user_id for them,
+    # so no agent can send an administrator prompts (approvals.services.approver_may_be_asked).
+    "STAFF_APPROVERS": False,
     # Abuse limit: requests one client may send one approver per minute (bc-authorize answers access_denied beyond).
     "PROMPTS_PER_MINUTE": 5,
     # Transient prompt failures retry with exponential backoff and full jitter, while the request is pending.

@@ -1,7 +1,14 @@
 from __future__ import annotations
 
+import math
+
 from django import forms
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
+
+from . import attempts
+from .conf import approvals_settings
 
 
 class DecisionForm(forms.Form):
@@ -17,3 +24,20 @@ class UserCodeForm(forms.Form):
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
         help_text=_("Agents that must prove they know you will ask you for this code."),
     )
+
+
+class SignInForm(AuthenticationForm):
+    """The sign-in page's form. Throttling itself is in the authentication backend (approvals.backends), which
+    every sign-in goes through; this only says so when a sign-in was refused for it."""
+
+    def get_invalid_login_error(self) -> ValidationError:
+        username = str(self.cleaned_data.get("username") or "")
+        address = attempts.client_address(self.request) if self.request is not None else ""
+        if attempts.exhausted(attempts.password_limits(username=username, address=address)):
+            minutes = math.ceil(approvals_settings.PASSWORD_LOCKOUT_SECONDS / 60)
+            return ValidationError(
+                _("Too many failed sign-ins. Wait %(minutes)d minutes, then try again."),
+                code="locked",
+                params={"minutes": minutes},
+            )
+        return super().get_invalid_login_error()

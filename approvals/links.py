@@ -1,13 +1,17 @@
 """The link in a prompt, and how strongly the approver has authenticated (acr).
 
 A link is `/approvals/l/<token>/`: the request's id and a MAC over (id, approver) keyed from SECRET_KEY, 44
-characters so an SMS keeps to one segment. It is unguessable, bound to one request and one person, useless once the
-request expires, and signs the person in at most once (ApprovalRequest.link_used_at); after that the page needs their
-session. Nothing about it is stored but the time it was used.
+characters so an SMS keeps to one segment. It is unguessable, bound to one request and one person, and useless once
+the request expires. It proves possession of one prompt, nothing more: opening it lets this browser see and decide
+that one request while it is pending (a hold kept in the session, SESSION_LINKS), and signs no one in, so it can
+never decide another request, change settings or devices, or open the admin. The decision spends it
+(ApprovalRequest.link_used_at), in the same UPDATE; after that the request needs a real sign-in, except in the
+browser that decided, which still sees the result.
 
 Two authentication levels, advertised in discovery's acr_values_supported (OpenID Connect Core §2, acr):
-- ACR_SESSION: signed in, by password or by a prompt's link (which only the person's own phone received);
-- ACR_FRESH_PASSWORD: the password typed within APPROVALS["FRESH_PASSWORD_SECONDS"].
+- ACR_SESSION: signed in with the password, or holding this request's prompt link (which only the person's own
+  phone received); for a link, auth_time is when it was opened;
+- ACR_FRESH_PASSWORD: the password typed within APPROVALS["FRESH_PASSWORD_SECONDS"] (or, by link, just now).
 A request's acr_values name the levels the agent accepts; approving needs at least the lowest of those we know.
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,8 +39,10 @@ ACR_VALUES_SUPPORTED = [ACR_SESSION, ACR_FRESH_PASSWORD]
 
 SESSION_AUTH_TIME = "countersign_auth_time"
 SESSION_PASSWORD_AT = "countersign_password_at"
-# The request whose prompt link this (not yet signed-in) browser opened.
-SESSION_LINK = "countersign_link"
+# The prompt links this (not signed-in) browser opened: {request id: {"at", "until": timestamps, "spent": bool}}.
+SESSION_LINKS = "countersign_links"
+# A phone may open several prompts before deciding; the oldest holds beyond this are forgotten.
+MAX_HELD_LINKS = 10
 
 _SALT = "countersign.approvals.link"
 
@@ -56,19 +63,83 @@ def link_url(approval_request: ApprovalRequest) -> str:
     return f"{settings.PUBLIC_URL}{reverse('approvals:link', args=[link_token(approval_request)])}"
 
 
-def resolve_link(token: str) -> ApprovalRequest | None:
-    """The request a well-formed, authentic token names, whatever its state; None for anything else."""
+def _parse(token: str) -> tuple[uuid.UUID, bytes] | None:
     if len(token) != 44:
         return None
     try:
-        request_id = uuid.UUID(bytes=base64.urlsafe_b64decode(token[:22] + "=="))
-        mac = base64.urlsafe_b64decode(token[22:] + "==")
+        return uuid.UUID(bytes=base64.urlsafe_b64decode(token[:22] + "==")), base64.urlsafe_b64decode(token[22:] + "==")
     except (binascii.Error, ValueError):
         return None
-    approval_request = ApprovalRequest.objects.select_related("client", "user").filter(pk=request_id).first()
-    if approval_request is None or not constant_time_compare(mac, _mac(request_id, approval_request.user_id)):
+
+
+def named_request(token: str) -> ApprovalRequest | None:
+    """The request a well-formed token names, whatever its state, before its MAC is checked (link_authentic)."""
+    parsed = _parse(token)
+    if parsed is None:
+        return None
+    return ApprovalRequest.objects.select_related("client", "user").filter(pk=parsed[0]).first()
+
+
+def link_authentic(token: str, approval_request: ApprovalRequest) -> bool:
+    parsed = _parse(token)
+    return (
+        parsed is not None
+        and parsed[0] == approval_request.pk
+        and constant_time_compare(parsed[1], _mac(approval_request.pk, approval_request.user_id))
+    )
+
+
+def resolve_link(token: str) -> ApprovalRequest | None:
+    """The request a well-formed, authentic token names, whatever its state; None for anything else."""
+    approval_request = named_request(token)
+    if approval_request is None or not link_authentic(token, approval_request):
         return None
     return approval_request
+
+
+@dataclass(frozen=True)
+class LinkHold:
+    """This browser opened the request's prompt link at `opened_at`; `spent`: and decided the request with it."""
+
+    opened_at: datetime
+    spent: bool
+
+
+def hold_link(session: SessionBase, approval_request: ApprovalRequest, now: datetime) -> None:
+    """Remember that this browser holds the request's link, until the request expires."""
+    holds = {
+        request_id: hold
+        for request_id, hold in session.get(SESSION_LINKS, {}).items()
+        if hold["until"] > now.timestamp() and request_id != str(approval_request.pk)
+    }
+    holds[str(approval_request.pk)] = {
+        "at": now.timestamp(),
+        "until": approval_request.expires_at.timestamp(),
+        "spent": False,
+    }
+    newest = sorted(holds.items(), key=lambda item: item[1]["at"])[-MAX_HELD_LINKS:]
+    session[SESSION_LINKS] = dict(newest)
+
+
+def held_link(session: SessionBase, request_id: Any, now: datetime) -> LinkHold | None:
+    hold = session.get(SESSION_LINKS, {}).get(str(request_id))
+    if hold is None or now.timestamp() >= hold["until"]:
+        return None
+    return LinkHold(opened_at=datetime.fromtimestamp(hold["at"], tz=UTC), spent=bool(hold["spent"]))
+
+
+def spend_held_link(session: SessionBase, request_id: Any) -> None:
+    """The hold's request was decided with it: the browser may still see the result, never decide again."""
+    holds = dict(session.get(SESSION_LINKS, {}))
+    if str(request_id) in holds:
+        holds[str(request_id)] = {**holds[str(request_id)], "spent": True}
+        session[SESSION_LINKS] = holds
+
+
+def drop_held_link(session: SessionBase, request_id: Any) -> None:
+    holds = dict(session.get(SESSION_LINKS, {}))
+    if holds.pop(str(request_id), None) is not None:
+        session[SESSION_LINKS] = holds
 
 
 def required_acr(acr_values: str) -> str:
@@ -103,8 +174,8 @@ def record_authentication(session: SessionBase, now: datetime, *, password: bool
 
 
 def on_password_login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
-    """user_logged_in: a sign-in through the login form (or admin) typed the password. The link view signs people
-    in with `login()` too and then records its own, lower, level."""
+    """user_logged_in: a sign-in through the login form (or admin) typed the password. Nothing else signs people in
+    (a prompt's link never does)."""
     if request is not None and hasattr(request, "session"):
         from django.utils import timezone
 

@@ -15,12 +15,11 @@ from uuid import UUID
 
 from django.contrib.auth.hashers import check_password, make_password
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from . import notifications, poll_mirror
+from . import attempts, notifications, poll_mirror
 from .conf import approvals_settings
 from .models import ApprovalRequest, Approver, AuditEvent
 
@@ -49,12 +48,16 @@ def approval_request_create(
     acr_values: str = "",
     requested_expiry: int | None = None,
     client_notification_token: str = "",
+    notification_mode: str = "",
+    notification_endpoint: str = "",
     authorization_details: list[dict[str, Any]] | None = None,
     now: datetime | None = None,
 ) -> ApprovalRequest:
     """Store a new pending request and, once committed, hand it to the prompt task.
 
-    authorization_details must already be validated (authz.rar): they are shown to the approver as they are."""
+    authorization_details must already be validated (authz.rar): they are shown to the approver as they are.
+    notification_mode and notification_endpoint: the ping or push client's registered callback as it is now, which
+    this request's callback goes to whatever the registration says later (approvals.notifications)."""
     now = now or timezone.now()
     lifetime = min(requested_expiry or approvals_settings.DEFAULT_EXPIRY_SECONDS, approvals_settings.MAX_EXPIRY_SECONDS)
     with transaction.atomic():
@@ -68,6 +71,8 @@ def approval_request_create(
             acr_values=acr_values,
             requested_expiry=requested_expiry,
             client_notification_token=client_notification_token,
+            notification_mode=notification_mode,
+            notification_endpoint=notification_endpoint,
             authorization_details=authorization_details or [],
             interval=approvals_settings.POLL_INTERVAL_SECONDS,
             created_at=now,
@@ -108,25 +113,31 @@ def approval_request_decide(
     acr: str = "",
     auth_time: datetime | None = None,
     automated_by: str = "",
+    by_link: bool = False,
     now: datetime | None = None,
 ) -> bool:
     """The approver's decision. Only the request's own user can decide, once, before it expires.
 
     acr and auth_time say how and when the approver authenticated (approvals.links); they go into the ID token.
     `automated_by` marks a decision made by the automated-approval endpoint for certification runs: audited as
-    such, with no person as its actor.
+    such, with no person as its actor. `by_link`: made by the holder of the prompt's link rather than a signed-in
+    session; the same UPDATE spends the link, so a link decides at most once.
     """
     now = now or timezone.now()
     new_status = Status.APPROVED if approve else Status.DENIED
     auth_time = auth_time or getattr(user, "last_login", None) or now
+    unspent: dict[str, Any] = {"link_used_at__isnull": True} if by_link else {}
+    spend: dict[str, Any] = {"link_used_at": now} if by_link else {}
     with transaction.atomic():
         won = ApprovalRequest.objects.filter(
-            pk=approval_request_id, user=user, status=Status.PENDING, expires_at__gt=now
-        ).update(status=new_status, decided_at=now, auth_time=auth_time, acr=acr)
+            pk=approval_request_id, user=user, status=Status.PENDING, expires_at__gt=now, **unspent
+        ).update(status=new_status, decided_at=now, auth_time=auth_time, acr=acr, **spend)
         if won:
             kind = Kind.APPROVED if approve else Kind.DENIED
             if automated_by:
                 _audit(approval_request_id, kind, actor=None, at=now, acr=acr, automated_by=automated_by)
+            elif by_link:
+                _audit(approval_request_id, kind, actor=user, at=now, acr=acr, link=True)
             else:
                 _audit(approval_request_id, kind, actor=user, at=now, acr=acr)
             _settle_mirror(approval_request_id, now=now)
@@ -161,16 +172,6 @@ def approval_request_resettle_mirror(*, now: datetime | None = None) -> int:
     except RedisError:
         logger.warning("Redis is unavailable; the poll mirror will be re-settled on the next run", exc_info=True)
         return 0
-
-
-def approval_request_use_link(*, approval_request_id: UUID | str, now: datetime | None = None) -> bool:
-    """Spend the prompt link's one sign-in (approvals.links); False if it was spent or the request has expired."""
-    now = now or timezone.now()
-    return bool(
-        ApprovalRequest.objects.filter(pk=approval_request_id, link_used_at__isnull=True, expires_at__gt=now).update(
-            link_used_at=now
-        )
-    )
 
 
 def approval_request_consume(*, approval_request_id: UUID | str, now: datetime | None = None) -> bool:
@@ -254,41 +255,30 @@ def approver_set_phone(*, approver: Approver, phone_number: str) -> None:
     approver.refresh_from_db(fields=["phone_number", "phone_disabled_at", "phone_disabled_reason"])
 
 
+def approver_may_be_asked(*, user: AbstractBaseUser) -> bool:
+    """Whether agents may send this person requests at all (bc-authorize answers unknown_user_id otherwise).
+
+    Staff and superuser accounts may not, unless APPROVALS["STAFF_APPROVERS"]: any client can name anyone in
+    login_hint, and an administrator's account is the last one to put in front of prompts an agent controls. An
+    administrator who also approves agents uses a second, ordinary account."""
+    if not user.is_active:
+        return False
+    privileged = getattr(user, "is_staff", False) or getattr(user, "is_superuser", False)
+    return not privileged or bool(approvals_settings.STAFF_APPROVERS)
+
+
 def approver_check_step_up_password(*, user: AbstractBaseUser, password: str) -> bool:
-    """The password typed to reach the higher authentication level, with a lockout after repeated failures."""
-    key = f"approvals:step-up-failures:{user.pk}"
-    if failures_exceeded(key, approvals_settings.STEP_UP_MAX_FAILURES):
-        return False
-    if password and user.check_password(password):
-        return True
-    count_failure(key, timeout=approvals_settings.USER_CODE_LOCKOUT_SECONDS)
-    return False
-
-
-def failures_exceeded(key: str, limit: int) -> bool:
-    try:
-        return (cache.get(key) or 0) >= limit
-    except RedisError:
-        # The count is unreachable for now; the slow hashes still make each guess expensive.
-        logger.warning("Failure count unavailable (Redis): %s", key.rsplit(":", 1)[0], exc_info=True)
-        return False
-
-
-def count_failure(key: str, *, timeout: int) -> None:
-    count(key, timeout=timeout)
+    """The password typed to reach the higher authentication level. It shares its count of wrong guesses with
+    sign-in (approvals.attempts.password_limits), so signing in again cannot get round a locked step-up."""
+    limits = attempts.password_limits(username=user.get_username())
+    verdict = attempts.attempt(limits, lambda: bool(password) and user.check_password(password))
+    return verdict is attempts.Verdict.CORRECT
 
 
 def count(key: str, *, timeout: int) -> int | None:
     """Add one to a counter in the cache (Redis in production) that lives `timeout` seconds from its first count;
     the new value, or None while Redis is unreachable (callers then let the request through)."""
-    try:
-        return 1 if cache.add(key, 1, timeout=timeout) else cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=timeout)
-        return 1
-    except RedisError:
-        logger.warning("Counter unavailable (Redis): %s", key.rsplit(":", 1)[0], exc_info=True)
-        return None
+    return attempts.counter_add(key, timeout=timeout)
 
 
 # --- user codes (CIBA Core §7.1 user_code) -------------------------------------------------------------------
@@ -301,11 +291,10 @@ def approver_set_user_code(*, approver: Approver, user_code: str) -> None:
 
 
 def approver_check_user_code(*, approver: Approver, user_code: str) -> bool:
-    """Check a user_code, with a lockout after repeated failures so an agent cannot guess it."""
-    key = f"approvals:user-code-failures:{approver.pk}"
-    if failures_exceeded(key, approvals_settings.USER_CODE_MAX_FAILURES):
-        return False
-    if approver.user_code_hash and check_password(user_code, approver.user_code_hash):
-        return True
-    count_failure(key, timeout=approvals_settings.USER_CODE_LOCKOUT_SECONDS)
-    return False
+    """Check a user_code, each guess counted before it is checked (approvals.attempts), so that agents cannot guess
+    it, not even by racing."""
+    verdict = attempts.attempt(
+        attempts.user_code_limits(approver_id=approver.pk),
+        lambda: bool(approver.user_code_hash) and check_password(user_code, approver.user_code_hash),
+    )
+    return verdict is attempts.Verdict.CORRECT

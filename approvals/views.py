@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
@@ -19,7 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from twilio.request_validator import RequestValidator
 
-from . import devices, links, selectors, services
+from . import attempts, devices, links, selectors, services
 from .conf import approvals_settings
 from .forms import DecisionForm, UserCodeForm
 from .models import ApprovalRequest, Approver, PushSubscription
@@ -32,7 +32,9 @@ def inbox(request: HttpRequest) -> HttpResponse:
     return render(request, "approvals/inbox.html", {"pending": pending})
 
 
-def _page_context(request: HttpRequest, approval_request: ApprovalRequest, *, decide_url: str) -> dict[str, Any]:
+def _page_context(
+    request: HttpRequest, approval_request: ApprovalRequest, hold: links.LinkHold | None, *, decide_url: str
+) -> dict[str, Any]:
     now = timezone.now()
     status = approval_request.effective_status(now)
     ciba = getattr(approval_request.client, "ciba", None)
@@ -46,81 +48,94 @@ def _page_context(request: HttpRequest, approval_request: ApprovalRequest, *, de
         "agent_website": ciba.website if ciba else "",
         "agent_website_verified": bool(ciba and ciba.website and ciba.website_verified),
         "decide_url": decide_url,
-        # A link visit is not signed in yet: the link itself reaches ACR_SESSION.
-        "needs_password": not links.satisfies(links.achieved_acr(request.session, now), required),
+        "needs_password": not links.satisfies(_achieved_acr(request, hold, now), required),
         "expires_at_iso": approval_request.expires_at.isoformat(),
         # RFC 9396: what exactly the agent will be allowed to do, each shown the way its type describes it.
         "authorization_details": approver_ui.displayed_details(approval_request.authorization_details or []),
     }
 
 
-def _owner_or_link(request: HttpRequest, pk: str) -> tuple[ApprovalRequest | None, bool]:
-    """The request if this browser may see it: signed in as its owner, or holding its unspent prompt link (a session
-    mark set by `link`). The second value says it is by link. (None, False): send the browser to sign in."""
+def _owner_or_link(request: HttpRequest, pk: str) -> tuple[ApprovalRequest | None, links.LinkHold | None]:
+    """The request if this browser may see it: signed in as its owner, or holding its prompt link (approvals.links;
+    once spent, only in the browser that spent it). The second value is the link's hold, None for the owner's
+    session. (None, None): send the browser to sign in."""
     if request.user.is_authenticated:
         # Another person's request is indistinguishable from one that does not exist.
-        return get_object_or_404(
-            ApprovalRequest.objects.select_related("client__ciba"), pk=pk, user=request.user
-        ), False
-    if request.session.get(links.SESSION_LINK) != str(pk):
-        return None, False
+        return get_object_or_404(ApprovalRequest.objects.select_related("client__ciba"), pk=pk, user=request.user), None
+    now = timezone.now()
+    hold = links.held_link(request.session, pk, now)
+    if hold is None:
+        return None, None
     approval_request = ApprovalRequest.objects.select_related("client__ciba", "user").filter(pk=pk).first()
-    if approval_request is None or approval_request.link_used_at is not None:
-        return None, False
-    return approval_request, True
+    if approval_request is None or approval_request.expires_at <= now:
+        return None, None  # the hold ends with its request
+    if approval_request.link_used_at is not None and not hold.spent:
+        return None, None
+    return approval_request, hold
+
+
+def _achieved_acr(request: HttpRequest, hold: links.LinkHold | None, now: datetime) -> str:
+    # The link is the session level for its one request; the session's own level otherwise.
+    return links.ACR_SESSION if hold is not None else links.achieved_acr(request.session, now)
 
 
 def detail(request: HttpRequest, pk: str) -> HttpResponse:
-    approval_request, _by_link = _owner_or_link(request, pk)
+    approval_request, hold = _owner_or_link(request, pk)
     if approval_request is None:
         return redirect_to_login(request.get_full_path())
-    context = _page_context(request, approval_request, decide_url=reverse("approvals:decide", args=[pk]))
+    context = _page_context(request, approval_request, hold, decide_url=reverse("approvals:decide", args=[pk]))
     return render(request, "approvals/detail.html", context)
 
 
 @require_POST
 def decide(request: HttpRequest, pk: str) -> HttpResponse:
-    approval_request, by_link = _owner_or_link(request, pk)
+    approval_request, hold = _owner_or_link(request, pk)
     if approval_request is None:
         return redirect_to_login(reverse("approvals:detail", args=[pk]))
-    if by_link:
-        # The first decision spends the link and signs its owner in (approvals.links); a racing second one finds
-        # it spent and is sent to sign in.
-        now = timezone.now()
-        if not services.approval_request_use_link(approval_request_id=approval_request.pk, now=now):
-            request.session.pop(links.SESSION_LINK, None)
-            messages.info(request, _("This link has already been used. Sign in to see the request."))
-            return redirect_to_login(reverse("approvals:detail", args=[pk]))
-        login(request, approval_request.user, backend="django.contrib.auth.backends.ModelBackend")
-        links.record_authentication(request.session, now, password=False)
-    return _decide(request, approval_request)
+    return _decide(request, approval_request, hold)
 
 
-def _decide(request: HttpRequest, approval_request: ApprovalRequest) -> HttpResponse:
-    """Apply Approve or Deny for the signed-in owner of the request, stepping up to a fresh password if needed."""
+def _decide(request: HttpRequest, approval_request: ApprovalRequest, hold: links.LinkHold | None) -> HttpResponse:
+    """Apply Approve or Deny for the request's owner, signed in or holding its link (`hold`), stepping up to a fresh
+    password if needed. A link decides as its owner without signing anyone in, and spends itself doing so."""
     back = redirect("approvals:detail", pk=approval_request.pk)
+    if hold is not None and hold.spent:
+        messages.error(request, _("This request can no longer be decided."))
+        return back
     form = DecisionForm(request.POST)
     if not form.is_valid():
         messages.error(request, _("Choose Approve or Deny."))
         return back
     approve = form.cleaned_data["decision"] == "approve"
     now = timezone.now()
-    achieved = links.achieved_acr(request.session, now)
+    person = approval_request.user if hold is not None else request.user
+    achieved = _achieved_acr(request, hold, now)
+    auth_time = hold.opened_at if hold is not None else links.auth_time(request.session)
     if approve and not links.satisfies(achieved, links.required_acr(approval_request.acr_values)):
         password = request.POST.get("password", "")
-        if not services.approver_check_step_up_password(user=request.user, password=password):
+        if not services.approver_check_step_up_password(user=person, password=password):
             messages.error(request, _("Enter your password correctly to approve this request."))
             return back
-        links.record_authentication(request.session, now, password=True)
-        achieved = links.ACR_FRESH_PASSWORD
+        if hold is None:
+            links.record_authentication(request.session, now, password=True)
+        # By link the password approves this one request: it signs no one in and leaves nothing in the session.
+        achieved, auth_time = links.ACR_FRESH_PASSWORD, now
     decided = services.approval_request_decide(
         approval_request_id=approval_request.pk,
-        user=request.user,
+        user=person,
         approve=approve,
         acr=achieved,
-        auth_time=links.auth_time(request.session),
+        auth_time=auth_time,
+        by_link=hold is not None,
         now=now,
     )
+    if hold is not None and not decided:
+        # Spent in another browser, decided in a signed-in session, or expired: only a sign-in shows it now.
+        links.drop_held_link(request.session, approval_request.pk)
+        messages.info(request, _("This request can no longer be decided with its link. Sign in to see it."))
+        return redirect_to_login(reverse("approvals:detail", args=[approval_request.pk]))
+    if hold is not None:
+        links.spend_held_link(request.session, approval_request.pk)
     if decided and approve:
         messages.success(request, _("Approved."))
     elif decided:
@@ -132,27 +147,42 @@ def _decide(request: HttpRequest, approval_request: ApprovalRequest) -> HttpResp
 
 @require_GET
 def link(request: HttpRequest, token: str) -> HttpResponse:
-    """The prompt's link: marks this browser as holding it and moves on to the request's page (approvals.links).
+    """The prompt's link: gives this browser a hold on its one request and moves on to the request's page
+    (approvals.links). It signs no one in.
 
-    Opening it spends nothing (a link-preview robot cannot use it up); the first decision does. The token leaves
-    the address bar at once, and this one response carries Referrer-Policy: no-referrer so it is never sent on.
+    Opening it spends nothing (a link-preview robot cannot use it up); the decision does. The token leaves the
+    address bar at once, and this one response carries Referrer-Policy: no-referrer so it is never sent on.
+    Wrong tokens count against the request they name and a server-wide rate, never against an address
+    (approvals.attempts), so that no one can lock other people out of their links.
     """
-    client_ip = request.META.get("REMOTE_ADDR", "")
-    failures_key = f"approvals:link-failures:{client_ip}"
-    if services.failures_exceeded(failures_key, approvals_settings.LINK_MAX_FAILURES):
+    approval_request = links.named_request(token)
+    verdict = (
+        attempts.attempt(
+            attempts.link_limits(request_id=approval_request.pk),
+            lambda: links.link_authentic(token, approval_request),
+        )
+        if approval_request is not None
+        else attempts.Verdict.WRONG
+    )
+    if verdict is attempts.Verdict.LOCKED:
         return render(request, "approvals/link_refused.html", status=429)
-    approval_request = links.resolve_link(token)
-    if approval_request is None:
-        services.count_failure(failures_key, timeout=approvals_settings.LINK_FAILURE_WINDOW_SECONDS)
+    if verdict is attempts.Verdict.WRONG or approval_request is None:
+        if attempts.link_flood_counted():
+            return render(request, "approvals/link_refused.html", status=429)
         raise Http404
     if request.user.is_authenticated and request.user.pk != approval_request.user_id:
         raise Http404  # someone else's link on a signed-in browser: never switch people silently
     detail_url = reverse("approvals:detail", args=[approval_request.pk])
-    usable = approval_request.link_used_at is None and approval_request.expires_at > timezone.now()
-    if request.user.is_authenticated:
+    now = timezone.now()
+    usable = approval_request.link_used_at is None and approval_request.expires_at > now
+    hold = links.held_link(request.session, approval_request.pk, now)
+    if request.user.is_authenticated or (hold is not None and hold.spent):
+        # The owner's session, or the browser that decided with this link, which still sees the result.
         response = redirect(detail_url)
     elif usable:
-        request.session[links.SESSION_LINK] = str(approval_request.pk)
+        # A new session key: a session cookie planted in this browser beforehand (fixation) gets no hold.
+        request.session.cycle_key()
+        links.hold_link(request.session, approval_request, now)
         response = redirect(detail_url)
     else:
         if approval_request.link_used_at is not None:
@@ -292,7 +322,7 @@ def automated_decision(request: HttpRequest) -> JsonResponse:
         approve=action == "allow",
         acr=ACR_AUTOMATED,
         auth_time=timezone.now(),
-        automated_by=request.META.get("REMOTE_ADDR", "")[:64] or "unknown",
+        automated_by=attempts.client_address(request)[:64] or "unknown",
     )
     if not decided:
         return JsonResponse({"error": "invalid_request", "error_description": "Not pending any more."}, status=409)

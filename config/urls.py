@@ -6,6 +6,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 
 from approvals import pwa
+from approvals.forms import SignInForm
 from authz.urls import oauth_patterns
 
 
@@ -22,7 +23,7 @@ urlpatterns = [
     # documents at the origin's root (issuer = https://host, RFC 8414 §3).
     path("", include((oauth_patterns, "oauth2_provider"))),
     path("approvals/", include("approvals.urls")),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", auth_views.LoginView.as_view(authentication_form=SignInForm), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
 ]

@@ -1,5 +1,5 @@
 """Prompt links and authentication levels (approvals.links): unguessable, bound to one request and one person,
-spent by their first decision, and approving at the level the agent asked for."""
+spent by their first decision, never signing anyone in, and approving at the level the agent asked for."""
 
 from __future__ import annotations
 
@@ -67,21 +67,22 @@ def test_opening_the_link_shows_the_request_and_spends_nothing(agent, approver):
     assert approval_request.link_used_at is None
 
 
-def test_the_first_decision_by_link_signs_the_owner_in_once(agent, approver):
+def test_the_first_decision_by_link_spends_it_and_signs_no_one_in(agent, approver):
     approval_request = pending(agent, approver)
 
     browser, decided = by_link(approval_request, "approve")
 
     assert decided.status_code == 302 and decided["Location"] == f"/approvals/{approval_request.pk}/"
-    assert int(browser.session["_auth_user_id"]) == approver.user.pk
+    assert "_auth_user_id" not in browser.session
     approval_request.refresh_from_db()
     assert approval_request.status == ApprovalRequest.Status.APPROVED
     assert approval_request.acr == links.ACR_SESSION
     assert approval_request.link_used_at is not None
     (event,) = AuditEvent.objects.filter(request=approval_request, kind=AuditEvent.Kind.APPROVED)
     assert event.actor == approver.user
-    # The same browser now uses its session; the link itself is spent.
+    # The browser that decided still sees the result; for anyone else the link is spent.
     assert browser.get(link_path(approval_request))["Location"] == f"/approvals/{approval_request.pk}/"
+    assert "You approved this request." in browser.get(f"/approvals/{approval_request.pk}/").content.decode()
     stranger = Client().get(link_path(approval_request))
     assert stranger.status_code == 302 and stranger["Location"].startswith("/accounts/login/?next=")
 
@@ -128,17 +129,19 @@ def test_a_tampered_link_is_not_found(agent, approver, tamper):
     assert approval_request.status == ApprovalRequest.Status.PENDING
 
 
-def test_failed_link_attempts_are_limited_per_address(agent, approver, settings):
+def test_failed_link_attempts_are_limited_per_request(agent, approver, settings):
     settings.APPROVALS = {**settings.APPROVALS, "LINK_MAX_FAILURES": 3}
-    approval_request = pending(agent, approver)
+    approval_request, other = pending(agent, approver), pending(agent, approver)
+    token = links.link_token(approval_request)
     browser = Client()
     for n in range(3):
-        assert browser.get(f"/approvals/l/{'x' * 43}{n}/").status_code == 404
+        assert browser.get(f"/approvals/l/{token[:22]}{'x' * 21}{n}/").status_code == 404
 
-    refused = browser.get(link_path(approval_request))
+    refused = Client(REMOTE_ADDR="192.0.2.7").get(link_path(approval_request))
 
     assert refused.status_code == 429
-    assert Client(REMOTE_ADDR="192.0.2.7").get(link_path(approval_request)).status_code == 302
+    # Not per address: the same browser's link for another request still works.
+    assert browser.get(link_path(other)).status_code == 302
 
 
 def test_another_signed_in_persons_browser_cannot_use_the_link(agent, approver):
@@ -222,9 +225,9 @@ def test_signing_in_with_the_password_counts_as_fresh_for_a_while(agent, approve
 
 
 def test_wrong_step_up_passwords_lock_the_step_up(agent, approver, settings):
-    settings.APPROVALS = {**settings.APPROVALS, "STEP_UP_MAX_FAILURES": 2}
+    settings.APPROVALS = {**settings.APPROVALS, "PASSWORD_MAX_FAILURES": 2}
     approval_request = pending(agent, approver, acr_values=FRESH)
-    browser, _ = by_link(approval_request, "approve", password="wrong")  # signed in by the link
+    browser, _ = by_link(approval_request, "approve", password="wrong")  # holding the link, not signed in
     decide = f"/approvals/{approval_request.pk}/decide/"
     for _ in range(1):
         browser.post(decide, {"decision": "approve", "password": "wrong"})
@@ -233,4 +236,4 @@ def test_wrong_step_up_passwords_lock_the_step_up(agent, approver, settings):
 
     approval_request.refresh_from_db()
     assert approval_request.status == ApprovalRequest.Status.PENDING
-    assert int(browser.session["_auth_user_id"]) == approver.user.pk
+    assert "_auth_user_id" not in browser.session

@@ -76,6 +76,11 @@ def test_approve_from_the_prompt_link(page: Page, agent: HttpAgent, alice, serve
     claims = id_token_claims(body)
     assert claims["acr"] == ACR_SESSION, claims
 
+    # The link decided its one request and signed no one in: the list of requests needs a real sign-in.
+    expect(page.get_by_role("button", name="Sign out")).to_have_count(0)
+    page.goto("/approvals/")
+    assert "/accounts/login/" in page.url, page.url
+
 
 def test_deny_from_the_prompt_link(page: Page, agent: HttpAgent, alice) -> None:
     auth_req_id = agent.ask(binding_message=BINDING)
@@ -274,9 +279,12 @@ def test_main_pages_report_no_console_errors_or_csp_violations(
 
     page.goto("/accounts/login/", wait_until="networkidle")
     page.goto(first_url, wait_until="networkidle")
-    tap_and_wait(page, approve_button(page))  # signs in through the link
+    tap_and_wait(page, approve_button(page))  # decides through the link, which signs no one in
     page.wait_for_load_state("networkidle")
     page.goto("/approvals/", wait_until="networkidle")
+    assert "/accounts/login/" in page.url, page.url
+    sign_in(page, "alice")
+    page.wait_for_load_state("networkidle")
     expect(page.locator("main")).to_contain_text("Book a flight to Lisbon")
     with page.expect_navigation():
         page.get_by_text("Book a flight to Lisbon").tap()

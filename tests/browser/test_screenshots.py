@@ -20,7 +20,7 @@ from playwright.sync_api import Page, expect
 from approvals.devices import push_subscription_save
 from approvals.links import ACR_FRESH_PASSWORD, link_url
 from approvals.models import ApprovalRequest
-from tests.browser.conftest import HttpAgent
+from tests.browser.conftest import HttpAgent, sign_in
 from tests.fakes.push_service import FakePushService
 from tests.test_rar import PAYMENT, install_example_types
 
@@ -68,6 +68,15 @@ def take_screenshots(page: Page, push_service: FakePushService, agent: HttpAgent
     expect(page.locator("main")).to_contain_text("You approved this request.")
     shots.append(shoot(page, "request-approved"))
 
+    # Holding a link is the session level: approving at the higher level asks for the password.
+    transfer = ask("Transfer 2,500 EUR to savings", acr_values=ACR_FRESH_PASSWORD)
+    page.goto(link_url(transfer))
+    expect(page.locator("input[type=password]")).to_be_visible()
+    shots.append(shoot(page, "request-step-up"))
+
+    # A link signs no one in: the other pages need a real sign-in.
+    page.goto("/accounts/login/")
+    sign_in(page, "alice")
     install_example_types()
     invoice = ask(
         "Pay invoice 2026-118",
@@ -85,11 +94,6 @@ def take_screenshots(page: Page, push_service: FakePushService, agent: HttpAgent
         page.get_by_role("button", name="Deny", exact=True).tap()
     expect(page.locator("main")).to_contain_text("You denied this request.")
     shots.append(shoot(page, "request-denied"))
-
-    transfer = ask("Transfer 2,500 EUR to savings", acr_values=ACR_FRESH_PASSWORD)
-    page.goto(f"/approvals/{transfer.pk}/")
-    expect(page.locator("input[type=password]")).to_be_visible()
-    shots.append(shoot(page, "request-step-up"))
 
     ask("Cancel the gym membership")
     page.goto("/approvals/")

@@ -75,7 +75,8 @@ Agent client (client_secret_basic):
 curl -s -u {auth} -d 'scope=openid profile' -d login_hint={DEMO_USERNAME} \\
      --data-urlencode 'binding_message=Order 4711' {base}/oauth/bc-authorize/
 
-2. Open the printed link and tap Approve (the link signs demo in, once). Then poll with the auth_req_id from step 1:
+2. Open the printed link and tap Approve (the link decides that one request and signs no one in).
+   Then poll with the auth_req_id from step 1:
 curl -s -u {auth} -d grant_type={settings.CIBA_GRANT_TYPE} \\
      -d auth_req_id=AUTH_REQ_ID {base}/oauth/token/
 """
