@@ -2,14 +2,16 @@
 
 When a ping or push client's request stops being pending (approved, denied, cancelled, expired), the same transaction
 writes a Notification; once it commits a Celery task delivers it, and the beat sweeper re-enqueues any that are due
-(broker down, worker lost). Delivery:
+(broker down, worker lost). The mode and the endpoint are those the client had registered when it made the request
+(stored with it), so a registration update meanwhile cannot redirect the callback. Delivery:
 - ping: `{"auth_req_id": …}` and nothing else; the client then redeems it at the token endpoint (or gets the error);
 - push: on approval the token response itself, with the ID token's auth_req_id claim, at_hash and rt_hash (issued
-  once, encrypted at rest, resent unchanged on retries); otherwise the error (access_denied, expired_token,
-  transaction_failed) with the auth_req_id.
+  once, encrypted at rest, resent unchanged on retries, dropped once delivered or given up); otherwise the error
+  (access_denied, expired_token, transaction_failed) with the auth_req_id.
 Both carry `Authorization: Bearer <client_notification_token>`. Any 2xx is delivered. 5xx, 429, timeouts and
 connection errors retry with backoff and jitter until the deadline; 4xx (401 and 403 included) and redirects (never
-followed) are recorded and not retried. A notification that cannot be delivered is kept and marked undeliverable.
+followed) are recorded and not retried. A notification that cannot be delivered is kept (without tokens) and marked
+undeliverable.
 """
 
 from __future__ import annotations
@@ -63,12 +65,9 @@ def _fernet() -> Fernet:
 
 def notification_create(*, approval_request_id: UUID | str, outcome: str, now: datetime) -> Notification | None:
     """Inside the transition's transaction: the callback a ping or push client is owed for this outcome."""
-    row = (
-        ApprovalRequest.objects.filter(pk=approval_request_id)
-        .values("client__ciba__backchannel_token_delivery_mode", "client_notification_token")
-        .first()
-    )
-    mode = row and row["client__ciba__backchannel_token_delivery_mode"]
+    # The mode bound to the request when it was made, not the client's registration now.
+    row = ApprovalRequest.objects.filter(pk=approval_request_id).values("notification_mode").first()
+    mode = row and row["notification_mode"]
     if mode not in Notification.Mode.values:
         return None
     deadline = now + timedelta(seconds=approvals_settings.NOTIFICATION_DEADLINE_SECONDS)
@@ -128,9 +127,8 @@ def notification_deliver(*, notification_id: int, now: datetime | None = None) -
 
 
 def _attempt(notification_id: int, now: datetime) -> DeliveryOutcome:
-    notification = Notification.objects.select_related("request__client__ciba").get(pk=notification_id)
+    notification = Notification.objects.select_related("request").get(pk=notification_id)
     approval_request = notification.request
-    ciba = approval_request.client.ciba
     if now >= notification.deadline:
         _give_up(notification, "The deadline passed before the notification could be delivered.")
         return DeliveryOutcome()
@@ -147,7 +145,7 @@ def _attempt(notification_id: int, now: datetime) -> DeliveryOutcome:
     retry = False
     started = time.monotonic()
     try:
-        response = http.post_json(ciba.backchannel_client_notification_endpoint, payload, headers=headers)
+        response = http.post_json(approval_request.notification_endpoint, payload, headers=headers)
     except http.OutboundError as exc:
         retry = not exc.refused
         error = str(exc)
@@ -157,8 +155,9 @@ def _attempt(notification_id: int, now: datetime) -> DeliveryOutcome:
         if 200 <= response.status < 300:
             _finish_attempt(attempt, AStatus.DELIVERED, http_status=response.status, latency=response.elapsed_ms)
             finished = timezone.now()
+            # Delivered: the token response is the client's now, and no longer kept here.
             Notification.objects.filter(pk=notification.pk).update(
-                status=NStatus.DELIVERED, finished_at=finished, error=""
+                status=NStatus.DELIVERED, finished_at=finished, error="", payload_encrypted=""
             )
             return DeliveryOutcome(delivered=True)
         retry = response.status == 429 or response.status >= 500
@@ -190,8 +189,9 @@ def _finish_attempt(
 
 
 def _give_up(notification: Notification, error: str) -> None:
+    # Never sent again: the token response of a push is not kept either.
     Notification.objects.filter(pk=notification.pk, status=NStatus.PENDING).update(
-        status=NStatus.UNDELIVERABLE, error=error[:500], finished_at=timezone.now()
+        status=NStatus.UNDELIVERABLE, error=error[:500], finished_at=timezone.now(), payload_encrypted=""
     )
     logger.warning("Client notification %s is undeliverable: %s", notification.pk, error)
 

@@ -6,6 +6,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.db import models
+from django.utils import timezone
 from django.utils.html import format_html
 from oauth2_provider.models import get_access_token_model, get_application_model
 from oauth2_provider.settings import oauth2_settings
@@ -53,6 +54,7 @@ class CibaClientInline(admin.StackedInline):
                     "prompt_channels",
                     "website",
                     "website_verified",
+                    "admin_limits_at",
                     "created_at",
                 )
             },
@@ -74,8 +76,9 @@ class CibaClientInline(admin.StackedInline):
             "Transactions and delegation (RFC 9396, RFC 8693)",
             {"fields": ("authorization_details_types", "client_credentials_enabled", "token_exchange_enabled")},
         ),
+        ("Resource server (RFC 7662 introspection)", {"fields": ("resource_server", "resources")}),
     )
-    readonly_fields = ("created_at",)
+    readonly_fields = ("admin_limits_at", "created_at")
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
 
@@ -91,6 +94,13 @@ class ApplicationAdmin(BaseApplicationAdmin):
 
     inlines = (*getattr(BaseApplicationAdmin, "inlines", ()), CibaClientInline)
     list_display = (*BaseApplicationAdmin.list_display, "ciba_mode")
+
+    def save_related(self, request: Any, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        # What an administrator saves bounds the client's own registration updates (RFC 7592, authz.registration).
+        ciba = CibaClient.objects.filter(application=form.instance).first()
+        if ciba is not None:
+            ciba.admin_limits_record(now=timezone.now())
 
     @admin.display(description="CIBA delivery")
     def ciba_mode(self, obj) -> str:

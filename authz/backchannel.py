@@ -54,6 +54,9 @@ class BackchannelRequest:
     acr_values: str
     requested_expiry: int | None
     client_notification_token: str = ""
+    # CIBA Core 10.2, 10.3: where this request's ping or push goes, as registered now; bound to the request.
+    notification_mode: str = ""
+    notification_endpoint: str = ""
     # RFC 9396: validated against the registered types; shown to the approver, bound to the tokens.
     authorization_details: list[dict[str, Any]] = field(default_factory=list)
 
@@ -71,6 +74,7 @@ def validate_backchannel_request(
     if len(acr_values) > 255:
         raise InvalidRequest("acr_values is too long.")
     notification_token = _validate_notification_token(params.get("client_notification_token"), ciba=ciba)
+    calls_back = ciba.backchannel_token_delivery_mode != CibaClient.DeliveryMode.POLL
     approver = Approver.objects.filter(user=user).first()
     _validate_user_code(params.get("user_code"), ciba=ciba, approver=approver)
     if approver is not None and not approver.accepting_requests:
@@ -83,6 +87,8 @@ def validate_backchannel_request(
         acr_values=acr_values,
         requested_expiry=requested_expiry,
         client_notification_token=notification_token,
+        notification_mode=ciba.backchannel_token_delivery_mode if calls_back else "",
+        notification_endpoint=ciba.backchannel_client_notification_endpoint if calls_back else "",
         authorization_details=authorization_details,
     )
 
@@ -135,7 +141,7 @@ def _resolve_user(params: dict[str, str], *, client, issuer: str) -> tuple[str, 
         user = resolve_login_hint(value)
     else:
         user = resolve_id_token_hint(value, client_id=client.client_id, issuer=issuer)
-    if user is None or not user.is_active:
+    if user is None or not approval_services.approver_may_be_asked(user=user):
         raise UnknownUserId()
     return hint_type, user
 

@@ -4,6 +4,11 @@ requests (CIBA Core §7.1.1) both come through `verify_client_jwt`.
 Keys are registered inline (`jwks`) or by URL (`jwks_uri`). A URL is fetched through approvals.http (the SSRF
 rules), cached for JWKS_CACHE_SECONDS, and fetched again when a JWT names a `kid` the cached set lacks (a client
 rotating its keys), at most once per JWKS_REFRESH_SECONDS so unknown kids cannot make us hammer the client's server.
+
+A fetch runs inside a web request, so a slow or failing key server must not hold the web workers: a failure is
+remembered for JWKS_FAILURE_SECONDS (the client's assertions meanwhile are refused at once), one fetch per client runs
+at a time and JWKS_FETCHES_AT_ONCE in all (locks in the cache, shared by every process, each expiring shortly after
+the outbound deadline). A request that finds its fetch under way or no fetch free is refused at once, never queued.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -21,6 +27,7 @@ from jwt import PyJWK
 from redis.exceptions import RedisError
 
 from approvals import http
+from approvals.conf import approvals_settings
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +40,10 @@ MIN_RSA_BITS = 2048
 JWKS_CACHE_SECONDS = 300
 JWKS_REFRESH_SECONDS = 10
 JWKS_MAX_BYTES = 64 * 1024
+JWKS_FAILURE_SECONDS = 30
+JWKS_FETCHES_AT_ONCE = 2
+# A fetch lock outlives the fetch's deadline by this much, so it is only ever released by its holder.
+JWKS_LOCK_MARGIN_SECONDS = 5
 CLOCK_LEEWAY_SECONDS = 30
 
 
@@ -53,6 +64,10 @@ def parse_jwks(data: Any) -> list[PyJWK]:
             raise JwksError("The JWK Set is not JSON.") from exc
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
         raise JwksError("A JWK Set is a JSON object with a keys array.")
+    problem = jsonb_problem(data)
+    if problem:
+        # Refused here, for registration, admin and the command alike, rather than by the database as a 500.
+        raise JwksError(f"The JWK Set {problem}.")
     raw_keys = data["keys"]
     if not raw_keys:
         raise JwksError("The JWK Set has no keys.")
@@ -68,6 +83,10 @@ def parse_jwks(data: Any) -> list[PyJWK]:
             raise JwksError(f"{where} is not a JSON object.")
         if any(member in raw for member in _PRIVATE_MEMBERS):
             raise JwksError(f"{where} contains private or symmetric key material; register public keys only.")
+        # RFC 7517 section 4: these members are strings; any other JSON type is refused before it is compared.
+        wrong_type = [m for m in ("kty", "crv", "alg", "use") if m in raw and not isinstance(raw[m], str)]
+        if wrong_type:
+            raise JwksError(f"{where}: {', '.join(wrong_type)} must be a string.")
         if raw.get("use", "sig") != "sig":
             continue  # an encryption key has no say in verifying signatures
         kid = raw.get("kid")
@@ -95,6 +114,36 @@ def parse_jwks(data: Any) -> list[PyJWK]:
     return keys
 
 
+def jsonb_problem(data: Any) -> str | None:
+    """Why PostgreSQL's jsonb cannot store this decoded JSON, or None: a NUL in a string, or a number json.loads read
+    as NaN or infinity (1e999 is valid JSON; the admin's JSON fields and the management commands decode with
+    json.loads, not strict_json_loads)."""
+    if contains_nul(data):
+        return "must not contain NUL characters"
+    try:
+        json.dumps(data, allow_nan=False)
+    except ValueError:
+        return "must not contain numbers too large for a float"
+    return None
+
+
+def contains_nul(data: Any) -> bool:
+    """Whether any string of decoded JSON, member name or value, holds a NUL, which PostgreSQL text and jsonb cannot
+    store (searching json.dumps(data) finds none: it writes NUL as an escape)."""
+    pending = [data]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value)
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
+
+
 def _default_alg(kty: str) -> str:
     return {"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}[kty]
 
@@ -108,13 +157,21 @@ def _fits(key: PyJWK, alg: str) -> bool:
 
 
 def strict_json_loads(raw: str | bytes) -> Any:
-    """json.loads without NaN and Infinity, which are not JSON (RFC 8259 §6) and which PostgreSQL's jsonb refuses.
-    Raises ValueError (or RecursionError for absurd nesting)."""
-    return json.loads(raw, parse_constant=_reject_constant)
+    """json.loads without NaN and Infinity, which are not JSON (RFC 8259 §6) and which PostgreSQL's jsonb refuses,
+    nor numbers too large for a float (1e999), which Python would read as Infinity. Raises ValueError (or
+    RecursionError for absurd nesting)."""
+    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is too large a number")
+    return value
 
 
 def is_numeric_date(value: object) -> bool:
@@ -127,9 +184,11 @@ def _cache_key(kind: str, client_id: str, extra: str = "") -> str:
     return f"jose:{kind}:{digest}"
 
 
-def _fetch_jwks(uri: str) -> dict[str, Any]:
+def _fetch_jwks(uri: str, *, timeout: float) -> dict[str, Any]:
     try:
-        response = http.request("GET", uri, headers={"Accept": "application/json"}, max_bytes=JWKS_MAX_BYTES)
+        response = http.request(
+            "GET", uri, headers={"Accept": "application/json"}, timeout=timeout, max_bytes=JWKS_MAX_BYTES
+        )
     except http.OutboundError as exc:
         raise JwksError(f"Could not fetch the client's jwks_uri: {exc}") from exc
     if response.status != 200:
@@ -142,13 +201,48 @@ def _fetch_jwks(uri: str) -> dict[str, Any]:
     return data
 
 
-def _remote_keys(client_id: str, uri: str, *, refresh: bool) -> list[PyJWK]:
-    key = _cache_key("jwks", client_id, uri)
-    data = None if refresh else _cache_get(key)
-    if data is None:
-        data = _fetch_jwks(uri)
-        _cache_set(key, data, JWKS_CACHE_SECONDS)
-    return parse_jwks(data)
+def _fetch_guarded(client_id: str, uri: str, *, refresh: bool) -> dict[str, Any]:
+    """The client's key set from its jwks_uri, fetched under the limits in the module's docstring, and cached."""
+    keys_key = _cache_key("jwks", client_id, uri)
+    failure_key = _cache_key("jwks-failed", client_id, uri)
+    _raise_recent_failure(failure_key)
+    timeout = float(approvals_settings.OUTBOUND_TIMEOUT_SECONDS)
+    hold = math.ceil(timeout) + JWKS_LOCK_MARGIN_SECONDS
+    # Keyed on the client alone: a client that changes its jwks_uri (RFC 7592) while a fetch is held still fetches
+    # one key set at a time, so it can never hold more than one of the server's few fetch slots.
+    client_lock = _cache_key("jwks-fetching", client_id)
+    if not _lock(client_lock, hold):
+        raise JwksError("The client's jwks_uri is being fetched for another request; try again in a few seconds.")
+    try:
+        # The request that held the lock until now may have just cached the keys, or the failure.
+        data = None if refresh else _cache_get(keys_key)
+        if data is not None:
+            return data
+        _raise_recent_failure(failure_key)
+        slot = next((key for key in _FETCH_SLOTS if _lock(key, hold)), None)
+        if slot is None:
+            logger.warning("Every jwks_uri fetch slot is taken; refusing a client's assertion")
+            raise JwksError("Too many jwks_uri fetches are under way on this server; try again in a few seconds.")
+        try:
+            data = _fetch_jwks(uri, timeout=timeout)
+        except JwksError as exc:
+            _cache_set(failure_key, str(exc), JWKS_FAILURE_SECONDS)
+            raise
+        finally:
+            _unlock(slot)
+        _cache_set(keys_key, data, JWKS_CACHE_SECONDS)
+        return data
+    finally:
+        _unlock(client_lock)
+
+
+_FETCH_SLOTS = tuple(f"jose:jwks-slot:{n}" for n in range(JWKS_FETCHES_AT_ONCE))
+
+
+def _raise_recent_failure(failure_key: str) -> None:
+    failure = _cache_get(failure_key)
+    if failure:
+        raise JwksError(f"{failure} The jwks_uri is fetched again at most every {JWKS_FAILURE_SECONDS} seconds.")
 
 
 def client_keys(ciba, *, kid: str | None = None) -> list[PyJWK]:
@@ -158,14 +252,17 @@ def client_keys(ciba, *, kid: str | None = None) -> list[PyJWK]:
     if not ciba.jwks_uri:
         raise JwksError("The client has registered no keys (jwks or jwks_uri).")
     client_id = ciba.application.client_id
-    keys = _remote_keys(client_id, ciba.jwks_uri, refresh=False)
+    data = _cache_get(_cache_key("jwks", client_id, ciba.jwks_uri))
+    if data is None:
+        return parse_jwks(_fetch_guarded(client_id, ciba.jwks_uri, refresh=False))
+    keys = parse_jwks(data)
     # Key rotation: an unknown kid means look again, but not more often than JWKS_REFRESH_SECONDS for this client.
     if (
         kid is not None
         and not any(k.key_id == kid for k in keys)
         and _cache_add(_cache_key("jwks-refresh", client_id, ciba.jwks_uri), JWKS_REFRESH_SECONDS)
     ):
-        keys = _remote_keys(client_id, ciba.jwks_uri, refresh=True)
+        keys = parse_jwks(_fetch_guarded(client_id, ciba.jwks_uri, refresh=True))
     return keys
 
 
@@ -276,3 +373,20 @@ def _cache_add(key: str, timeout: int) -> bool:
         return bool(cache.add(key, 1, timeout))
     except RedisError:
         return True
+
+
+def _lock(key: str, timeout: int) -> bool:
+    """Take a lock shared by every process. Fails closed: without the cache no process could tell how many fetches
+    are under way (and private_key_jwt needs the cache for its jti anyway)."""
+    try:
+        return bool(cache.add(key, 1, timeout))
+    except RedisError as exc:
+        logger.error("Cannot take a jwks_uri fetch lock: the cache is unreachable")
+        raise JwksError("The server cannot fetch the client's keys right now; try again.") from exc
+
+
+def _unlock(key: str) -> None:
+    try:
+        cache.delete(key)
+    except RedisError:
+        logger.warning("Cannot release a jwks_uri fetch lock; it expires on its own")

@@ -37,7 +37,7 @@ from approvals.conf import approvals_settings
 
 from .errors import MethodNotAllowed, OAuthError
 from .hashers import verify_client_secret
-from .jose import strict_json_loads
+from .jose import contains_nul, strict_json_loads
 from .models import AuthorizationDetailType, CibaClient
 
 CIBA_GRANT = "urn:openid:params:grant-type:ciba"
@@ -181,6 +181,8 @@ class ClientMetadata:
 
     application: dict[str, Any] = field(default_factory=dict)
     ciba: dict[str, Any] = field(default_factory=dict)
+    # Whether the request named its scopes (RFC 7591 section 2: else the server registers a default).
+    scope_named: bool = False
 
     @property
     def auth_method(self) -> str:
@@ -281,10 +283,10 @@ def parse_client_metadata(data: dict[str, Any]) -> ClientMetadata:
             "client_credentials_enabled": "client_credentials" in grant_types,
             "token_exchange_enabled": TOKEN_EXCHANGE_GRANT in grant_types,
             "allowed_scopes": _scopes(data),
-            # Never verified here: website_verified stays an administrator's decision.
             "website": _string(data, "client_uri"),
             "authorization_details_types": _authorization_details_types(data),
         },
+        scope_named=bool(_string(data, "scope")),
     )
 
 
@@ -295,10 +297,8 @@ def _scopes(data: dict[str, Any]) -> str:
         # RFC 7591 §2: the server may register a default; every scope registration may give, named explicitly.
         return " ".join(available)
     scopes = list(dict.fromkeys(requested.split()))
-    restricted = [s for s in scopes if s in RESTRICTED_SCOPES]
-    if restricted:
-        raise InvalidClientMetadata(f"scope: {', '.join(restricted)} is granted by an administrator only.")
-    unknown = [s for s in scopes if s not in available]
+    # Administrator-only scopes are known here; apply_registration_policy allows them only where an administrator did.
+    unknown = [s for s in scopes if s not in available and s not in RESTRICTED_SCOPES]
     if unknown:
         raise InvalidClientMetadata(f"scope: unknown scopes {', '.join(s[:40] for s in unknown[:5])}.")
     return " ".join(scopes)
@@ -314,6 +314,78 @@ def _authorization_details_types(data: dict[str, Any]) -> list[str]:
             f"authorization_details_types: not supported here: {', '.join(t[:60] for t in unknown[:5])}."
         )
     return types
+
+
+# What a client may give itself
+
+
+def apply_registration_policy(metadata: ClientMetadata, *, current: CibaClient | None, current_name: str = "") -> None:
+    """What a client may give itself by registering (RFC 7591, `current` None) or updating its registration (RFC 7592):
+    `metadata` is narrowed in place, or InvalidClientMetadata says why it cannot be.
+
+    An administrator's last save of the client (CibaClient.admin_limits) decides. What it allowed then is the ceiling
+    of the client's grants, scopes and authorization_details types: values above it are replaced (RFC 7591 section 2
+    lets the server substitute values; the response shows those in force), except where the result would be an empty
+    list, which would mean every scope or type. What it required then (private_key_jwt, a signing algorithm, signed
+    requests, the user's user_code) stays required. Administrator-only scopes come only from such a save. The
+    verified mark stays only while the name and the website are those an administrator verified."""
+    limits: dict[str, Any] = (current.admin_limits if current is not None else None) or {}
+    ciba = metadata.ciba
+    for name in ("ciba_enabled", "refresh_tokens", "client_credentials_enabled", "token_exchange_enabled"):
+        if name in limits and not limits[name]:
+            ciba[name] = False
+    ciba["allowed_scopes"] = _limit_scopes(
+        ciba["allowed_scopes"].split(), (limits.get("allowed_scopes") or "").split(), named=metadata.scope_named
+    )
+    ciba["authorization_details_types"] = _limit_types(
+        ciba["authorization_details_types"], limits.get("authorization_details_types") or []
+    )
+    required_method = limits.get("token_endpoint_auth_method")
+    if required_method == CibaClient.AuthMethod.PRIVATE_KEY_JWT and metadata.auth_method != required_method:
+        raise InvalidClientMetadata(
+            "token_endpoint_auth_method: an administrator requires private_key_jwt for this client."
+        )
+    for name in ("token_endpoint_auth_signing_alg", "backchannel_authentication_request_signing_alg"):
+        required = limits.get(name)
+        if required and ciba[name] != required:
+            raise InvalidClientMetadata(f"{name}: an administrator requires {required} for this client.")
+    if limits.get("backchannel_user_code_parameter") and not ciba["backchannel_user_code_parameter"]:
+        raise InvalidClientMetadata("backchannel_user_code_parameter: an administrator requires true for this client.")
+    # Approvers read the verified mark beside the name and the website: it belongs to the pair that was verified.
+    ciba["website_verified"] = bool(
+        current is not None
+        and current.website_verified
+        and metadata.application["name"] == current_name
+        and ciba["website"] == current.website
+    )
+
+
+def _limit_scopes(requested: list[str], ceiling: list[str], *, named: bool) -> str:
+    if ceiling and not named:
+        requested = ceiling  # the default: every scope this client may have
+    restricted = [s for s in requested if s in RESTRICTED_SCOPES and s not in ceiling]
+    if restricted:
+        raise InvalidClientMetadata(f"scope: {', '.join(restricted)} is granted by an administrator only.")
+    if ceiling:
+        requested = [s for s in requested if s in ceiling]
+        if not requested:
+            # An empty list would mean every scope.
+            raise InvalidClientMetadata(f"scope: an administrator limits this client to {' '.join(ceiling)[:200]}.")
+    return " ".join(requested)
+
+
+def _limit_types(requested: list[str], ceiling: list[str]) -> list[str]:
+    if not ceiling:
+        return requested
+    if not requested:
+        return list(ceiling)  # empty means every type: every type this client may use
+    limited = [t for t in requested if t in ceiling]
+    if not limited:
+        # An empty list would mean every type.
+        raise InvalidClientMetadata(
+            f"authorization_details_types: an administrator limits this client to {', '.join(ceiling)[:200]}."
+        )
+    return limited
 
 
 def _full_clean(application: Any, ciba: CibaClient, *, new: bool) -> None:
@@ -398,26 +470,9 @@ def _read_json(request: HttpRequest) -> dict[str, Any]:
         raise InvalidClientMetadata("The body is not valid JSON.") from exc
     if not isinstance(data, dict):
         raise InvalidClientMetadata("The body must be a JSON object of client metadata.")
-    if _contains_nul(data):
+    if contains_nul(data):
         raise InvalidClientMetadata("Client metadata must not contain NUL characters.")
     return data
-
-
-def _contains_nul(data: Any) -> bool:
-    """Whether any string of decoded JSON, key or value, holds a NUL, which PostgreSQL text cannot store (searching
-    json.dumps(data) finds none: it writes NUL as an escape)."""
-    pending = [data]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, str):
-            if "\x00" in value:
-                return True
-        elif isinstance(value, dict):
-            pending.extend(value)
-            pending.extend(value.values())
-        elif isinstance(value, list):
-            pending.extend(value)
-    return False
 
 
 def _json(body: dict[str, Any], status: int = 200) -> JsonResponse:
@@ -469,6 +524,7 @@ class RegistrationView(_RegistrationEndpoint, DynamicClientRegistrationView):
         if registration_mode() == RegistrationMode.INITIAL_ACCESS_TOKEN:
             initial_access_token_check(request.META.get("HTTP_AUTHORIZATION"))
         metadata = parse_client_metadata(_read_json(request))
+        apply_registration_policy(metadata, current=None)
         Application = get_application_model()
         application = Application(
             client_type=Application.CLIENT_CONFIDENTIAL,
@@ -535,23 +591,26 @@ class RegistrationManagementView(_RegistrationEndpoint, DynamicClientRegistratio
             data.pop(name, None)
         metadata = parse_client_metadata(data)
 
-        ciba = _ciba_of(application)
-        new_ciba = ciba._state.adding
-        had_secret_method = not new_ciba and ciba.token_endpoint_auth_method in SECRET_METHODS
-        # Full replacement (RFC 7592 §2.2): every client-settable field takes the request's value or its default.
-        for name, value in metadata.application.items():
-            setattr(application, name, value)
-        for name, value in metadata.ciba.items():
-            setattr(ciba, name, value)
-        secret = None
-        if metadata.auth_method in SECRET_METHODS and not had_secret_method:
-            secret = _new_secret(application)  # the client never knew its previous (random) secret
-        elif metadata.auth_method not in SECRET_METHODS and had_secret_method:
-            _new_secret(application)  # the old secret must stop working; the new one is never shown
-        _full_clean(application, ciba, new=new_ciba)
-
         response_token = auth.presented_token
         with transaction.atomic():
+            # Read under the client's row lock: an administrator's save lands wholly before this update (and bounds
+            # it) or after it (and overrides it), never in between.
+            application = type(application).objects.select_for_update().get(pk=application.pk)
+            ciba = _ciba_of(application)
+            new_ciba = ciba._state.adding
+            apply_registration_policy(metadata, current=None if new_ciba else ciba, current_name=application.name)
+            had_secret_method = not new_ciba and ciba.token_endpoint_auth_method in SECRET_METHODS
+            # Full replacement (RFC 7592 §2.2): every client-settable field takes the request's value or its default.
+            for name, value in metadata.application.items():
+                setattr(application, name, value)
+            for name, value in metadata.ciba.items():
+                setattr(ciba, name, value)
+            secret = None
+            if metadata.auth_method in SECRET_METHODS and not had_secret_method:
+                secret = _new_secret(application)  # the client never knew its previous (random) secret
+            elif metadata.auth_method not in SECRET_METHODS and had_secret_method:
+                _new_secret(application)  # the old secret must stop working; the new one is never shown
+            _full_clean(application, ciba, new=new_ciba)
             application.save()
             ciba.application = application
             ciba.save()

@@ -23,7 +23,6 @@ from oauth2_provider.models import AccessToken, RefreshToken
 
 from approvals import notifications, services
 from approvals.models import ApprovalRequest, Notification, NotificationAttempt
-from authz.models import CibaClient
 from tests import factories
 from tests.fakes.agent_endpoint import REDIRECT_PATH, FakeAgentEndpoint
 
@@ -422,11 +421,13 @@ def test_push_on_approval_delivers_the_token_response(push_agent, approver, endp
     assert introspection.json()["active"] is True
     assert introspection.json()["client_id"] == push_agent.client_id
     assert introspection.json()["username"] == "alice"
-    assert RefreshToken.objects.filter(token=body["refresh_token"], application=push_agent.application).exists()
+    refresh_checksum = hashlib.sha256(body["refresh_token"].encode()).hexdigest()
+    assert RefreshToken.objects.filter(token_checksum=refresh_checksum, application=push_agent.application).exists()
 
     approval_request.refresh_from_db()
     assert approval_request.status == ApprovalRequest.Status.CONSUMED
-    assert approval_request.access_token.token == body["access_token"]
+    # Stored as a checksum only (COMPLIANT_BCP_RFC9700_TOKEN_STORAGE).
+    assert approval_request.access_token.token_checksum == hashlib.sha256(body["access_token"].encode()).hexdigest()
     notification = notification_of(approval_request)
     assert notification.status == NStatus.DELIVERED and notification.outcome == "approved"
     assert attempt_log(approval_request) == [(1, AStatus.DELIVERED, 204)]
@@ -487,7 +488,7 @@ def test_push_tokens_are_issued_once_and_resent_unchanged_on_retries(push_agent,
         (3, AStatus.DELIVERED, 204),
     ]
     notification.refresh_from_db()
-    assert notification.payload_encrypted  # kept encrypted; never shown
+    assert notification.payload_encrypted == ""  # delivered: the stored token response is dropped
 
 
 def test_a_push_clients_token_request_gets_unauthorized_client_and_issues_nothing(push_agent, approver, endpoint):
@@ -572,6 +573,7 @@ def test_an_undeliverable_push_is_kept_and_shown_in_admin_without_its_tokens(
     assert deliver(approval_request) == notifications.DeliveryOutcome()
     notification = notification_of(approval_request)
     assert notification.status == NStatus.UNDELIVERABLE
+    assert notification.payload_encrypted == ""  # given up: the stored token response is dropped
 
     listing = admin_client.get("/admin/approvals/notification/")
     assert listing.status_code == 200
@@ -591,7 +593,6 @@ def test_an_undeliverable_push_is_kept_and_shown_in_admin_without_its_tokens(
     assert "Undeliverable" in request_page.content.decode()
     for page_html in (html, page, request_page.content.decode()):
         assert access_token not in page_html and refresh_token not in page_html
-        assert notification.payload_encrypted not in page_html
         assert TOKEN not in page_html and approval_request.auth_req_id not in page_html
 
 
@@ -623,7 +624,8 @@ def test_an_endpoint_that_now_points_at_a_refused_address_is_rejected_without_se
 ):
     agent = make_agent(backchannel_token_delivery_mode=mode, backchannel_client_notification_endpoint=endpoint.url)
     approval_request = ask(agent)
-    CibaClient.objects.filter(application=agent.application).update(backchannel_client_notification_endpoint=url)
+    # The endpoint bound to the request (e.g. a name that now resolves to a refused address) is checked at call time.
+    ApprovalRequest.objects.filter(pk=approval_request.pk).update(notification_endpoint=url)
     factories.decide(approval_request.auth_req_id)
 
     assert deliver(approval_request) == notifications.DeliveryOutcome()

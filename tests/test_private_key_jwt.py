@@ -366,12 +366,11 @@ def test_kid_rotation_is_fetched_again_without_a_refetch_storm(alice, jwks_serve
     assert signer.bc_authorize().status_code == 200
 
 
-def test_an_unreachable_jwks_uri_is_invalid_client_with_the_reason(alice, jwks_server):
+@pytest.mark.parametrize(("mode", "reason"), [("server_error", "500"), ("not_json", "JSON")])
+def test_an_unreachable_jwks_uri_is_invalid_client_with_the_reason(alice, jwks_server, mode, reason):
     signer = make_signer(jwks_uri=jwks_server.url)
-    jwks_server.respond_with("server_error")
-    refused(signer.bc_authorize(), "jwks_uri", "500")
-    jwks_server.respond_with("not_json")
-    refused(signer.bc_authorize(), "jwks_uri", "JSON")
+    jwks_server.respond_with(mode)
+    refused(signer.bc_authorize(), "jwks_uri", reason)
 
 
 # --- methods -----------------------------------------------------------------------------------------------------
