@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 # RFC 4648 §5 (what PushSubscription.toJSON() produces), padding optional. base64.urlsafe_b64decode alone would
 # also take "+" and "/" and silently drop any other character.
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+# What no URL carries unencoded (push services hand out plain ASCII URLs): NUL among them, which PostgreSQL text
+# cannot hold, so a JSON body's `\u0000` would otherwise reach the subscription's lookup as a 500.
+_NOT_IN_URLS = re.compile(r"[\x00-\x20\x7f-\U0010ffff\\]")
 
 
 def _b64url(value: object, *, length: int, field: str) -> str:
@@ -44,6 +47,8 @@ def _b64url(value: object, *, length: int, field: str) -> str:
 def push_endpoint_problem(endpoint: str) -> str | None:
     """Why the workers must not POST to this endpoint, or None if it belongs to an allowed push service."""
     config = approvals_settings.WEBPUSH
+    if _NOT_IN_URLS.search(endpoint):
+        return "The endpoint must be a URL of plain ASCII, without spaces or control characters."
     parts = urlsplit(endpoint)
     host = (parts.hostname or "").lower()
     if parts.username or parts.password:

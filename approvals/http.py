@@ -10,8 +10,8 @@ Such a URL must not let a client reach what only the server can reach (SSRF). Ev
 - connects only to the addresses it checked, never resolving again (no DNS rebinding between check and connect),
   trying them in the resolver's order until one accepts the connection, while TLS still verifies the certificate
   for the host name;
-- follows no redirect, and caps the time (one deadline for the whole call, however slowly the server trickles its
-  answer) and the size of the answer.
+- follows no redirect, and caps the time (one deadline for the whole call, name resolution included, however slowly
+  the resolver or the server answers) and the size of the answer.
 `check_url` applies the same rules at registration. Development and tests may allow http to loopback only
 (APPROVALS["OUTBOUND_ALLOW_LOOPBACK_HTTP"]; a system check refuses it with DEBUG off).
 """
@@ -53,8 +53,15 @@ _REFUSED: tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str], ...] 
         ("2002::/16", "6to4 (a deprecated tunnel)"),
         ("3fff::/20", "reserved for documentation"),
         ("5f00::/16", "reserved for SRv6"),
+        ("fec0::/10", "site-local (deprecated by RFC 3879, still routed inside some networks)"),
     )
 )
+# getaddrinfo has no timeout of its own (the system resolver may wait tens of seconds): each lookup runs in a daemon
+# thread that the call waits for only until its deadline. A thread stuck in a hung lookup stays until the system
+# resolver gives up, so at most this many lookups run at once per process; a call that finds none free waits for one
+# within its deadline. Daemon threads, not a pool, so that a hung lookup never delays the process's exit.
+MAX_CONCURRENT_LOOKUPS = 16
+_lookup_slots = threading.BoundedSemaphore(MAX_CONCURRENT_LOOKUPS)
 # Characters no URL we call may carry (http.client would refuse them only at call time, after registration passed).
 _BAD_URL_CHARS = re.compile(r"[\x00-\x20\x7f-\U0010ffff\\]")
 
@@ -140,10 +147,45 @@ def _target(url: str) -> tuple[str, str, int, str]:
     return parts.scheme, host, port or (443 if parts.scheme == "https" else 80), path
 
 
-def _resolve(scheme: str, host: str, port: int, *, registering: bool) -> list[IPAddress]:
-    """Every address the host resolves to, each checked, in the resolver's order (the addresses to connect to)."""
+class _LookupTimeout(Exception):
+    pass
+
+
+def _getaddrinfo(host: str, port: int, *, deadline: float) -> list[Any]:
+    """socket.getaddrinfo for a stream socket, or _LookupTimeout once `deadline` (time.monotonic()) has passed."""
+    if not _lookup_slots.acquire(timeout=max(deadline - time.monotonic(), 0)):
+        raise _LookupTimeout
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            outcome["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except BaseException as exc:  # handed to the caller, who decides what it means
+            outcome["error"] = exc
+        finally:
+            _lookup_slots.release()
+            done.set()
+
+    threading.Thread(target=lookup, name="outbound-dns", daemon=True).start()
+    if not done.wait(max(deadline - time.monotonic(), 0)):
+        raise _LookupTimeout
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["infos"]
+
+
+def _resolve(
+    scheme: str, host: str, port: int, *, registering: bool, deadline: float, timeout: float
+) -> list[IPAddress]:
+    """Every address the host resolves to, each checked, in the resolver's order (the addresses to connect to).
+    The lookup ends at `deadline` (time.monotonic()), the end of the call's `timeout` seconds."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = _getaddrinfo(host, port, deadline=deadline)
+    except _LookupTimeout as exc:
+        message = f"The host {host[:100]} did not resolve within {timeout:g} s."
+        # At call time, like a server that does not answer: worth another try (not `refused`).
+        raise OutboundError(message, refused=registering, timeout=not registering) from exc
     except socket.gaierror as exc:
         # At call time a resolver that is only temporarily failing is worth another try (not `refused`).
         refused = registering or exc.errno != socket.EAI_AGAIN
@@ -172,7 +214,8 @@ def _resolve(scheme: str, host: str, port: int, *, registering: bool) -> list[IP
 def check_url(url: str) -> None:
     """Registration-time check of a client-supplied URL (the same rules as every call). Raises OutboundError."""
     scheme, host, port, _path = _target(url)
-    _resolve(scheme, host, port, registering=True)
+    timeout = float(approvals_settings.OUTBOUND_TIMEOUT_SECONDS)
+    _resolve(scheme, host, port, registering=True, deadline=time.monotonic() + timeout, timeout=timeout)
 
 
 def post_json(
@@ -224,7 +267,7 @@ def request(
     scheme, host, port, path = _target(url)
     started = time.monotonic()
     deadline = started + timeout
-    addresses = _resolve(scheme, host, port, registering=False)
+    addresses = _resolve(scheme, host, port, registering=False, deadline=deadline, timeout=timeout)
     default_port = 443 if scheme == "https" else 80
     name = f"[{host}]" if ":" in host else host
     send_headers = {key: value for key, value in (headers or {}).items() if key.lower() not in ("host", "user-agent")}

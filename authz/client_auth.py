@@ -5,7 +5,6 @@ the client's registered keys (private_key_jwt: RFC 7523 §2.2, OIDC Core §9).""
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -99,8 +98,10 @@ def _parse_basic(authorization: str) -> ClientCredentials | None:
     if scheme.lower() != "basic":
         return None
     try:
+        # Header bytes outside ASCII reach us as latin-1 characters (PEP 3333), which b64decode refuses with a plain
+        # ValueError (binascii.Error and UnicodeDecodeError are ValueErrors too).
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise InvalidClient("The Basic credentials are not valid base64 of UTF-8.") from exc
     client_id, sep, secret = decoded.partition(":")
     if not sep:

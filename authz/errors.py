@@ -166,3 +166,8 @@ class PayloadTooLarge(OAuthError):
 class InvalidAuthorizationDetails(OAuthError):
     # RFC 9396 §5: an unknown type, an object its type's schema rejects, or authorization_details that are not JSON.
     error = "invalid_authorization_details"
+
+
+class InvalidTarget(OAuthError):
+    # RFC 8707 section 2: a resource indicator the server will not issue a token for.
+    error = "invalid_target"

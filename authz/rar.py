@@ -15,7 +15,7 @@ from jsonschema.exceptions import SchemaError, UnknownType, best_match
 from referencing.exceptions import Unresolvable
 
 from .errors import InvalidAuthorizationDetails
-from .jose import strict_json_loads
+from .jose import jsonb_problem, strict_json_loads
 from .models import AuthorizationDetailType, CibaClient
 
 logger = logging.getLogger(__name__)
@@ -24,6 +24,10 @@ logger = logging.getLogger(__name__)
 MAX_DETAILS = 10
 MAX_JSON_BYTES = 8192
 MAX_DEPTH = 8
+# Every string and object key, before any schema sees it: jsonschema evaluates `pattern` even where `maxLength` has
+# already failed, and an admin's pattern may backtrack (the calendar's attendee pattern spent 0.15 s on 8 KB of
+# ".a"). 512 holds any name, title, e-mail address (254) or resource URL a person can read on an approval page.
+MAX_STRING_CHARS = 512
 # RFC 9396 §2.2: common fields whose shape holds for every type.
 COMMON_STRING_ARRAYS = ("locations", "actions", "datatypes", "privileges")
 
@@ -106,8 +110,8 @@ def _decode(raw: str | list[Any]) -> list[Any]:
 
 
 def _check_strings(value: Any, *, index: int, depth: int) -> None:
-    """Bounded nesting, and no control or invisible formatting characters anywhere: what a person approves must read
-    the same on every screen (a bidi override could turn "EUR 10" into something else)."""
+    """Bounded nesting and string lengths, and no control or invisible formatting characters anywhere: what a person
+    approves must read the same on every screen (a bidi override could turn "EUR 10" into something else)."""
     if depth > MAX_DEPTH:
         raise InvalidAuthorizationDetails(f"authorization_details[{index}] is nested too deeply.")
     if isinstance(value, dict):
@@ -122,6 +126,10 @@ def _check_strings(value: Any, *, index: int, depth: int) -> None:
 
 
 def _check_text(text: str, *, index: int) -> None:
+    if len(text) > MAX_STRING_CHARS:
+        raise InvalidAuthorizationDetails(
+            f"authorization_details[{index}] has a string longer than {MAX_STRING_CHARS} characters."
+        )
     for char in text:
         if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
             raise InvalidAuthorizationDetails(
@@ -174,6 +182,9 @@ def schema_errors(schema: Any, *, type_name: str = "") -> list[str]:
     """Why this is not a usable JSON Schema (2020-12) for a type, or []."""
     if not isinstance(schema, dict):
         return ["The schema must be a JSON object."]
+    problem = jsonb_problem(schema)
+    if problem:
+        return [f"The schema {problem}."]
     try:
         Draft202012Validator.check_schema(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
     except SchemaError as exc:

@@ -42,13 +42,16 @@ from .errors import (
     InvalidGrant,
     InvalidRequest,
     InvalidScope,
+    InvalidTarget,
     MethodNotAllowed,
     OAuthError,
     PayloadTooLarge,
     SlowDown,
     UnauthorizedClient,
+    UnsupportedGrantType,
 )
-from .models import CibaClient
+from .exchange import resource_indicator_error
+from .models import CibaClient, client_allows_grant
 from .polling import load_poll_record
 from .request_object import authentication_request_params
 
@@ -121,7 +124,7 @@ class BackchannelAuthenticationView(View):
             audience=assertion_audience_for(request),
         )
         ciba = ciba_settings(client)
-        if ciba is None or not ciba.ciba_enabled:
+        if ciba is None or not client_allows_grant(client, settings.CIBA_GRANT_TYPE):
             raise UnauthorizedClient()
         # CIBA Core §7.1.1: a signed request's parameters are its JWT's claims; FAPI-CIBA's request rules apply here.
         params = authentication_request_params(params, ciba=ciba, issuer=issuer_for(request))
@@ -142,6 +145,8 @@ class BackchannelAuthenticationView(View):
             acr_values=validated.acr_values,
             requested_expiry=validated.requested_expiry,
             client_notification_token=validated.client_notification_token,
+            notification_mode=validated.notification_mode,
+            notification_endpoint=validated.notification_endpoint,
             authorization_details=validated.authorization_details,
         )
         expires_in = int((approval_request.expires_at - approval_request.created_at).total_seconds())
@@ -169,6 +174,11 @@ class TokenView(dot_views.TokenView):
         except (TooManyFieldsSent, BadRequest):
             return InvalidRequest("The request body could not be parsed.").response()
         try:
+            if grant_type not in oauth2_settings.OAUTH2_GRANT_TYPES_SUPPORTED:
+                # RFC 6749 section 5.2. DOT and oauthlib also carry grants this server does not offer (DOT's device
+                # flow, which reads device_code before any check, and password): the metadata's list is the one
+                # answer to which grants exist here, for unknown and merely unoffered grant types alike.
+                raise UnsupportedGrantType("Use a grant_type listed in grant_types_supported in the server metadata.")
             if grant_type == settings.CIBA_GRANT_TYPE:
                 return self.ciba_token_response(request)
             self.authenticate_presented_client(request, grant_type)
@@ -184,6 +194,7 @@ class TokenView(dot_views.TokenView):
         if credentials is None:
             return
         application = authenticate_client(credentials, audience=assertion_audience_for(request))
+        _check_resource_indicators(request.POST.getlist("resource"))
         if grant_type == "client_credentials":
             _check_client_credentials(application, request.POST.get("scope"))
         request.META[AUTHENTICATED_CLIENT_META] = application
@@ -251,12 +262,13 @@ class TokenView(dot_views.TokenView):
             raise AccessDenied("The request was cancelled.")
         if status == Status.CONSUMED:
             raise InvalidGrant("Tokens for this auth_req_id were already issued.")
-        if CibaClient.objects.filter(
-            application__client_id=credentials.client_id,
-            backchannel_token_delivery_mode=CibaClient.DeliveryMode.PUSH,
+        if ApprovalRequest.objects.filter(
+            pk=record.request_id, notification_mode=CibaClient.DeliveryMode.PUSH
         ).exists():
-            # CIBA Core §10.3: a push client's tokens go to its notification endpoint, never here.
+            # CIBA Core §10.3: a push request's tokens go to the notification endpoint bound to it, never here.
             raise UnauthorizedClient("This client receives its tokens at its notification endpoint (push mode).")
+        if "resource" in params:
+            _check_resource_indicators([params["resource"]])
         # APPROVED: oauthlib's CibaGrant consumes the request and issues the tokens, exactly once. The client is
         # authenticated already: the grant takes it as it is (CountersignValidator.authenticate_client).
         request.META[AUTHENTICATED_CLIENT_META] = get_application_model().objects.get(client_id=credentials.client_id)
@@ -272,13 +284,22 @@ def _check_client_credentials(application, scope: str | None) -> None:
     ciba = ciba_settings(application)
     if ciba is None:
         return  # not an agent: DOT's rules for its own clients
-    if not ciba.client_credentials_enabled:
+    if not client_allows_grant(application, "client_credentials"):
         raise UnauthorizedClient(
             "This client may not use client_credentials; an administrator can allow it to act on its own behalf."
         )
     scopes = (scope or "").split() or list(oauth2_settings.DEFAULT_SCOPES)
     if not ciba.allows_scopes(scopes):
         raise InvalidScope(f"This client may ask only for these scopes: {ciba.allowed_scopes}.")
+
+
+def _check_resource_indicators(values: list[str]) -> None:
+    """RFC 8707 section 2: every grant's resource values are URIs this server binds tokens to, checked before DOT or
+    oauthlib parse them (a value such as http://[ made them fail with a 500)."""
+    for value in values:
+        problem = resource_indicator_error(value)
+        if problem:
+            raise InvalidTarget(problem)
 
 
 # The server's most frequent answer, encoded once (the same bytes AuthorizationPending().response() writes).

@@ -131,8 +131,8 @@ class World:
     def jwks_server(self, jwks: dict[str, Any] | None = None) -> FakeJwksServer:
         return self.stack.enter_context(FakeJwksServer(jwks))
 
-    def pending(self, agent: Agent | None = None) -> ApprovalRequest:
-        return factories.make_approval_request(self.approver, agent or self.agent)
+    def pending(self, agent: Agent | None = None, **kwargs: Any) -> ApprovalRequest:
+        return factories.make_approval_request(self.approver, agent or self.agent, **kwargs)
 
     def tokens(
         self, agent: Agent | None = None, *, scope: str = "openid profile", details: Any = None
@@ -807,12 +807,12 @@ def _(w: World) -> HttpResponse:
     return w.agent.http.post(path, urlencode({"grant_type": "refresh_token", "refresh_token": "x"}), content_type=FORM)
 
 
-@case("token-unknown-grant-hostile", 400, "unsupported_grant_type", None)
+@case("token-unknown-grant-hostile", 400, "unsupported_grant_type", "grant_types_supported")
 def _(w: World) -> HttpResponse:
     return w.agent.post(TOKEN, {"grant_type": HOSTILE})
 
 
-@case("token-no-grant-type", 400, "unsupported_grant_type", None)
+@case("token-no-grant-type", 400, "unsupported_grant_type", "grant_types_supported")
 def _(w: World) -> HttpResponse:
     return w.agent.post(TOKEN, {"refresh_token": "x"})
 
@@ -914,11 +914,9 @@ def _(w: World) -> HttpResponse:
 
 @case("ciba-push-client-polls", 400, "unauthorized_client", "push mode")
 def _(w: World) -> HttpResponse:
-    auth_req_id = w.pending().auth_req_id
+    push = {"notification_mode": "push", "notification_endpoint": "http://127.0.0.1:9/cb"}
+    auth_req_id = w.pending(**push).auth_req_id  # a request made in push mode
     factories.decide(auth_req_id)
-    CibaClient.objects.filter(application=w.agent.application).update(
-        backchannel_token_delivery_mode="push", backchannel_client_notification_endpoint="http://127.0.0.1:9/cb"
-    )
     return poll(w, auth_req_id)
 
 
@@ -939,9 +937,17 @@ def _(w: World) -> HttpResponse:
     return refresh(w)
 
 
-@case("refresh-unknown-hostile", 400, "invalid_grant", None)
+@case("refresh-unknown-hostile", 400, "invalid_grant", "refresh token")
 def _(w: World) -> HttpResponse:
     return refresh(w, refresh_token=HOSTILE)
+
+
+@case("refresh-user-inactive", 400, "invalid_grant", "no longer active")
+def _(w: World) -> HttpResponse:
+    tokens = w.tokens()
+    w.approver.user.is_active = False
+    w.approver.user.save()
+    return refresh(w, refresh_token=tokens["refresh_token"])
 
 
 @case("refresh-wider-scope-hostile", 400, "invalid_scope", None)
@@ -1049,6 +1055,25 @@ def _(w: World) -> HttpResponse:
 def _(w: World) -> HttpResponse:
     actor = [("actor_token", HOSTILE), ("actor_token_type", ACCESS_TOKEN_TYPE)]
     return w.exchange(("resource", BANK), *actor, subject=subject(w))
+
+
+@case("tx-actor-of-another-client", 400, "invalid_grant", "calling client")
+def _(w: World) -> HttpResponse:
+    actor = [("actor_token", subject(w, agent=w.make_agent(name="Actor"))), ("actor_token_type", ACCESS_TOKEN_TYPE)]
+    return w.exchange(("resource", BANK), *actor, subject=subject(w))
+
+
+@case("tx-audience-outside-the-subjects", 400, "invalid_target", "requested audience")
+def _(w: World) -> HttpResponse:
+    other = w.make_agent(name="Other agent")
+    addressed = w.exchange(("audience", w.agent.client_id), subject=subject(w)).json()["access_token"]
+    return w.exchange(("audience", other.client_id), subject=addressed)
+
+
+@case("token-resource-not-a-uri-hostile", 400, "invalid_target", "RFC 8707 section 2")
+def _(w: World) -> HttpResponse:
+    agent = w.make_agent(name="Self", client_credentials_enabled=True)
+    return client_credentials(agent, scope="openid", resource="http://[" + HOSTILE)
 
 
 @case("tx-chain-too-long", 400, "invalid_grant", "too many times")

@@ -51,12 +51,14 @@ CALENDAR = {
 
 
 EXAMPLES = importlib.import_module("authz.migrations.0005_example_authorization_detail_types")
+BOUNDS = importlib.import_module("authz.migrations.0007_bound_example_detail_strings")
 
 
 def install_example_types() -> None:
-    """The data migration's types. Transactional tests (browser, concurrency) flush every table, migration rows
-    included, so tests that need them install them again (idempotent: get_or_create)."""
+    """The data migrations' types (0005, bounded by 0007). Transactional tests (browser, concurrency) flush every
+    table, migration rows included, so tests that need them install them again (idempotent: get_or_create)."""
     EXAMPLES.add_examples(apps, None)
+    BOUNDS.bound_example_strings(apps, None)
 
 
 @pytest.fixture(autouse=True)
