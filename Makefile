@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint bench screenshots admin
+.PHONY: install run test fuzz lint bench screenshots admin
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# A long, randomized run of the endpoint fuzz suite (`make test` runs a short fixed one); FUZZ_EXAMPLES per endpoint.
+FUZZ_EXAMPLES ?= 1000
+fuzz: install
+	COUNTERSIGN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/security/test_fuzz.py -p no:cacheprovider $(PYTEST_ARGS)
 
 # The first admin, non-interactively: DJANGO_SUPERUSER_PASSWORD if set, else a generated password printed once.
 ADMIN_USERNAME ?= admin

@@ -56,6 +56,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before anything reads a parameter: PostgreSQL cannot hold NUL, so no parameter with one reaches a view.
+    "config.middleware.RefuseNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -112,6 +114,9 @@ if REDIS_URL:
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# Django's ModelBackend with sign-in throttling shared with the step-up password (approvals.attempts).
+AUTHENTICATION_BACKENDS = ["approvals.backends.ThrottledModelBackend"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -252,12 +257,36 @@ OAUTH2_PROVIDER = {
     "ID_TOKEN_EXPIRE_SECONDS": env.int("ID_TOKEN_EXPIRE_SECONDS", default=600),
     "REFRESH_TOKEN_EXPIRE_SECONDS": env.int("REFRESH_TOKEN_EXPIRE_SECONDS", default=86400),
     "PKCE_REQUIRED": True,
+    # RFC 9700 (OAuth 2.0 Security BCP), every gate DOT 3.4 has. TOKEN_STORAGE: access, refresh and registration
+    # access tokens are stored as their SHA-256 only (DOT's token_checksum; the token column stays empty), so a
+    # database copy holds no usable token. The others refuse the implicit and password grants, PKCE "plain" and access
+    # tokens in query strings, add RFC 9207 `iss`, and make `check --deploy` fail on the settings RFC 9700 rules out.
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_SCHEME": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_MATCHING": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
+    # Each refresh answers a new refresh token (DOT's default, stated here because docs/agents.md promises it); its
+    # lifetime counts from the person's approval, not from the last refresh (CountersignValidator).
+    "ROTATE_REFRESH_TOKEN": True,
+    # RFC 9700 section 4.14.2: a rotated refresh token presented again revokes its whole family. No grace period:
+    # it would have to return the previous token, which is no longer stored.
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    "REFRESH_TOKEN_GRACE_PERIOD_SECONDS": 0,
+    # CIBA clients have no redirect URIs; none may be plain http.
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
     # Dynamic client registration (RFC 7591/7592) through authz.registration; DCR_ENABLED puts registration_endpoint
-    # in the metadata. Registration access tokens (RFC 7592 §3) do not expire and rotate on every update.
+    # in the metadata. Registration access tokens (RFC 7592 section 3) rotate on every update and expire
+    # REGISTRATION_ACCESS_TOKEN_EXPIRE_SECONDS after they were issued (docs/agents.md).
     "DCR_ENABLED": REGISTRATION_MODE != "off",
     "DCR_REGISTRATION_PERMISSION_CLASSES": ("authz.registration.RegistrationModePermission",),
     "DCR_REGISTRATION_SCOPE": "oauth2_provider:registration",
-    "DCR_REGISTRATION_TOKEN_EXPIRE_SECONDS": None,
+    "DCR_REGISTRATION_TOKEN_EXPIRE_SECONDS": env.int("REGISTRATION_ACCESS_TOKEN_EXPIRE_SECONDS", default=30 * 86400),
     "DCR_ROTATE_REGISTRATION_TOKEN_ON_UPDATE": True,
     "OIDC_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
     "OAUTH2_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
@@ -290,6 +319,12 @@ APPROVALS = {
     "AUTOMATED_APPROVAL_IN_PRODUCTION": env.bool("APPROVALS_AUTOMATED_APPROVAL_IN_PRODUCTION", default=False),
     "PROMPTS_PER_MINUTE": env.int("APPROVALS_PROMPTS_PER_MINUTE", default=5),
     "PROMPT_TIMEOUT_SECONDS": env.float("APPROVALS_PROMPT_TIMEOUT_SECONDS", default=5.0),
+    # Off by default: staff and superuser accounts are not people agents may ask (docs/approvers.md).
+    "STAFF_APPROVERS": env.bool("APPROVALS_STAFF_APPROVERS", default=False),
+    # Client addresses for lockouts and audit: a client's own X-Forwarded-For is never believed unless a trusted
+    # proxy is configured to set this header (docs/configuration.md).
+    "CLIENT_IP_HEADER": env.str("COUNTERSIGN_CLIENT_IP_HEADER", default=""),
+    "TRUSTED_PROXY_COUNT": env.int("COUNTERSIGN_TRUSTED_PROXY_COUNT", default=1),
     "TWILIO": {
         "ACCOUNT_SID": env.str("TWILIO_ACCOUNT_SID", default=""),
         "AUTH_TOKEN": env_secret("TWILIO_AUTH_TOKEN"),
@@ -352,6 +387,9 @@ CELERY_BEAT_SCHEDULE = {
     "resettle-poll-mirror": {"task": "approvals.tasks.resettle_mirror_task", "schedule": 30.0},
 }
 
+# config.logs.configure applies LOGGING after installing a record factory that redacts credentials (client secrets,
+# tokens, auth_req_ids, approval links, the automated-approval secret) from every record of every logger.
+LOGGING_CONFIG = "config.logs.configure"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -366,5 +404,7 @@ LOGGING = {
         "twilio": {"level": "WARNING"},
         # A 4xx is an answer (authorization_pending on every poll), not an incident.
         "django.request": {"level": "ERROR"},
+        # SQL and its parameters (auth_req_ids, notification tokens) at DEBUG when DEBUG is on: never logged.
+        "django.db.backends": {"level": "INFO"},
     },
 }
