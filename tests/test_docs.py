@@ -482,7 +482,7 @@ def printed_curl_commands(printed: str) -> list[str]:
 
 
 def approve_by_link(auth_req_id: str, binding_message: str) -> None:
-    """What README says: open the printed link and tap Approve (the link signs the person in)."""
+    """What README says: open the printed link and tap Approve (the link decides that one request only)."""
     approval_request = ApprovalRequest.objects.get(auth_req_id=auth_req_id)
     (prompt,) = [prompt for prompt in locmem.outbox if prompt.approval_request_id == str(approval_request.pk)]
     browser = Client()
