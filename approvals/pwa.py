@@ -30,8 +30,8 @@ BACKGROUND_COLOR = "#f6f7f9"
 @login_required
 @require_GET
 def pending_json(request: HttpRequest) -> JsonResponse:
-    """The signed-in approver's pending requests, newest first, for the inbox to refresh itself."""
-    pending = selectors.approval_requests_pending_for(user=request.user)
+    """One page of the signed-in approver's pending requests, newest first, for the inbox to refresh itself."""
+    page = selectors.approval_requests_pending_page(user=request.user, page=request.GET.get("page"))
 
     def scopes(approval_request: ApprovalRequest) -> list[str]:
         return [description for _scope, description in selectors.scope_descriptions(approval_request.scopes)]
@@ -47,8 +47,11 @@ def pending_json(request: HttpRequest) -> JsonResponse:
                     "expires_at": approval_request.expires_at.isoformat(),
                     "url": reverse("approvals:detail", args=[approval_request.pk]),
                 }
-                for approval_request in pending
-            ]
+                for approval_request in page.object_list
+            ],
+            "count": page.paginator.count,
+            "page": page.number,
+            "pages": page.paginator.num_pages,
         }
     )
     response["Cache-Control"] = "no-store"

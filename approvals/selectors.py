@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 from django.utils import timezone
 from oauth2_provider.settings import oauth2_settings
@@ -17,6 +18,18 @@ def approval_requests_pending_for(*, user: AbstractBaseUser, now: datetime | Non
         .select_related("client")
         .order_by("-created_at")
     )
+
+
+# The inbox shows this many requests a page (and pending.json answers as many): what a person has pending is also
+# capped (APPROVALS_MAX_PENDING_PER_PERSON), but the page a phone refreshes every 5 s stays small either way.
+INBOX_PAGE_SIZE = 20
+
+
+def approval_requests_pending_page(*, user: AbstractBaseUser, page: object, now: datetime | None = None) -> Page:
+    """One page of the person's pending requests, newest first. A missing, malformed or out-of-range page number
+    gives the nearest page (Paginator.get_page), so no query string can make the inbox fail."""
+    pending = approval_requests_pending_for(user=user, now=now)
+    return Paginator(pending, INBOX_PAGE_SIZE).get_page(page)
 
 
 def scope_descriptions(scopes: list[str]) -> list[tuple[str, str]]:

@@ -19,7 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from twilio.request_validator import RequestValidator
 
-from . import attempts, devices, links, selectors, services
+from . import attempts, devices, links, selectors, services, text
 from .conf import approvals_settings
 from .forms import DecisionForm, UserCodeForm
 from .models import ApprovalRequest, Approver, PushSubscription
@@ -28,8 +28,8 @@ from .templatetags import approver_ui
 
 @login_required
 def inbox(request: HttpRequest) -> HttpResponse:
-    pending = selectors.approval_requests_pending_for(user=request.user)
-    return render(request, "approvals/inbox.html", {"pending": pending})
+    page = selectors.approval_requests_pending_page(user=request.user, page=request.GET.get("page"))
+    return render(request, "approvals/inbox.html", {"pending": page.object_list, "page": page})
 
 
 def _page_context(
@@ -47,6 +47,7 @@ def _page_context(
         "agent_name": approval_request.client.name or approval_request.client.client_id,
         "agent_website": ciba.website if ciba else "",
         "agent_website_verified": bool(ciba and ciba.website and ciba.website_verified),
+        "agent_unverified": text.client_unverified(approval_request.client),
         "decide_url": decide_url,
         "needs_password": not links.satisfies(_achieved_acr(request, hold, now), required),
         "expires_at_iso": approval_request.expires_at.isoformat(),

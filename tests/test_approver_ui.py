@@ -62,7 +62,7 @@ def test_pending_json_lists_only_own_pending_requests_newest_first(agent, approv
 
 
 def test_pending_json_is_empty_without_requests(approver_client):
-    assert approver_client.get("/approvals/pending.json").json() == {"requests": []}
+    assert approver_client.get("/approvals/pending.json").json() == {"requests": [], "count": 0, "page": 1, "pages": 1}
 
 
 def test_pending_json_needs_sign_in(client):
@@ -147,8 +147,9 @@ def test_authorization_details_fallback_rendering():
         },
     )
     assert "Payment initiation" in html
-    assert "<dt>Items</dt>" in html and "a, b" in html
-    assert "<dt>Creditor name</dt>" in html and "Merchant &lt;A&gt;" in html
+    # The agent's values each in their own delimited element (approvals.display), the separators the page's.
+    assert "<dt>Items</dt>" in html and '<span class="data-value">a</span>, <span class="data-value">b</span>' in html
+    assert "<dt>Creditor name</dt>" in html and '<span class="data-value">Merchant &lt;A&gt;</span>' in html
     assert "&quot;currency&quot;: &quot;EUR&quot;" in html  # nested values as JSON text, escaped
     assert "<dt>Recurring</dt>" in html and "<dd>no</dd>" in html
 
