@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import logging
 import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 from uuid import UUID
 
 from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .channels.twilio_sms import UNDELIVERABLE_CALLBACK_CODES
-from .conf import approvals_settings
+from .channels.webpush import MAX_SUBSCRIPTIONS_PER_APPROVER, push_endpoint_problem
 from .models import Approver, Delivery, PushSubscription
 
 logger = logging.getLogger(__name__)
@@ -25,9 +24,6 @@ logger = logging.getLogger(__name__)
 # RFC 4648 §5 (what PushSubscription.toJSON() produces), padding optional. base64.urlsafe_b64decode alone would
 # also take "+" and "/" and silently drop any other character.
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
-# What no URL carries unencoded (push services hand out plain ASCII URLs): NUL among them, which PostgreSQL text
-# cannot hold, so a JSON body's `\u0000` would otherwise reach the subscription's lookup as a 500.
-_NOT_IN_URLS = re.compile(r"[\x00-\x20\x7f-\U0010ffff\\]")
 
 
 def _b64url(value: object, *, length: int, field: str) -> str:
@@ -42,31 +38,6 @@ def _b64url(value: object, *, length: int, field: str) -> str:
     if len(raw) != length:
         raise ValidationError(f"keys.{field} must be {length} bytes.")
     return value
-
-
-def push_endpoint_problem(endpoint: str) -> str | None:
-    """Why the workers must not POST to this endpoint, or None if it belongs to an allowed push service."""
-    config = approvals_settings.WEBPUSH
-    if _NOT_IN_URLS.search(endpoint):
-        return "The endpoint must be a URL of plain ASCII, without spaces or control characters."
-    parts = urlsplit(endpoint)
-    host = (parts.hostname or "").lower()
-    if parts.username or parts.password:
-        return "The endpoint must not carry credentials."
-    if parts.scheme == "http" and config["ALLOW_LOOPBACK_HTTP"]:
-        try:
-            if ipaddress.ip_address(host).is_loopback:
-                return None
-        except ValueError:
-            pass
-        return "Only loopback addresses may use http."
-    if parts.scheme != "https":
-        return "The endpoint must use https."
-    for allowed in config["ALLOWED_SERVICES"]:
-        allowed = allowed.lower()
-        if host == allowed or (allowed.startswith(".") and host.endswith(allowed)):
-            return None
-    return "This push service is not allowed on this server."
 
 
 def push_subscription_save(
@@ -85,19 +56,43 @@ def push_subscription_save(
         raise ValidationError("keys is required.")
     p256dh = _b64url(keys.get("p256dh"), length=65, field="p256dh")  # an uncompressed P-256 point
     auth = _b64url(keys.get("auth"), length=16, field="auth")
-    saved, _created = PushSubscription.objects.update_or_create(
-        endpoint=endpoint,
-        defaults={
-            "approver": approver,
-            "p256dh": p256dh,
-            "auth": auth,
-            "user_agent": user_agent[:512],
-            "created_at": now,
-            "disabled_at": None,
-            "disabled_reason": "",
-        },
-    )
-    return saved
+    fields = {"p256dh": p256dh, "auth": auth, "user_agent": user_agent[:512]}
+    try:
+        with transaction.atomic():
+            # One person's enrolments one at a time, so that two at once cannot both pass the cap.
+            Approver.objects.select_for_update().filter(pk=approver.pk).exists()
+            held = PushSubscription.objects.select_for_update().filter(endpoint=endpoint).first()
+            if held is not None and held.approver_id != approver.pk:
+                # Whoever learnt someone's endpoint must not move that person's prompts onto their own keys.
+                raise ValidationError(
+                    "This push subscription belongs to another account: remove it there, or unsubscribe this "
+                    "browser and enrol it again."
+                )
+            if held is None:
+                _make_room(approver)
+                return PushSubscription.objects.create(approver=approver, endpoint=endpoint, created_at=now, **fields)
+            # The person's own browser again (new keys after a resubscribe): refresh it and enable it again.
+            PushSubscription.objects.filter(pk=held.pk).update(
+                created_at=now, disabled_at=None, disabled_reason="", **fields
+            )
+            held.refresh_from_db()
+            return held
+    except IntegrityError as exc:
+        # Someone else stored the same endpoint between our look-up and our insert.
+        raise ValidationError("This push subscription belongs to another account.") from exc
+
+
+def _make_room(approver: Approver) -> None:
+    """Refuse an enrolment beyond MAX_SUBSCRIPTIONS_PER_APPROVER; subscriptions the push service already disabled
+    (gone, refused) are dropped first, as they will never take a prompt again."""
+    if PushSubscription.objects.filter(approver=approver).count() < MAX_SUBSCRIPTIONS_PER_APPROVER:
+        return
+    PushSubscription.objects.filter(approver=approver, disabled_at__isnull=False).delete()
+    if PushSubscription.objects.filter(approver=approver).count() >= MAX_SUBSCRIPTIONS_PER_APPROVER:
+        raise ValidationError(
+            f"You can have at most {MAX_SUBSCRIPTIONS_PER_APPROVER} push subscriptions. "
+            "Remove one you no longer use, then enrol this device again."
+        )
 
 
 def push_subscription_remove(*, approver: Approver, subscription_id: int) -> bool:
@@ -108,20 +103,29 @@ def push_subscription_remove(*, approver: Approver, subscription_id: int) -> boo
 # Twilio MessageStatus values (https://www.twilio.com/docs/messaging/api/message-resource#message-status-values).
 _FINAL_STATUSES = {"delivered": Delivery.Status.DELIVERED, "undelivered": Delivery.Status.UNDELIVERED}
 _FINAL_STATUSES["failed"] = Delivery.Status.UNDELIVERED
+# The order in which a message moves through them (final ones last): a report may only move a delivery forward.
+_STATUS_ORDER = {"accepted": 1, "scheduled": 2, "queued": 3, "sending": 4, "sent": 5}
 
 
 def delivery_update_from_twilio(
     *, delivery_id: UUID | str, params: Mapping[str, str], now: datetime | None = None
 ) -> bool:
-    """Apply a (signature-checked) Twilio status callback to its delivery row. Callbacks may arrive out of order:
-    a final state is never replaced."""
+    """Apply a (signature-checked) Twilio status callback to its delivery row. Callbacks may arrive out of order,
+    and a signed one can be replayed: a report only ever moves a delivery forward (a final state is never replaced,
+    an intermediate one only by a later one), so an old or repeated report changes nothing. The caller answers 2xx
+    either way, as Twilio expects."""
     now = now or timezone.now()
     message_status = params.get("MessageStatus", params.get("SmsStatus", ""))[:32]
     error_code = params.get("ErrorCode", "")[:16]
     live = Delivery.objects.filter(pk=delivery_id, status__in=(Delivery.Status.SENDING, Delivery.Status.SENT))
     final = _FINAL_STATUSES.get(message_status)
     if final is None:
-        return bool(live.update(provider_status=message_status, updated_at=now))
+        # In one UPDATE, so two reports racing each other cannot both apply out of order. A status Twilio adds
+        # later ranks lowest: it is recorded over nothing but itself and unknown ones.
+        rank = _STATUS_ORDER.get(message_status, 0)
+        not_later = {status for status, order in _STATUS_ORDER.items() if order >= rank} | {message_status}
+        moving_forward = live.exclude(provider_status__in=not_later)
+        return bool(moving_forward.update(provider_status=message_status, updated_at=now))
     error = f"Twilio error {error_code}" if error_code else ""
     updated = live.update(status=final, provider_status=message_status, error=error, updated_at=now)
     if updated and error_code in UNDELIVERABLE_CALLBACK_CODES:

@@ -147,6 +147,12 @@ def _target(url: str) -> tuple[str, str, int, str]:
     return parts.scheme, host, port or (443 if parts.scheme == "https" else 80), path
 
 
+def url_target(url: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, path with query) of a URL exactly as `request` will call it, else OutboundError(refused):
+    for callers that also check the host against a list of their own (Web Push services)."""
+    return _target(url)
+
+
 class _LookupTimeout(Exception):
     pass
 
@@ -243,10 +249,9 @@ def _connect(scheme: str, host: str, port: int, address: IPAddress, timeout: flo
     return connection
 
 
-def _abort(connection: HTTPConnection, fired: threading.Event) -> None:
+def _abort(sock: socket.socket | None, fired: threading.Event) -> None:
     """At the deadline: end the connection under whatever read is waiting on it."""
     fired.set()
-    sock = connection.sock
     if sock is not None:
         with contextlib.suppress(OSError):
             socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's, under TLS too
@@ -295,7 +300,9 @@ def request(
         raise OutboundError(f"Connection failed: {type(failure).__name__}") from failure
 
     fired = threading.Event()
-    watchdog = threading.Timer(max(deadline - time.monotonic(), 0), _abort, (connection, fired))
+    # The socket as connected: an answer that closes the connection (HTTP/1.0, "Connection: close") takes it off
+    # `connection` and reads on from it, so `connection.sock` would be None by the time the deadline comes.
+    watchdog = threading.Timer(max(deadline - time.monotonic(), 0), _abort, (connection.sock, fired))
     watchdog.daemon = True
     watchdog.start()
     try:

@@ -247,12 +247,28 @@ def test_too_large_body_is_refused(webpush_on: Any, http: Client) -> None:
     assert not PushSubscription.objects.exists()
 
 
-def test_resubscribing_reenables_the_endpoint_and_moves_it_to_the_current_approver(
+def test_an_endpoint_held_by_another_approver_is_refused_not_moved(
     webpush_on: Any, http: Client, person: Approver, push: FakePushService
 ) -> None:
+    """Issue 15 finding 5: knowing someone's endpoint must not let one move their prompts onto one's own keys."""
     sub = push.subscribe("shared-browser")
     bob = prompting.make_person("bob", phone="")
     old = push_subscription_save(approver=bob, subscription=sub.info, user_agent="old")
+    PushSubscription.objects.filter(pk=old.pk).update(disabled_at=old.created_at, disabled_reason="HTTP 410")
+
+    response = post_json(http, sub.info, HTTP_USER_AGENT="new")
+
+    assert response.status_code == 400
+    assert "another account" in response.json()["error"]
+    [stored] = PushSubscription.objects.all()
+    assert (stored.pk, stored.approver, stored.user_agent) == (old.pk, bob, "old")
+
+
+def test_resubscribing_reenables_the_approvers_own_endpoint(
+    webpush_on: Any, http: Client, person: Approver, push: FakePushService
+) -> None:
+    sub = push.subscribe("phone")
+    old = push_subscription_save(approver=person, subscription=sub.info, user_agent="old")
     PushSubscription.objects.filter(pk=old.pk).update(disabled_at=old.created_at, disabled_reason="HTTP 410")
 
     response = post_json(http, sub.info, HTTP_USER_AGENT="new")

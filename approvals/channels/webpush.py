@@ -1,22 +1,29 @@
 """Web Push prompts (RFC 8030, RFC 8291 aes128gcm, RFC 8292 VAPID) with pywebpush, to every active subscription.
 
 Settings: APPROVALS["WEBPUSH"] (VAPID_PRIVATE_KEY as the raw base64url key, VAPID_PUBLIC_KEY, VAPID_SUBJECT,
-ALLOWED_SERVICES). Subscriptions are only stored for allowed push services (approvals.prompts), and no redirect is
-followed, so a subscription cannot aim the workers at the private network.
+ALLOWED_SERVICES). `push_endpoint_problem` decides which endpoints the workers may POST to (a listed push service on
+443), at enrolment (approvals.devices) and again before every send. pywebpush encrypts the payload; the POST goes
+through approvals.http, the SSRF-safe helper: it parses the URL as the check did, connects only to public addresses,
+follows no redirect, and gives the whole call one deadline and a cap on the answer's size.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
+import time
 from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, ClassVar
+from urllib.parse import urlsplit
 
-import requests
+from django.db.models import F
 from django.utils import timezone
 from py_vapid import Vapid, VapidException
-from pywebpush import WebPushException, webpush
+from pywebpush import WebPusher, WebPushException
 
+from .. import http
 from ..conf import approvals_settings
 from ..models import PushSubscription
 from .base import Channel, ChannelError, Destination, Prompt
@@ -27,6 +34,13 @@ if TYPE_CHECKING:
 # RFC 8030 §5: the push service answers 404/410 for a subscription that has expired or was unsubscribed; 403 means
 # it was made for another application server key, 400 that it is malformed. None of them can ever succeed.
 DESTINATION_GONE_STATUSES = frozenset({400, 403, 404, 410})
+# The cost of one person's Web Push devices to the workers (docs/approvers.md, "Web Push"): at most this many
+# subscriptions per person, each send under one deadline (PROMPT_TIMEOUT_SECONDS) and a cap on the answer's size, and
+# one prompt round spends at most ROUND_BUDGET_FACTOR deadlines on all of one person's subscriptions together.
+MAX_SUBSCRIPTIONS_PER_APPROVER = 10
+ROUND_BUDGET_FACTOR = 2
+# Push services answer 201 with an empty body, or an error with a short JSON one.
+MAX_RESPONSE_BYTES = 16 * 1024
 
 
 @lru_cache(maxsize=4)
@@ -34,11 +48,40 @@ def _vapid(private_key: str) -> Vapid:
     return Vapid.from_string(private_key=private_key)
 
 
-@lru_cache(maxsize=1)
-def _session() -> requests.Session:
-    session = requests.Session()
-    session.max_redirects = 0  # a redirect raises instead of being followed
-    return session
+# host[:port], as push services write them: nothing that parsers could read differently.
+_PLAIN_AUTHORITY = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+# What a VAPID token may live (RFC 8292 section 2: no more than 24 hours); pywebpush's own default.
+_VAPID_LIFETIME_SECONDS = 12 * 60 * 60
+
+
+def push_endpoint_problem(endpoint: str) -> str | None:
+    """Why the workers must not POST to this endpoint, or None if it is an allowed push service on 443.
+
+    The URL is parsed by approvals.http, which also sends the push: the host checked here is the host called (a
+    parser that reads a backslash as the end of the host, as requests does, would call another one)."""
+    config = approvals_settings.WEBPUSH
+    try:
+        scheme, host, port, _path = http.url_target(endpoint)
+    except http.OutboundError as exc:
+        return f"The endpoint is refused. {exc}"
+    if not _PLAIN_AUTHORITY.fullmatch(urlsplit(endpoint).netloc):
+        # urlsplit reads "fcm.googleapis.com[::1]" as the host ::1; other parsers read it otherwise or not at all.
+        return "The endpoint's host must be a plain DNS name or IP address."
+    host = host.lower()
+    if scheme == "http":
+        try:
+            if config["ALLOW_LOOPBACK_HTTP"] and ipaddress.ip_address(host).is_loopback:
+                return None
+        except ValueError:
+            pass
+        return "The endpoint must use https (only loopback addresses may use http, in development)."
+    if port != 443:
+        return "The endpoint must use the push service's standard https port (443)."
+    for allowed in config["ALLOWED_SERVICES"]:
+        allowed = allowed.lower()
+        if host == allowed or (allowed.startswith(".") and host.endswith(allowed)):
+            return None
+    return "This push service is not allowed on this server."
 
 
 def push_payload(prompt: Prompt) -> dict[str, str]:
@@ -50,10 +93,20 @@ def push_payload(prompt: Prompt) -> dict[str, str]:
 
 
 class WebPushChannel(Channel):
+    """One instance per prompt round (approvals.prompts): the round's time budget for one person starts at its first
+    send, so that however many subscriptions the person has, or however slowly their push services answer, one prompt
+    holds a worker for at most ROUND_BUDGET_FACTOR x PROMPT_TIMEOUT_SECONDS on them."""
+
     name: ClassVar[str] = "webpush"
 
+    def __init__(self) -> None:
+        self._round_ends: float | None = None
+
     def destinations(self, user: AbstractBaseUser) -> list[Destination]:
-        subscriptions = PushSubscription.objects.filter(approver__user=user, disabled_at__isnull=True).order_by("pk")
+        # Devices that worked most recently first: they get the prompt before dead ones can spend the budget.
+        subscriptions = PushSubscription.objects.filter(approver__user=user, disabled_at__isnull=True).order_by(
+            F("last_success_at").desc(nulls_last=True), "pk"
+        )[:MAX_SUBSCRIPTIONS_PER_APPROVER]
         return [
             Destination(key=f"webpush:{subscription.pk}", label=str(subscription), subscription_id=subscription.pk)
             for subscription in subscriptions
@@ -64,35 +117,65 @@ class WebPushChannel(Channel):
         subscription = PushSubscription.objects.filter(pk=destination.subscription_id).first()
         if subscription is None:
             raise ChannelError("The subscription was removed.", permanent=True)
+        problem = push_endpoint_problem(subscription.endpoint)
+        if problem:
+            # Stored before the rules tightened, or written around them: never called, and no use trying again.
+            raise ChannelError(f"Endpoint refused: {problem}", destination_gone=True)
+        timeout = float(approvals_settings.PROMPT_TIMEOUT_SECONDS)
+        if self._round_ends is None:
+            self._round_ends = time.monotonic() + ROUND_BUDGET_FACTOR * timeout
+        remaining = self._round_ends - time.monotonic()
+        if remaining <= 0:
+            raise ChannelError("The time budget of this prompt for this person's devices is spent.")
         ttl = max(int((prompt.expires_at - timezone.now()).total_seconds()), 0)
+        parts = urlsplit(subscription.endpoint)
+        claims = {
+            "sub": config["VAPID_SUBJECT"],
+            "aud": f"{parts.scheme}://{parts.netloc}",  # RFC 8292 section 2: the push resource's origin
+            "exp": int(time.time()) + _VAPID_LIFETIME_SECONDS,
+        }
         try:
-            response = webpush(
-                subscription.info,
-                data=json.dumps(push_payload(prompt)),
-                vapid_private_key=_vapid(config["VAPID_PRIVATE_KEY"]),
-                vapid_claims={"sub": config["VAPID_SUBJECT"]},  # a fresh dict: webpush() writes aud and exp into it
-                ttl=ttl,
-                timeout=float(approvals_settings.PROMPT_TIMEOUT_SECONDS),
-                # RFC 8030 §5.3, §5.4: deliver now, and let a newer push for the same request replace this one.
-                headers={"Urgency": "high", "Topic": prompt.approval_request_id.replace("-", "")},
-                requests_session=_session(),
-            )
-        except WebPushException as exc:
-            status = exc.response.status_code if exc.response is not None else None
-            description = f"Push service answered HTTP {status}" if status else f"Push failed: {exc.message[:200]}"
-            if status in DESTINATION_GONE_STATUSES:
-                raise ChannelError(description, destination_gone=True) from exc
-            if status is not None and (status == 429 or status >= 500):
-                raise ChannelError(description) from exc
-            raise ChannelError(description, permanent=True) from exc
+            vapid_headers = _vapid(config["VAPID_PRIVATE_KEY"]).sign(claims)
+            body = WebPusher(subscription.info).encode(json.dumps(push_payload(prompt)).encode(), "aes128gcm")["body"]
         except VapidException as exc:
             # py_vapid refuses the claims (VAPID_SUBJECT) or the key: a configuration error, the same on every retry.
             raise ChannelError(f"VAPID signing failed: {exc}"[:200], permanent=True) from exc
-        except requests.TooManyRedirects as exc:
-            raise ChannelError("The push service redirected; redirects are not followed.", permanent=True) from exc
-        except requests.RequestException as exc:  # timeouts and connection errors
-            raise ChannelError(f"Push service unreachable: {type(exc).__name__}") from exc
-        return response.headers.get("Location", "")[:255] if isinstance(response, requests.Response) else ""
+        except (WebPushException, ValueError) as exc:
+            # The stored keys do not make a usable P-256 point: this subscription can never be written to.
+            raise ChannelError(
+                f"The subscription's keys are unusable: {type(exc).__name__}", destination_gone=True
+            ) from exc
+        headers = {
+            **vapid_headers,
+            "Content-Encoding": "aes128gcm",  # RFC 8291 section 4
+            "TTL": str(ttl),
+            # RFC 8030 sections 5.3, 5.4: deliver now, and let a newer push for the same request replace this one.
+            "Urgency": "high",
+            "Topic": prompt.approval_request_id.replace("-", ""),
+        }
+        try:
+            response = http.request(
+                "POST",
+                subscription.endpoint,
+                body=body,
+                headers=headers,
+                timeout=min(timeout, remaining),
+                max_bytes=MAX_RESPONSE_BYTES,
+            )
+        except http.OutboundError as exc:
+            # Refused: the push service's name resolves to an address we never call; retrying will not change that.
+            raise ChannelError(f"Push service not called: {exc}"[:200], permanent=exc.refused) from exc
+        status = response.status
+        if status <= 202:
+            return response.headers.get("location", "")[:255]
+        if 300 <= status < 400:
+            raise ChannelError("The push service redirected; redirects are not followed.", permanent=True)
+        description = f"Push service answered HTTP {status}"
+        if status in DESTINATION_GONE_STATUSES:
+            raise ChannelError(description, destination_gone=True)
+        if status == 429 or status >= 500:
+            raise ChannelError(description)
+        raise ChannelError(description, permanent=True)
 
     def disable(self, destination: Destination, *, reason: str, now: datetime) -> None:
         PushSubscription.objects.filter(pk=destination.subscription_id, disabled_at__isnull=True).update(

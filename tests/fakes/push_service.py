@@ -18,7 +18,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.fakes._server import LoopbackHandler, LoopbackServer
 
-MODES = ("ok", "gone", "not_found", "server_error", "rate_limited", "hang")
+# trickle: a 201 whose body comes one byte every TRICKLE_SECONDS (each read is quick, the whole answer is not);
+# huge: a 201 with a HUGE_BYTES body.
+MODES = ("ok", "gone", "not_found", "server_error", "rate_limited", "hang", "trickle", "huge")
+TRICKLE_SECONDS = 0.5
+TRICKLE_BYTES = 12
+HUGE_BYTES = 8 * 1024 * 1024
 MAX_VAPID_LIFETIME = 24 * 60 * 60
 _RECORDED_HEADERS = ("TTL", "Urgency", "Topic", "Content-Encoding")
 
@@ -209,6 +214,10 @@ class _Handler(LoopbackHandler):
             fake._record("pushes", push)
             self._reply(201, None)
             return
+        if mode in ("trickle", "huge"):
+            fake._record("attempts", PushAttempt(push, mode, 201))
+            self._slow_or_huge_reply(fake, mode)
+            return
         if mode == "ok":
             fake._record("attempts", PushAttempt(push, mode, 201))
             fake._record("pushes", push)
@@ -220,6 +229,26 @@ class _Handler(LoopbackHandler):
         self._reply(
             status, {"code": status, "errno": errno, "error": self.responses[status][0], "message": message}, extra
         )
+
+    def _slow_or_huge_reply(self, fake: FakePushService, mode: str) -> None:
+        size = TRICKLE_BYTES if mode == "trickle" else HUGE_BYTES
+        self.send_response(201)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        try:
+            if mode == "huge":
+                chunk = b"x" * 65536
+                for _ in range(size // len(chunk)):
+                    self.wfile.write(chunk)
+                return
+            for _ in range(size):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                if fake._closing.wait(TRICKLE_SECONDS):
+                    return
+        except OSError:
+            return  # the client gave up: what a deadline or a size cap is for
 
     def _check(self, body: bytes, received_at: float) -> ReceivedPush:
         fake: FakePushService = self.server.fake
