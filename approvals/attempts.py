@@ -178,6 +178,11 @@ def _address_key(address: str) -> str:
     return str(ip)
 
 
+def address_digest(address: str) -> str:
+    """A client address as a counter key part: its /64 for IPv6 (see _address_key), digested."""
+    return _digest(_address_key(address))
+
+
 def user_code_limits(*, approver_id: Any) -> list[Limit]:
     return [
         Limit(

@@ -43,6 +43,11 @@ DEFAULTS: dict[str, Any] = {
     "STAFF_APPROVERS": False,
     # Abuse limit: requests one client may send one approver per minute (bc-authorize answers access_denied beyond).
     "PROMPTS_PER_MINUTE": 5,
+    # Requests all clients together may send one approver per minute, so that many clients cannot bomb one person.
+    "PROMPTS_PER_PERSON_PER_MINUTE": 10,
+    # Requests one approver may have pending at once across all clients (bc-authorize answers access_denied beyond):
+    # bounds the inbox and what a crowd of clients can leave waiting for one person.
+    "MAX_PENDING_PER_PERSON": 50,
     # Transient prompt failures retry with exponential backoff and full jitter, while the request is pending.
     "PROMPT_RETRY_BASE_SECONDS": 1,
     "PROMPT_RETRY_MAX_SECONDS": 60,

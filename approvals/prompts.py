@@ -240,18 +240,25 @@ def approval_request_sweep_unprompted(*, now: datetime | None = None, limit: int
 
 
 def prompt_rate_exceeded(*, client_id: str, user: AbstractBaseUser, now: datetime | None = None) -> int:
-    """Count a request from the client for the user; seconds to wait if over APPROVALS["PROMPTS_PER_MINUTE"], else 0.
+    """Count a request from the client for the user; seconds to wait if over APPROVALS["PROMPTS_PER_MINUTE"] (this
+    client, this person) or APPROVALS["PROMPTS_PER_PERSON_PER_MINUTE"] (all clients, this person), else 0.
 
-    A fixed one-minute window in the cache (Redis in production): cheap, shared by every web process, and at most
-    twice the limit across a window's edge.
+    Fixed one-minute windows in the cache (Redis in production, approvals.attempts' atomic counter): cheap, shared by
+    every web process, and at most twice the limit across a window's edge. The per-person count is what keeps a
+    crowd of clients, each within its own limit, from bombing one person; a request refused by its client's limit
+    is not counted against the person, so one noisy client cannot lock the others out.
     """
-    limit = approvals_settings.PROMPTS_PER_MINUTE
-    if not limit:
-        return 0
     now = now or timezone.now()
     window = int(now.timestamp()) // 60
-    # Without Redis the request is still validated and stored; the limit comes back with Redis.
-    requests = services.count(f"approvals:prompt-rate:{client_id}:{user.pk}:{window}", timeout=120)
-    if requests is None or requests <= limit:
-        return 0
-    return 60 - int(now.timestamp()) % 60
+    keys = (
+        (f"approvals:prompt-rate:{client_id}:{user.pk}:{window}", approvals_settings.PROMPTS_PER_MINUTE),
+        (f"approvals:prompt-rate-person:{user.pk}:{window}", approvals_settings.PROMPTS_PER_PERSON_PER_MINUTE),
+    )
+    for key, limit in keys:
+        if not limit:
+            continue
+        # Without Redis the request is still validated and stored; the limit comes back with Redis.
+        requests = services.count(key, timeout=120)
+        if requests is not None and requests > limit:
+            return 60 - int(now.timestamp()) % 60
+    return 0

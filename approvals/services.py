@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import check_password, make_password
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -27,6 +28,14 @@ logger = logging.getLogger(__name__)
 
 Status = ApprovalRequest.Status
 Kind = AuditEvent.Kind
+
+
+class TooManyPending(Exception):
+    """The person already has APPROVALS["MAX_PENDING_PER_PERSON"] requests waiting (bc-authorize: access_denied)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
 
 
 def generate_auth_req_id() -> str:
@@ -61,6 +70,7 @@ def approval_request_create(
     now = now or timezone.now()
     lifetime = min(requested_expiry or approvals_settings.DEFAULT_EXPIRY_SECONDS, approvals_settings.MAX_EXPIRY_SECONDS)
     with transaction.atomic():
+        _check_pending_cap(user, now=now)
         approval_request = ApprovalRequest.objects.create(
             auth_req_id=generate_auth_req_id(),
             client=client,
@@ -92,6 +102,21 @@ def approval_request_create(
         )
         transaction.on_commit(lambda: _enqueue_prompt(approval_request.pk))
     return approval_request
+
+
+def _check_pending_cap(user: AbstractBaseUser, *, now: datetime) -> None:
+    """Raise TooManyPending if the person has APPROVALS["MAX_PENDING_PER_PERSON"] live requests (0: no cap).
+
+    Requests past expires_at do not count, whether or not the sweeper has marked them expired yet. The person's user
+    row is locked for the rest of the transaction, so racing creates for one person are counted one after another
+    (along the user-status-expires_at index) and the cap holds exactly."""
+    limit = approvals_settings.MAX_PENDING_PER_PERSON
+    if not limit:
+        return
+    get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).first()
+    live = ApprovalRequest.objects.filter(user=user, status=Status.PENDING, expires_at__gt=now)[:limit].count()
+    if live >= limit:
+        raise TooManyPending(limit)
 
 
 def _enqueue_prompt(approval_request_id: UUID) -> None:

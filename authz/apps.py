@@ -12,8 +12,16 @@ class AuthzConfig(AppConfig):
     def ready(self) -> None:
         from oauth2_provider.models import get_application_model
 
+        from approvals.text import validate_client_name
+
         from . import checks  # noqa: F401  (registers system checks)
         from .models import CibaClient
+
+        # DOT's Application is not swapped, so its name field gets the one client-name rule here: registration, the
+        # admin and create_agent_client all validate through it (approvals.text).
+        name_field = get_application_model()._meta.get_field("name")
+        if validate_client_name not in name_field.validators:
+            name_field.validators.append(validate_client_name)
 
         # A client edited anywhere (admin, shell, commands) must not keep passing the poll fast path on old data.
         for model in (get_application_model(), CibaClient):

@@ -19,6 +19,7 @@ from approvals import services as approval_services
 from approvals.conf import approvals_settings
 from approvals.models import Approver
 from approvals.phones import normalize_e164
+from approvals.text import MAX_COMBINING_MARKS, disallowed_character, stacks_marks
 
 from .errors import (
     BackchannelAccessDenied,
@@ -34,15 +35,6 @@ from .rar import parse_authorization_details
 
 HINTS = ("login_hint", "id_token_hint", "login_hint_token")
 BINDING_MESSAGE_MAX = 64
-# Letters of any script, marks that combine with them, digits, punctuation, currency, maths and modifier signs, and
-# the plain space. No controls, no format characters (bidi overrides could make a message read differently than it
-# is), no other whitespace, and no pictographs (emoji render differently on every device, or not at all).
-_BINDING_CATEGORIES = {
-    "Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Nd", "Nl", "No",
-    "Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Sc", "Sm", "Sk",
-}  # fmt: skip
-# Common "other symbols" that are text, not pictographs.
-_BINDING_SYMBOLS = set("°©®™№℃℉")
 
 
 @dataclass(frozen=True)
@@ -214,13 +206,16 @@ def _validate_binding_message(value: str | None) -> str:
         raise InvalidBindingMessage("binding_message is empty.")
     if len(message) > BINDING_MESSAGE_MAX:
         raise InvalidBindingMessage(f"binding_message is longer than {BINDING_MESSAGE_MAX} characters.")
-    for char in message:
-        # Emoji skin-tone modifiers are Sk too, but outside the Basic Multilingual Plane.
-        allowed = char == " " or char in _BINDING_SYMBOLS or unicodedata.category(char) in _BINDING_CATEGORIES
-        if not allowed or (ord(char) > 0xFFFF and unicodedata.category(char) == "Sk"):
-            raise InvalidBindingMessage(
-                f"binding_message may contain letters, digits, spaces and punctuation only (found U+{ord(char):04X})."
-            )
+    # approvals.text's display rule, the one client names follow too.
+    char = disallowed_character(message)
+    if char is not None:
+        raise InvalidBindingMessage(
+            f"binding_message may contain letters, digits, spaces and punctuation only (found U+{ord(char):04X})."
+        )
+    if stacks_marks(message):
+        raise InvalidBindingMessage(
+            f"binding_message stacks more than {MAX_COMBINING_MARKS} combining marks on a letter."
+        )
     return message
 
 

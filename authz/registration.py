@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -33,6 +33,7 @@ from oauth2_provider.views.dynamic_client_registration import (
     _issue_registration_token,
 )
 
+from approvals import attempts
 from approvals.conf import approvals_settings
 
 from .errors import MethodNotAllowed, OAuthError
@@ -105,6 +106,42 @@ class InvalidToken(OAuthError):
             else 'Bearer realm="countersign"'
         )
         return response
+
+
+class RegistrationRateLimited(OAuthError):
+    """Too many registrations from one address or from everyone this hour. RFC 7591 section 3.2.2 has no code for
+    rate limiting and allows others; invalid_request with 429 and Retry-After says what to do (docs/agents.md)."""
+
+    error = "invalid_request"
+    status_code = 429
+
+
+def registration_rate_check(request: HttpRequest, *, now: datetime | None = None) -> None:
+    """Count one registration attempt against its client address and against the server-wide hourly limit
+    (settings.REGISTRATIONS_PER_ADDRESS_PER_HOUR, REGISTRATIONS_PER_HOUR) with approvals.attempts' atomic counter;
+    raise RegistrationRateLimited beyond either. An address over its own limit is not counted server-wide, so one
+    flooding address cannot use up everyone's registrations on its own."""
+    now = now or timezone.now()
+    hour = int(now.timestamp()) // 3600
+    wait = 3600 - int(now.timestamp()) % 3600
+    address = attempts.client_address(request)
+    limits = (
+        (
+            f"authz:registration-rate:address:{attempts.address_digest(address)}:{hour}",
+            settings.REGISTRATIONS_PER_ADDRESS_PER_HOUR,
+            "from this address",
+        ),
+        (f"authz:registration-rate:all:{hour}", settings.REGISTRATIONS_PER_HOUR, "on this server"),
+    )
+    for key, limit, where in limits:
+        if not limit:
+            continue
+        # Without Redis registrations go through (approvals.attempts); the limit comes back with Redis.
+        count = attempts.counter_add(key, timeout=3600)
+        if count is not None and count > limit:
+            raise RegistrationRateLimited(
+                f"Too many client registrations {where} this hour; try again in {wait} seconds.", retry_after=wait
+            )
 
 
 class RegistrationDisabled(OAuthError):
@@ -521,6 +558,9 @@ class RegistrationView(_RegistrationEndpoint, DynamicClientRegistrationView):
     http_method_names = ["post", "options"]
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        # Counted before anything else, in every mode: a flood of registrations (or of initial access token guesses)
+        # from one address or many ends here.
+        registration_rate_check(request)
         if registration_mode() == RegistrationMode.INITIAL_ACCESS_TOKEN:
             initial_access_token_check(request.META.get("HTTP_AUTHORIZATION"))
         metadata = parse_client_metadata(_read_json(request))

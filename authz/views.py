@@ -134,21 +134,28 @@ class BackchannelAuthenticationView(View):
             # CIBA Core §13 gives the OP one way to refuse a valid request, access_denied with 403; clients already
             # handle it, which a 429 outside the spec's list would not guarantee. Retry-After says when to return.
             raise BackchannelAccessDenied(
-                f"Too many requests for this user from this client; try again in {wait} seconds.", retry_after=wait
+                f"Too many requests for this user; try again in {wait} seconds.", retry_after=wait
             )
-        approval_request = approval_services.approval_request_create(
-            client=client,
-            user=validated.user,
-            scope=validated.scope,
-            hint_type=validated.hint_type,
-            binding_message=validated.binding_message,
-            acr_values=validated.acr_values,
-            requested_expiry=validated.requested_expiry,
-            client_notification_token=validated.client_notification_token,
-            notification_mode=validated.notification_mode,
-            notification_endpoint=validated.notification_endpoint,
-            authorization_details=validated.authorization_details,
-        )
+        try:
+            approval_request = approval_services.approval_request_create(
+                client=client,
+                user=validated.user,
+                scope=validated.scope,
+                hint_type=validated.hint_type,
+                binding_message=validated.binding_message,
+                acr_values=validated.acr_values,
+                requested_expiry=validated.requested_expiry,
+                client_notification_token=validated.client_notification_token,
+                notification_mode=validated.notification_mode,
+                notification_endpoint=validated.notification_endpoint,
+                authorization_details=validated.authorization_details,
+            )
+        except approval_services.TooManyPending as exc:
+            # CIBA Core 13: access_denied is the OP's refusal of a valid request; no Retry-After, since room frees
+            # only when the person decides or requests expire.
+            raise BackchannelAccessDenied(
+                f"This user already has {exc.limit} requests waiting; wait until they are decided or expire."
+            ) from exc
         expires_in = int((approval_request.expires_at - approval_request.created_at).total_seconds())
         response = JsonResponse(
             {

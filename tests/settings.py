@@ -56,10 +56,15 @@ APPROVALS = {
     "PROMPT_CHANNELS": ["approvals.channels.locmem.LocmemChannel"],
     # Tests send many requests for one person; the abuse limit has its own tests.
     "PROMPTS_PER_MINUTE": 10_000,
+    "PROMPTS_PER_PERSON_PER_MINUTE": 10_000,
+    "MAX_PENDING_PER_PERSON": 10_000,
     "WEBPUSH": {**APPROVALS["WEBPUSH"], "ALLOW_LOOPBACK_HTTP": True},
     # Agents' notification endpoints in tests are fakes on http://127.0.0.1 (tests/fakes/agent_endpoint.py).
     "OUTBOUND_ALLOW_LOOPBACK_HTTP": True,
 }
+# Tests register many clients from one address; the registration rate limit has its own tests.
+REGISTRATIONS_PER_ADDRESS_PER_HOUR = 0
+REGISTRATIONS_PER_HOUR = 0
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 PUBLIC_URL = "http://testserver"

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
+from ..text import agent_label
+
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
@@ -58,7 +60,8 @@ class Prompt:
         return cls(
             approval_request_id=str(approval_request.pk),
             username=approval_request.user.get_username(),
-            agent_name=approval_request.client.name or approval_request.client.client_id,
+            # Every channel's text names the agent from here, with the unverified mark (approvals.text).
+            agent_name=agent_label(approval_request.client),
             binding_message=approval_request.binding_message,
             scopes=tuple(approval_request.scopes),
             link=link_url(approval_request),

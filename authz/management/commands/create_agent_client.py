@@ -112,6 +112,11 @@ class Command(BaseCommand):
                 f"{', '.join(configured)})."
             )
         Application = get_application_model()
+        try:
+            # The client-name rule of every path (approvals.text, on the model field).
+            Application._meta.get_field("name").run_validators(options["name"])
+        except ValidationError as exc:
+            raise CommandError(_describe(exc)) from exc
         secret = generate_client_secret()
         fields: dict[str, Any] = {
             "name": options["name"],
