@@ -114,9 +114,12 @@ class AuthorizationDetailTypeForm(forms.ModelForm):
         fields = ("type", "name", "description", "schema", "display_template", "enabled")
         help_texts = {
             "display_template": (
-                "A Django template (autoescaped) shown to the approver instead of the generic field list. Its "
-                "context is `detail` (the object the agent sent) and `type` (this type). Show every field the "
-                "schema allows: the person approves what they read. {% load approver_ui %} adds iso_datetime."
+                "A Django template shown to the approver instead of the generic field list, rendered by a "
+                "restricted engine: autoescaped, no {% load %}, the tags if, for, with, comment and firstof and the "
+                "filters default, default_if_none, join, length, first, last, yesno, pluralize and iso_datetime "
+                "only. Its context is `detail` (the object the agent sent; each value is shown boxed as data, so "
+                "do not put quotation marks around it) and `type` (this type's type and name). Show every field "
+                "the schema allows: the person approves what they read."
             ),
         }
 

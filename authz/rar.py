@@ -14,6 +14,8 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError, UnknownType, best_match
 from referencing.exceptions import Unresolvable
 
+from approvals.text import MAX_COMBINING_MARKS, stacks_marks
+
 from .errors import InvalidAuthorizationDetails
 from .jose import jsonb_problem, strict_json_loads
 from .models import AuthorizationDetailType, CibaClient
@@ -130,11 +132,26 @@ def _check_text(text: str, *, index: int) -> None:
         raise InvalidAuthorizationDetails(
             f"authorization_details[{index}] has a string longer than {MAX_STRING_CHARS} characters."
         )
+    problem = text_problem(text)
+    if problem:
+        raise InvalidAuthorizationDetails(f"authorization_details[{index}] {problem}.")
+
+
+def text_problem(text: str) -> str:
+    """Why this text could read differently on the approval page than it is, or "". No control, format (bidi),
+    private-use or unassigned characters; no space but U+0020 (an em space or a row of no-break spaces pads a value
+    to push what follows out of sight); no run of more than MAX_COMBINING_MARKS combining marks on one letter
+    ("Zalgo" text spills over the lines above and below). Mixed scripts are flagged on the page, not refused
+    (approvals.display): they are legitimate in many names."""
     for char in text:
-        if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
-            raise InvalidAuthorizationDetails(
-                f"authorization_details[{index}] contains a control or formatting character (U+{ord(char):04X}).",
-            )
+        category = unicodedata.category(char)
+        if category in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            return f"contains a control or formatting character (U+{ord(char):04X})"
+        if category == "Zs" and char != " ":
+            return f"contains a space other than U+0020 (U+{ord(char):04X})"
+    if stacks_marks(text):
+        return f"stacks more than {MAX_COMBINING_MARKS} combining marks on one letter"
+    return ""
 
 
 def _check_common_fields(detail: dict[str, Any], *, index: int) -> None:
@@ -199,11 +216,14 @@ def schema_errors(schema: Any, *, type_name: str = "") -> list[str]:
 
 
 def template_errors(source: str) -> list[str]:
-    """Why this display template does not compile as a Django template, or []."""
-    from django.template import TemplateSyntaxError, engines
+    """Why this display template does not compile in the restricted engine the approval page renders it with
+    (approvals.display: no load, only a small set of tags and filters), or []."""
+    from django.template import TemplateSyntaxError
+
+    from approvals.display import compile_display_template
 
     try:
-        engines["django"].from_string(source)
+        compile_display_template(source)
     except TemplateSyntaxError as exc:
         return [f"The template does not compile: {exc}"]
     return []

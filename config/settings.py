@@ -64,6 +64,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Cache-Control: no-store on every page and JSON answer of the approvals URLs (they show approval requests).
+    "approvals.middleware.NoStoreMiddleware",
     "csp.middleware.CSPMiddleware",
 ]
 
@@ -211,6 +213,9 @@ if REGISTRATION_MODE not in ("initial_access_token", "open", "off"):
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured("COUNTERSIGN_REGISTRATION_MODE must be initial_access_token, open or off.")
+# Registrations a client address, and all addresses together, may attempt per hour (authz.registration); 0: no limit.
+REGISTRATIONS_PER_ADDRESS_PER_HOUR = env.int("COUNTERSIGN_REGISTRATIONS_PER_ADDRESS_PER_HOUR", default=10)
+REGISTRATIONS_PER_HOUR = env.int("COUNTERSIGN_REGISTRATIONS_PER_HOUR", default=100)
 
 # Access tokens are random strings ("opaque", checked through /oauth/introspect/) or RS256 JWTs (RFC 9068, "jwt")
 # that resource servers can verify offline with /oauth/jwks/. Refresh tokens stay random either way (oauthlib would
@@ -318,6 +323,8 @@ APPROVALS = {
     "AUTOMATED_APPROVAL_SECRET": env_secret("APPROVALS_AUTOMATED_APPROVAL_SECRET"),
     "AUTOMATED_APPROVAL_IN_PRODUCTION": env.bool("APPROVALS_AUTOMATED_APPROVAL_IN_PRODUCTION", default=False),
     "PROMPTS_PER_MINUTE": env.int("APPROVALS_PROMPTS_PER_MINUTE", default=5),
+    "PROMPTS_PER_PERSON_PER_MINUTE": env.int("APPROVALS_PROMPTS_PER_PERSON_PER_MINUTE", default=10),
+    "MAX_PENDING_PER_PERSON": env.int("APPROVALS_MAX_PENDING_PER_PERSON", default=50),
     "PROMPT_TIMEOUT_SECONDS": env.float("APPROVALS_PROMPT_TIMEOUT_SECONDS", default=5.0),
     # Off by default: staff and superuser accounts are not people agents may ask (docs/approvers.md).
     "STAFF_APPROVERS": env.bool("APPROVALS_STAFF_APPROVERS", default=False),

@@ -52,6 +52,7 @@ CALENDAR = {
 
 EXAMPLES = importlib.import_module("authz.migrations.0005_example_authorization_detail_types")
 BOUNDS = importlib.import_module("authz.migrations.0007_bound_example_detail_strings")
+RESTRICTED = importlib.import_module("authz.migrations.0010_display_templates_as_data")
 
 
 def install_example_types() -> None:
@@ -59,6 +60,7 @@ def install_example_types() -> None:
     table, migration rows included, so tests that need them install them again (idempotent: get_or_create)."""
     EXAMPLES.add_examples(apps, None)
     BOUNDS.bound_example_strings(apps, None)
+    RESTRICTED.restrict_example_templates(apps, None)
 
 
 @pytest.fixture(autouse=True)
@@ -402,11 +404,19 @@ def test_the_approval_page_shows_the_payment_summary(agent, approver, approver_c
     html = approver_client.get(f"/approvals/{approval_request.pk}/").content.decode()
 
     text = page_text(html)
-    assert "Pay EUR 123.50 to Merchant A, reference “Ref Number Merchant”" in text
-    assert "<dt>IBAN</dt><dd>DE02100100109307118603</dd>" in html
-    assert "<dt>The agent may</dt><dd>initiate, status</dd>" in html
-    assert "Create the event “Dentist” in the calendar “Personal”" in text
-    assert "<dd>Thu 3 Dec 2026, 10:00 (UTC+01:00) to Thu 3 Dec 2026, 10:30 (UTC+01:00)</dd>" in html
+    # Each of the agent's values in its own delimited element (approvals.display), never in the page's quotes.
+    assert "Pay EUR 123.50 to Merchant A, reference Ref Number Merchant" in text
+    assert '<span class="data-value">Merchant A</span>' in html
+    assert '<dt>IBAN</dt><dd><span class="data-value">DE02100100109307118603</span></dd>' in html
+    assert (
+        '<dt>The agent may</dt><dd><span class="data-value">initiate</span>, '
+        '<span class="data-value">status</span></dd>' in html
+    )
+    assert "Create the event Dentist in the calendar Personal" in text
+    assert (
+        '<dd><span class="data-value">Thu 3 Dec 2026, 10:00 (UTC+01:00)</span> to '
+        '<span class="data-value">Thu 3 Dec 2026, 10:30 (UTC+01:00)</span></dd>'
+    ) in html
     assert "<h3>Payment</h3>" in html and "<h3>Calendar</h3>" in html
     assert "<style" not in html and "style=" not in html  # the page's CSP allows no inline style
 
@@ -468,7 +478,7 @@ def test_a_display_template_sees_only_the_detail_and_its_type(rf: RequestFactory
 
     (shown,) = displayed_details([{"type": "probe", "a": "1"}])
 
-    assert re.fullmatch(r"\[1\|probe\|\|\|\]", str(shown.html))
+    assert re.fullmatch(r'\[<span class="data-value">1</span>\|probe\|\|\|\]', str(shown.html))
 
 
 def test_iso_datetime_keeps_the_stated_offset():

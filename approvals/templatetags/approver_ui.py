@@ -11,13 +11,13 @@ from urllib.parse import urlsplit
 
 from django import template
 from django.apps import apps
-from django.template import engines
 from django.utils import timezone
+from django.utils.html import format_html_join
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
 
-from .. import selectors
+from .. import display, selectors
 
 logger = logging.getLogger(__name__)
 
@@ -57,16 +57,17 @@ def _label(key: Any) -> str:
 
 
 def _value(value: Any) -> tuple[str, bool]:
-    """The value as text, and whether it is structured (shown preformatted)."""
+    """The value as HTML, and whether it is structured (shown preformatted). What the agent wrote is shown as
+    delimited data (approvals.display); only "yes", "no" and the dash are the page's own words."""
     if value is None:
         return "—", False
     if isinstance(value, bool):
         return (_("yes") if value else _("no")), False
     if isinstance(value, _SCALARS):
-        return str(value), False
+        return display.shown(str(value)), False
     if isinstance(value, list) and all(isinstance(item, _SCALARS) for item in value):
-        return ", ".join(str(item) for item in value), False
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True), True
+        return format_html_join(", ", "{}", ((display.DataText(item),) for item in value)), False
+    return display.shown(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)), True
 
 
 @register.filter
@@ -123,8 +124,9 @@ class DisplayedDetail:
 
 
 def displayed_details(details: list[Any]) -> list[DisplayedDetail]:
-    """Each object rendered with its type's display template (autoescaped; the context is the object and the type
-    only). A type without a template, since disabled or deleted, or whose template fails, shows generic rows."""
+    """Each object rendered with its type's display template in the restricted engine (approvals.display: the
+    context is the object, its strings shown as delimited data, and the type's names). A type without a template,
+    since disabled or deleted, or whose template fails or breaks the engine's rules, shows generic rows."""
     # By app registry, not import: approvals does not import authz (the type registry lives there, RFC 9396 is
     # the protocol's), yet the page must show what the type's owner wrote.
     detail_type_model = apps.get_model("authz", "AuthorizationDetailType")
@@ -137,7 +139,7 @@ def displayed_details(details: list[Any]) -> list[DisplayedDetail]:
         html: SafeString | str = ""
         if kind is not None and kind.display_template.strip():
             try:
-                html = engines["django"].from_string(kind.display_template).render({"detail": detail, "type": kind})
+                html = display.render_display_template(kind.display_template, detail=detail, kind=kind)
             except Exception:
                 # Any failure of an admin's template falls back to the generic rows, which show everything.
                 logger.exception("The display template of authorization details type %s failed", kind.type)

@@ -29,9 +29,13 @@ def test_the_approver_sees_the_payment_summary_and_approves_it(
     details = page.locator("section.details")
     expect(details.get_by_role("heading", name="Payment")).to_be_visible()
     summary = details.locator(".detail-summary")
-    expect(summary).to_have_text("Pay EUR 123.50 to Merchant A, reference “Invoice <b>42</b>”")
+    expect(summary).to_have_text("Pay EUR 123.50 to Merchant A, reference Invoice <b>42</b>")
     expect(summary.locator("strong").first).to_have_text("EUR 123.50")
     expect(summary.locator("b")).to_have_count(0)  # the agent's markup is text, not markup
+    # Each of the agent's values is boxed as data, apart from the page's own words (approvals.display).
+    expect(summary.locator(".data-value")).to_have_text(["EUR", "123.50", "Merchant A", "Invoice <b>42</b>"])
+    box = summary.locator(".data-value", has_text="Merchant A")
+    assert box.evaluate("e => getComputedStyle(e).borderTopStyle") == "solid"
     expect(details.locator(".detail-row", has_text="IBAN")).to_contain_text("DE02100100109307118603")
     expect(details.locator(".detail-row", has_text="The agent may")).to_contain_text("initiate, status")
     approve = page.get_by_role("button", name="Approve", exact=True)
@@ -41,7 +45,7 @@ def test_the_approver_sees_the_payment_summary_and_approves_it(
         approve.tap()
 
     expect(page.locator("main")).to_contain_text("You approved this request.")
-    expect(summary).to_have_text("Pay EUR 123.50 to Merchant A, reference “Invoice <b>42</b>”")
+    expect(summary).to_have_text("Pay EUR 123.50 to Merchant A, reference Invoice <b>42</b>")
     assert ApprovalRequest.objects.get(auth_req_id=auth_req_id).status == ApprovalRequest.Status.APPROVED
     tokens = agent.poll(auth_req_id)
     assert tokens.status_code == 200, tokens.text

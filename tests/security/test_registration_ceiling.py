@@ -22,6 +22,7 @@ from authz.models import CibaClient
 from authz.registration import initial_access_token_create
 from tests import factories
 from tests.conftest import CIBA
+from tests.test_rar import install_example_types
 
 pytestmark = pytest.mark.django_db
 
@@ -176,6 +177,7 @@ def test_a_client_may_narrow_and_widen_again_within_the_administrators_limits(re
 
 
 def test_an_update_cannot_clear_an_administrators_authorization_details_types(register, admin_client):
+    install_example_types()  # a transactional test before this one may have flushed the migrations' rows
     client = Registration(register())  # no types named: every enabled type
     admin_saves(admin_client, client.client_id, authorization_details_types=["payment_initiation"])
 
