@@ -32,8 +32,10 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from oauth2_provider.models import get_application_model
 from twilio.request_validator import RequestValidator
+from urllib3.util import parse_url
 
 from approvals import links
+from approvals.conf import approvals_settings
 from approvals.models import ApprovalRequest, AuditEvent, Delivery
 from authz.registration import initial_access_token_create
 from tests import factories, prompting
@@ -430,10 +432,27 @@ JWK = st.fixed_dictionaries(
         "d": TEXT,
     },
 )
+# Names that try to pass for the server or hide what follows them (issue 15): bidi and zero-width characters,
+# line breaks, look-alike letters, fullwidth forms and overlong ones.
+CLIENT_NAMES = st.one_of(
+    TEXT,
+    st.sampled_from(
+        [
+            "Countersign security check",
+            "C\u043eunters\u0456gn",
+            "\uff23\uff4f\uff55\uff4e\uff54\uff45\uff52\uff53\uff49\uff47\uff4e",
+            "Line1\nCountersign: your account is locked",
+            "Agent\u202egnp.exe",
+            "Pay\u200bBot",
+            "x" * 255,
+        ]
+    ),
+)
 METADATA = st.fixed_dictionaries(
     {},
     optional={
         **{name: JSON_VALUES for name in REGISTRATION_NAMES},
+        "client_name": CLIENT_NAMES | JSON_VALUES,
         "jwks": st.fixed_dictionaries({"keys": st.lists(JWK, max_size=3)}) | JSON_VALUES,
         "grant_types": st.lists(st.sampled_from(GRANT_TYPES) | TEXT, max_size=4) | JSON_VALUES,
         "backchannel_token_delivery_mode": st.sampled_from(["poll", "ping", "push"]) | JSON_VALUES,
@@ -512,7 +531,8 @@ def test_approver_pages(scene: dict[str, Any]) -> None:
             ]
         ),
     )
-    params = form(["decision", "password", "user_code", "username", "next", "csrfmiddlewaretoken"], {})
+    # `page` pages the inbox and pending.json (issue 15): any value must still give a page.
+    params = form(["decision", "password", "user_code", "username", "next", "csrfmiddlewaretoken", "page"], {})
 
     @FUZZ
     @given(
@@ -563,6 +583,37 @@ def test_approver_json_endpoints(scene: dict[str, Any]) -> None:
             send(http, "get", path)
         else:
             send(http, "post", path, body=body, content_type=content_type)
+
+    run()
+
+
+def test_push_endpoints_reach_only_listed_services(scene: dict[str, Any]) -> None:
+    """Issue 15, push endpoint abuse: whatever URL is enrolled, another parser (urllib3's, as requests reads URLs)
+    must find a listed push service on 443 in every endpoint that was accepted."""
+    http = Client(raise_request_exception=False)
+    http.force_login(scene["approver"].user)
+    keys = {"p256dh": "B" + "A" * 86, "auth": "A" * 22}
+    hosts = st.sampled_from(
+        ["fcm.googleapis.com", "wns2.notify.windows.com", "127.0.0.1", "evil.com", "[::1]", "fcm.googleapis.com.evil"]
+    )
+    glue = st.sampled_from(["", "\\", "\\.", "@", ":", ":443", ":8443", ".", "%2e", "#", "?", "/", "\t", "\x00"])
+    endpoint = st.tuples(st.sampled_from(["https://", "http://", "HTTPS://", "https:/", ""]), hosts, glue, hosts, TEXT)
+
+    @FUZZ
+    @given(parts=endpoint)
+    def run(parts: tuple[str, str, str, str, str]) -> None:
+        url = "".join(parts)
+        body = json.dumps({"endpoint": url, "keys": keys})
+        response = send(http, "post", "/approvals/devices/", body=body, content_type="application/json")
+        assert response.status_code in (201, 400), (response.status_code, url)
+        if response.status_code == 201:
+            parsed = parse_url(url)
+            host = (parsed.host or "").lower()
+            services = approvals_settings.WEBPUSH["ALLOWED_SERVICES"]
+            listed = any(host == name or (name.startswith(".") and host.endswith(name)) for name in services)
+            on_443 = parsed.scheme == "https" and parsed.port in (None, 443) and listed
+            local = parsed.scheme == "http" and host == "127.0.0.1"  # the scene allows loopback http (development)
+            assert on_443 or local, url
 
     run()
 
