@@ -28,9 +28,8 @@ def _forget_oauthlib_cores() -> None:
             delattr(cls, "_oauthlib_core")
 
 
-@pytest.fixture(autouse=True)
-def jwt_format(settings) -> Iterator[None]:
-    # What config/settings.py sets for ACCESS_TOKEN_FORMAT=jwt (it is read once, at import).
+def use_jwt_access_tokens(settings: Any) -> Iterator[None]:
+    """What config/settings.py sets for ACCESS_TOKEN_FORMAT=jwt (it is read once, at import), for one test."""
     settings.OAUTH2_PROVIDER = {
         **settings.OAUTH2_PROVIDER,
         "ACCESS_TOKEN_GENERATOR": "authz.access_tokens.signed_access_token",
@@ -39,6 +38,11 @@ def jwt_format(settings) -> Iterator[None]:
     _forget_oauthlib_cores()
     yield
     _forget_oauthlib_cores()
+
+
+@pytest.fixture(autouse=True)
+def jwt_format(settings) -> Iterator[None]:
+    yield from use_jwt_access_tokens(settings)
 
 
 def verify_offline(value: str, *, audience: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -30,7 +30,7 @@ from tests import factories, prompting
 from tests.factories import assert_oauth_error
 from tests.security.test_jwks_fetch import Scene, ask, refused, signer_for
 from tests.security.test_lockouts import sign_in, signed_in
-from tests.test_jwt_access_tokens import _forget_oauthlib_cores
+from tests.test_jwt_access_tokens import use_jwt_access_tokens
 from tests.test_private_key_jwt import private_key, public_jwk
 from tests.test_token_exchange import BANK, PAYMENT, exchange, issue_subject_token, token_row
 
@@ -79,15 +79,7 @@ def test_each_of_several_approved_objects_may_be_narrowed_once(agent, approver):
 
 @pytest.fixture
 def jwt_access_tokens(settings: Any) -> Iterator[None]:
-    # As config/settings.py sets them for ACCESS_TOKEN_FORMAT=jwt (tests/test_jwt_access_tokens.py).
-    settings.OAUTH2_PROVIDER = {
-        **settings.OAUTH2_PROVIDER,
-        "ACCESS_TOKEN_GENERATOR": "authz.access_tokens.signed_access_token",
-        "REFRESH_TOKEN_GENERATOR": "oauthlib.oauth2.rfc6749.tokens.random_token_generator",
-    }
-    _forget_oauthlib_cores()
-    yield
-    _forget_oauthlib_cores()
+    yield from use_jwt_access_tokens(settings)
 
 
 @pytest.mark.django_db
