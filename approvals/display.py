@@ -87,11 +87,12 @@ class DataText(str):
 
 
 def as_data(value: Any) -> Any:
-    """The agent's object with every string wrapped as DataText (keys too, which templates only look up)."""
+    """The agent's object with every string wrapped as DataText, keys too: a template that lists the fields
+    (`detail.items`) shows them, and a DataText key still looks up like the plain string it equals."""
     if isinstance(value, str):
         return DataText(value)
     if isinstance(value, dict):
-        return {key: as_data(item) for key, item in value.items()}
+        return {as_data(key): as_data(item) for key, item in value.items()}
     if isinstance(value, list):
         return [as_data(item) for item in value]
     return value

@@ -31,8 +31,15 @@ _CONFUSABLES = str.maketrans(
         "а": "a", "с": "c", "е": "e", "і": "i", "ј": "j", "о": "o", "р": "p", "ѕ": "s", "х": "x", "у": "y",
         "ο": "o", "ν": "v", "τ": "t", "ι": "i", "κ": "k", "ѵ": "v", "ц": "u", "п": "n",
         "0": "o", "1": "i", "3": "e", "5": "s", "7": "t", "|": "l",
+        # Latin small capitals and IPA letters, Armenian, and more Cyrillic and Greek that read as Latin ones.
+        "ı": "i", "ɩ": "i", "ɪ": "i", "ɡ": "g", "ɢ": "g", "ᴄ": "c", "ᴏ": "o", "ᴜ": "u", "ɴ": "n", "ᴛ": "t",
+        "ᴇ": "e", "ʀ": "r", "ꜱ": "s", "ᴠ": "v", "ᴅ": "d", "ꜰ": "f", "օ": "o", "ս": "u", "ո": "n", "ց": "g",
+        "т": "t", "г": "r", "ԁ": "d", "һ": "h", "υ": "u", "ρ": "p",
     }
 )  # fmt: skip
+# The page's own wording about a client: a name saying "verified" would read, beside the unverified mark, as the
+# server vouching for it (approvals.text.UNVERIFIED_MARK, the verified website mark).
+PAGE_WORDS = ("verified",)
 
 
 def disallowed_character(text: str) -> str | None:
@@ -92,6 +99,11 @@ def validate_client_name(value: str) -> None:
         raise ValidationError(
             "The client name may not contain the name of this server: approvers must not take it for the server.",
             code="server_name",
+        )
+    if any(word in folded for word in PAGE_WORDS):
+        raise ValidationError(
+            "The client name may not say it is verified: approvers must not take that for the server's word.",
+            code="page_wording",
         )
 
 
