@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .channels.twilio_sms import UNDELIVERABLE_CALLBACK_CODES
-from .channels.webpush import MAX_SUBSCRIPTIONS_PER_APPROVER, push_endpoint_problem
+from .channels.webpush import MAX_SUBSCRIPTIONS_PER_APPROVER, canonical_endpoint, push_endpoint_problem
 from .models import Approver, Delivery, PushSubscription
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ def push_subscription_save(
     problem = push_endpoint_problem(endpoint)
     if problem:
         raise ValidationError(problem)
+    endpoint = canonical_endpoint(endpoint)
     if not isinstance(keys, Mapping):
         raise ValidationError("keys is required.")
     p256dh = _b64url(keys.get("p256dh"), length=65, field="p256dh")  # an uncompressed P-256 point

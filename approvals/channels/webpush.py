@@ -16,7 +16,7 @@ import time
 from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from django.db.models import F
 from django.utils import timezone
@@ -82,6 +82,17 @@ def push_endpoint_problem(endpoint: str) -> str | None:
         if host == allowed or (allowed.startswith(".") and host.endswith(allowed)):
             return None
     return "This push service is not allowed on this server."
+
+
+def canonical_endpoint(endpoint: str) -> str:
+    """One spelling of an endpoint push_endpoint_problem accepted: the scheme and host in lower case and no default
+    port, so that "https://FCM.googleapis.com:443/x" is the subscription "https://fcm.googleapis.com/x" holds, and
+    cannot be enrolled beside it by someone who learnt it (devices.push_subscription_save)."""
+    parts = urlsplit(endpoint)
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    default = {"https": 443, "http": 80}[scheme]
+    netloc = host if parts.port in (None, default) else f"{host}:{parts.port}"
+    return urlunsplit((scheme, netloc, parts.path, parts.query, ""))
 
 
 def push_payload(prompt: Prompt) -> dict[str, str]:

@@ -157,6 +157,22 @@ def test_an_endpoint_held_by_someone_else_is_refused_not_moved(push: FakePushSer
     assert owner_sub.p256dh != KEYS["p256dh"]
 
 
+@pytest.mark.parametrize(
+    "spelling",
+    ["https://FCM.googleapis.com/fcm/send/abc", "https://fcm.googleapis.com:443/fcm/send/abc"],
+)
+def test_another_spelling_of_a_held_endpoint_is_refused_too(person: Approver, spelling: str) -> None:
+    owner_sub = push_subscription_save(
+        approver=person, subscription={"endpoint": "https://fcm.googleapis.com/fcm/send/abc", "keys": KEYS}
+    )
+    mallory = prompting.make_person("mallory", phone="+14155550199")
+
+    with pytest.raises(ValidationError):
+        push_subscription_save(approver=mallory, subscription={"endpoint": spelling, "keys": KEYS})
+
+    assert list(PushSubscription.objects.values_list("endpoint", "approver")) == [(owner_sub.endpoint, person.pk)]
+
+
 def test_a_trickling_push_service_gets_one_deadline_per_send(push: FakePushService, person: Approver) -> None:
     push_subscription_save(approver=person, subscription=push.subscribe("phone").info)
     push.respond_with("trickle")  # one byte every 0.5 s for 6 s: each read is quick, the whole answer is not
