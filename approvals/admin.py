@@ -9,14 +9,12 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from . import services
-from .models import (
+from approvals import services
+from approvals.models import (
     ApprovalRequest,
     Approver,
     AuditEvent,
     Delivery,
-    Notification,
-    NotificationAttempt,
     PushSubscription,
 )
 
@@ -116,32 +114,6 @@ class DeliveryInline(ReadOnlyInline):
         return f"{obj.latency_ms} ms" if obj.latency_ms is not None else "-"
 
 
-class NotificationInline(ReadOnlyInline):
-    model = Notification
-    fields = ("mode", "outcome", "status", "attempts", "created_at", "deadline", "finished_at", "error")
-    readonly_fields = fields
-
-
-class NotificationAttemptInline(ReadOnlyInline):
-    model = NotificationAttempt
-    fields = ("created_at", "attempt", "status", "http_status", "latency_ms", "error")
-    readonly_fields = fields
-
-
-@admin.register(Notification)
-class NotificationAdmin(ReadOnlyAdmin):
-    """Ping and push callbacks to agents; an undeliverable one stays here (its tokens are never shown)."""
-
-    list_display = ("created_at", "request", "mode", "outcome", "status", "attempts", "error")
-    list_filter = ("status", "mode", "outcome")
-    list_select_related = ("request",)
-    search_fields = ("request__id",)
-    date_hierarchy = "created_at"
-    fields = ("request", "mode", "outcome", "status", "attempts", "created_at", "deadline", "finished_at", "error")
-    readonly_fields = fields
-    inlines = (NotificationAttemptInline,)
-
-
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnlyAdmin):
     """Every attempt to prompt a person, with the provider's answer."""
@@ -197,7 +169,7 @@ class ApprovalRequestAdmin(ReadOnlyAdmin):
     list_select_related = ("client", "user")
     search_fields = ("id", "user__username", "client__name", "client__client_id", "binding_message")
     date_hierarchy = "created_at"
-    inlines = (AuditEventInline, DeliveryInline, NotificationInline)
+    inlines = (AuditEventInline, DeliveryInline)
     actions = ("cancel_requests", "expire_due_requests")
     readonly_fields = (
         "id",

@@ -28,8 +28,8 @@ from django.core.cache import caches
 from django.http import HttpRequest
 from redis.exceptions import RedisError
 
-from . import poll_mirror
-from .conf import approvals_settings
+from approvals.conf import approvals_settings
+from approvals.store import RedisStore, redis_store
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,17 @@ local value = redis.call('INCRBY', KEYS[1], delta)
 if delta > 0 and redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return value
 """
+
+
+_scripts: dict[int, Any] = {}
+
+
+def _add_script(store: RedisStore) -> Any:
+    # register_script hashes the source once; the Script object then runs EVALSHA (EVAL after a Redis restart).
+    script = _scripts.get(id(store))
+    if script is None:
+        script = _scripts[id(store)] = store.client.register_script(_ADD_LUA)
+    return script
 
 
 class Verdict(enum.Enum):
@@ -64,13 +75,9 @@ def counter_add(key: str, *, timeout: int, delta: int = 1) -> int | None:
     """Add `delta` to a counter whose window of `timeout` seconds starts at its first count; the new value, or None
     while Redis is unreachable."""
     try:
-        found = poll_mirror.redis()
-        if found is not None:
-            cache, client = found
-            script = getattr(cache, "_countersign_add_script", None)
-            if script is None:
-                script = cache._countersign_add_script = client.register_script(_ADD_LUA)
-            return int(script(keys=[cache.make_key(key)], args=[delta, max(int(timeout), 1)]))
+        store = redis_store()
+        if store is not None:
+            return int(_add_script(store)(keys=[store.key(key)], args=[delta, max(int(timeout), 1)]))
         return _add_in_process(key, timeout=timeout, delta=delta)
     except RedisError:
         logger.warning("Counter unavailable (Redis): %s", key.rsplit(":", 1)[0], exc_info=True)
@@ -139,7 +146,7 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
-# --- the limits every path shares --------------------------------------------------------------------------------
+# --- the limits every path shares -------------------------------------------------------------------------------------
 
 
 def password_limits(*, username: str, address: str = "") -> list[Limit]:
@@ -218,7 +225,7 @@ def link_flood_counted() -> bool:
     return value is not None and value > limit
 
 
-# --- client addresses --------------------------------------------------------------------------------------------
+# --- client addresses -------------------------------------------------------------------------------------------------
 
 
 def client_address(request: HttpRequest) -> str:

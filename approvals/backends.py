@@ -10,7 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
-from . import attempts
+from approvals import attempts
 
 
 class ThrottledModelBackend(ModelBackend):

@@ -13,7 +13,7 @@ from django.core.checks import Error, Tags, register
 from django.utils.module_loading import import_string
 from py_vapid import Vapid, VapidException
 
-from .conf import approvals_settings
+from approvals.conf import approvals_settings
 
 
 @register(Tags.compatibility)

@@ -9,7 +9,7 @@ from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 if TYPE_CHECKING:
-    from .channels.base import Channel
+    from approvals.channels.base import Channel
 
 DEFAULTS: dict[str, Any] = {
     "PROMPT_CHANNELS": ["approvals.channels.console.ConsoleChannel"],
@@ -63,11 +63,11 @@ DEFAULTS: dict[str, Any] = {
     "AUTOMATED_APPROVAL_SECRET": "",
     # With DEBUG off the endpoint is refused by a system check unless this says the operator means it.
     "AUTOMATED_APPROVAL_IN_PRODUCTION": False,
-    # Issues the token response for a push client (approvals never imports authz; see authz.push).
-    "PUSH_TOKEN_ISSUER": "authz.push.issue_push_tokens",
+    # Issues the token response for a push client (approvals never imports authz; see authz.ciba.notify).
+    "PUSH_TOKEN_ISSUER": "authz.ciba.notify.issue_push_tokens",
     # Development and tests only: let client-supplied URLs use http to loopback (system check E108 with DEBUG off).
     "OUTBOUND_ALLOW_LOOPBACK_HTTP": False,
-    # One deadline for a whole call to a client-supplied URL (approvals.http): connect, send and read the answer.
+    # One deadline for a whole call to a client-supplied URL (approvals.outbound): connect, send and read the answer.
     "OUTBOUND_TIMEOUT_SECONDS": 5,
     # Largest answer read from a client-supplied URL; a larger one fails the call.
     "OUTBOUND_MAX_RESPONSE_BYTES": 65536,

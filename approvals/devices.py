@@ -15,9 +15,9 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .channels.twilio_sms import UNDELIVERABLE_CALLBACK_CODES
-from .channels.webpush import MAX_SUBSCRIPTIONS_PER_APPROVER, canonical_endpoint, push_endpoint_problem
-from .models import Approver, Delivery, PushSubscription
+from approvals.channels.twilio_sms import UNDELIVERABLE_CALLBACK_CODES
+from approvals.channels.webpush import MAX_SUBSCRIPTIONS_PER_APPROVER, canonical_endpoint, push_endpoint_problem
+from approvals.models import Approver, Delivery, PushSubscription
 
 logger = logging.getLogger(__name__)
 

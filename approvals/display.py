@@ -4,7 +4,7 @@
   page's CSS), so a value such as `ACME”, reference “INV-7` cannot pass for the page's prose or quotation marks.
 - A word that mixes scripts ("АCME": Cyrillic А, Latin CME) or is written only in letters that look Latin ("АСМЕ"
   in Cyrillic) is flagged, visibly, next to the value. What is refused outright (controls, bidi and other format
-  characters, runs of combining marks, unusual whitespace) is refused at bc-authorize by authz.rar.
+  characters, runs of combining marks, unusual whitespace) is refused at bc-authorize by authz.tokens.details.
 - An administrator's display template runs in a restricted engine (`display_engine`): no `{% load %}`, only the
   tags and filters of this module's library, autoescape on, no loaders; the agent's values cannot be marked safe.
 """
@@ -106,7 +106,7 @@ def shown(text: str) -> SafeString:
 @register.filter
 def iso_datetime(value: Any) -> Any:
     """`2026-12-03T10:00:00+01:00` -> `Thu 3 Dec 2026, 10:00 (UTC+01:00)`, still shown as the agent's data."""
-    from .templatetags.approver_ui import iso_datetime as readable
+    from approvals.templatetags.approver_ui import iso_datetime as readable
 
     text = readable(value)
     return DataText(text) if isinstance(value, DataText) else text

@@ -7,8 +7,8 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
-from . import attempts
-from .conf import approvals_settings
+from approvals import attempts
+from approvals.conf import approvals_settings
 
 
 class DecisionForm(forms.Form):

@@ -29,8 +29,8 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.urls import reverse
 from django.utils.crypto import constant_time_compare, salted_hmac
 
-from .conf import approvals_settings
-from .models import ApprovalRequest
+from approvals.conf import approvals_settings
+from approvals.models import ApprovalRequest
 
 ACR_SESSION = "urn:countersign:acr:session"
 ACR_FRESH_PASSWORD = "urn:countersign:acr:password-fresh"

@@ -23,11 +23,11 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import services
-from .backoff import full_jitter
-from .channels.base import Channel, ChannelError, Prompt
-from .conf import approvals_settings
-from .models import ApprovalRequest, AuditEvent, Delivery
+from approvals import agents, services
+from approvals.backoff import full_jitter
+from approvals.channels.base import Channel, ChannelError, Prompt
+from approvals.conf import approvals_settings
+from approvals.models import ApprovalRequest, AuditEvent, Delivery
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +97,10 @@ def _unclaimed_outcome(approval_request_id: UUID | str, now: datetime) -> Prompt
 
 
 def _prompt_round(approval_request_id: UUID | str, *, attempt: int, now: datetime) -> PromptOutcome:
-    approval_request = ApprovalRequest.objects.select_related("client__ciba", "user").get(pk=approval_request_id)
-    prompt = Prompt.for_request(approval_request)
-    ciba = getattr(approval_request.client, "ciba", None)
-    channel_classes = approvals_settings.channels_for(ciba.prompt_channel_names if ciba else [])
+    approval_request = ApprovalRequest.objects.select_related("client", "user").get(pk=approval_request_id)
+    agent = agents.profile(approval_request.client)
+    prompt = Prompt.for_request(approval_request, agent)
+    channel_classes = approvals_settings.channels_for(list(agent.prompt_channels))
     transient: list[str] = []
     permanent: list[str] = []
     for channel_class in channel_classes:
@@ -207,7 +207,7 @@ def _audit(request_id: UUID, kind: str, *, at: datetime, **detail: object) -> No
 
 def approval_request_sweep_unprompted(*, now: datetime | None = None, limit: int = 500) -> int:
     """Enqueue the prompt again for pending requests whose prompt is overdue (run by Celery beat)."""
-    from .tasks import prompt_approver_task
+    from approvals.tasks import prompt_approver_task
 
     now = now or timezone.now()
     due = list(
@@ -236,7 +236,7 @@ def approval_request_sweep_unprompted(*, now: datetime | None = None, limit: int
     return enqueued
 
 
-# --- abuse limit ---------------------------------------------------------------------------------------------
+# --- abuse limit ------------------------------------------------------------------------------------------------------
 
 
 def prompt_rate_exceeded(*, client_id: str, user: AbstractBaseUser, now: datetime | None = None) -> int:

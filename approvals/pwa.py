@@ -18,9 +18,9 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
-from . import selectors
-from .conf import approvals_settings
-from .models import ApprovalRequest
+from approvals import selectors
+from approvals.conf import approvals_settings
+from approvals.models import ApprovalRequest
 
 SERVICE_WORKER = Path(__file__).resolve().parent / "static" / "approvals" / "sw.js"
 THEME_COLOR = "#1d3557"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -8,7 +9,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from oauth2_provider.settings import oauth2_settings
 
-from .models import ApprovalRequest
+from approvals.models import ApprovalRequest
 
 
 def approval_requests_pending_for(*, user: AbstractBaseUser, now: datetime | None = None) -> QuerySet[ApprovalRequest]:
@@ -36,3 +37,18 @@ def scope_descriptions(scopes: list[str]) -> list[tuple[str, str]]:
     """Each scope with the human description the server registered for it."""
     known = oauth2_settings.SCOPES
     return [(scope, str(known.get(scope, scope))) for scope in scopes]
+
+
+def approval_request_poll_key(*, approval_request_id: object) -> tuple[str, datetime]:
+    """(auth_req_id, expires_at) of one request: what the poll mirror names it by and how long it lasts."""
+    return ApprovalRequest.objects.filter(pk=approval_request_id).values_list("auth_req_id", "expires_at").get()
+
+
+def approval_requests_decided_unexpired(*, now: datetime) -> Iterator[tuple[str, datetime]]:
+    """(auth_req_id, expires_at) of every request decided but not yet expired, streamed."""
+    return (
+        ApprovalRequest.objects.filter(expires_at__gt=now)
+        .exclude(status=ApprovalRequest.Status.PENDING)
+        .values_list("auth_req_id", "expires_at")
+        .iterator(chunk_size=1000)
+    )

@@ -18,11 +18,12 @@ from django.contrib.auth.hashers import check_password, make_password
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
-from redis.exceptions import RedisError
 
-from . import attempts, notifications, poll_mirror
-from .conf import approvals_settings
-from .models import ApprovalRequest, Approver, AuditEvent
+from approvals import attempts
+from approvals.audit import audit
+from approvals.conf import approvals_settings
+from approvals.models import ApprovalRequest, Approver, AuditEvent
+from approvals.signals import approval_request_changed
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +44,23 @@ def generate_auth_req_id() -> str:
     return secrets.token_urlsafe(32)
 
 
-def _audit(request_id: UUID, kind: str, *, actor: Any = None, at: datetime, **detail: Any) -> None:
-    AuditEvent.objects.create(request_id=request_id, kind=kind, actor=actor, at=at, detail=detail)
+def _changed(
+    request_id: UUID | str,
+    status: str,
+    *,
+    previous: str | None,
+    at: datetime,
+    approval_request: ApprovalRequest | None = None,
+) -> None:
+    """Tell the listeners (approvals.signals) about a transition, inside its transaction."""
+    approval_request_changed.send(
+        sender=ApprovalRequest,
+        approval_request_id=request_id,
+        status=status,
+        previous=previous,
+        at=at,
+        approval_request=approval_request,
+    )
 
 
 def approval_request_create(
@@ -64,9 +80,9 @@ def approval_request_create(
 ) -> ApprovalRequest:
     """Store a new pending request and, once committed, hand it to the prompt task.
 
-    authorization_details must already be validated (authz.rar): they are shown to the approver as they are.
+    authorization_details must already be validated (authz.tokens.details): they are shown to the approver as they are.
     notification_mode and notification_endpoint: the ping or push client's registered callback as it is now, which
-    this request's callback goes to whatever the registration says later (approvals.notifications)."""
+    this request's callback goes to whatever the registration says later (authz.ciba.notify)."""
     now = now or timezone.now()
     lifetime = min(requested_expiry or approvals_settings.DEFAULT_EXPIRY_SECONDS, approvals_settings.MAX_EXPIRY_SECONDS)
     with transaction.atomic():
@@ -90,17 +106,8 @@ def approval_request_create(
             # Should the prompt task never run (the broker is down), the sweeper takes over from then on.
             prompt_due_at=now + timedelta(seconds=approvals_settings.PROMPT_SWEEP_GRACE_SECONDS),
         )
-        _audit(approval_request.pk, Kind.CREATED, at=now, client_id=client.client_id, scope=scope)
-        transaction.on_commit(
-            lambda: poll_mirror.mirror_pending(
-                auth_req_id=approval_request.auth_req_id,
-                client_id=client.client_id,
-                expires_at=approval_request.expires_at,
-                interval=approval_request.interval,
-                now=now,
-            )
-        )
-        transaction.on_commit(lambda: _enqueue_prompt(approval_request.pk))
+        audit(approval_request.pk, Kind.CREATED, at=now, client_id=client.client_id, scope=scope)
+        _changed(approval_request.pk, Status.PENDING, previous=None, at=now, approval_request=approval_request)
     return approval_request
 
 
@@ -117,17 +124,6 @@ def _check_pending_cap(user: AbstractBaseUser, *, now: datetime) -> None:
     live = ApprovalRequest.objects.filter(user=user, status=Status.PENDING, expires_at__gt=now)[:limit].count()
     if live >= limit:
         raise TooManyPending(limit)
-
-
-def _enqueue_prompt(approval_request_id: UUID) -> None:
-    from .tasks import prompt_approver_task
-
-    try:
-        prompt_approver_task.delay(str(approval_request_id))
-    except Exception:
-        # The request is stored and the agent has its auth_req_id; a broker outage must not turn into an error
-        # for the agent. The prompt sweeper retries requests that were never prompted.
-        logger.exception("Could not enqueue the prompt for approval request %s", approval_request_id)
 
 
 def approval_request_decide(
@@ -160,43 +156,13 @@ def approval_request_decide(
         if won:
             kind = Kind.APPROVED if approve else Kind.DENIED
             if automated_by:
-                _audit(approval_request_id, kind, actor=None, at=now, acr=acr, automated_by=automated_by)
+                audit(approval_request_id, kind, actor=None, at=now, acr=acr, automated_by=automated_by)
             elif by_link:
-                _audit(approval_request_id, kind, actor=user, at=now, acr=acr, link=True)
+                audit(approval_request_id, kind, actor=user, at=now, acr=acr, link=True)
             else:
-                _audit(approval_request_id, kind, actor=user, at=now, acr=acr)
-            _settle_mirror(approval_request_id, now=now)
-            notifications.notification_create(approval_request_id=approval_request_id, outcome=new_status, now=now)
+                audit(approval_request_id, kind, actor=user, at=now, acr=acr)
+            _changed(approval_request_id, new_status, previous=Status.PENDING, at=now)
     return bool(won)
-
-
-def _settle_mirror(approval_request_id: UUID | str, *, now: datetime) -> None:
-    # Before the commit, not after: "settled" only sends polls to the database, so it is right even if this
-    # transaction rolls back, and a poll that read "pending" meanwhile cannot overwrite it (poll_mirror).
-    auth_req_id, expires_at = (
-        ApprovalRequest.objects.filter(pk=approval_request_id).values_list("auth_req_id", "expires_at").get()
-    )
-    poll_mirror.mirror_settled(auth_req_id=auth_req_id, expires_at=expires_at, now=now)
-
-
-def approval_request_resettle_mirror(*, now: datetime | None = None) -> int:
-    """Mark every decided, unexpired request settled in the poll mirror again (run by Celery beat).
-
-    A decision whose write to Redis failed would otherwise leave its agent reading "pending" from the mirror
-    until the request expires.
-    """
-    now = now or timezone.now()
-    decided = (
-        ApprovalRequest.objects.filter(expires_at__gt=now)
-        .exclude(status=Status.PENDING)
-        .values_list("auth_req_id", "expires_at")
-        .iterator(chunk_size=1000)
-    )
-    try:
-        return poll_mirror.resettle(decided=decided, now=now)
-    except RedisError:
-        logger.warning("Redis is unavailable; the poll mirror will be re-settled on the next run", exc_info=True)
-        return 0
 
 
 def approval_request_consume(*, approval_request_id: UUID | str, now: datetime | None = None) -> bool:
@@ -207,7 +173,8 @@ def approval_request_consume(*, approval_request_id: UUID | str, now: datetime |
         status=Status.CONSUMED, consumed_at=now
     )
     if won:
-        _audit(approval_request_id, Kind.CONSUMED, at=now)
+        audit(approval_request_id, Kind.CONSUMED, at=now)
+        _changed(approval_request_id, Status.CONSUMED, previous=Status.APPROVED, at=now)
     return bool(won)
 
 
@@ -229,11 +196,8 @@ def approval_request_cancel(
             status=Status.CANCELLED, decided_at=now
         )
         if won:
-            _audit(approval_request_id, Kind.CANCELLED, actor=actor, at=now)
-            _settle_mirror(approval_request_id, now=now)
-            notifications.notification_create(
-                approval_request_id=approval_request_id, outcome=Status.CANCELLED, now=now
-            )
+            audit(approval_request_id, Kind.CANCELLED, actor=actor, at=now)
+            _changed(approval_request_id, Status.CANCELLED, previous=Status.PENDING, at=now)
     return bool(won)
 
 
@@ -257,14 +221,11 @@ def approval_request_expire_due(*, now: datetime | None = None, batch_size: int 
                 .select_for_update(skip_locked=True)
                 .values_list("pk", flat=True)
             )
-            # Only requests that were still pending owe their ping/push client a callback; decided ones had theirs.
-            undecided = set(
-                ApprovalRequest.objects.filter(pk__in=won_ids, status=Status.PENDING).values_list("pk", flat=True)
-            )
+            previous = dict(ApprovalRequest.objects.filter(pk__in=won_ids).values_list("pk", "status"))
             ApprovalRequest.objects.filter(pk__in=won_ids).update(status=Status.EXPIRED)
             AuditEvent.objects.bulk_create([AuditEvent(request_id=pk, kind=Kind.EXPIRED, at=now) for pk in won_ids])
-            for pk in undecided:
-                notifications.notification_create(approval_request_id=pk, outcome=Status.EXPIRED, now=now)
+            for pk in won_ids:
+                _changed(pk, Status.EXPIRED, previous=previous[pk], at=now)
             expired += len(won_ids)
             if len(ids) < batch_size:
                 return expired
@@ -306,7 +267,7 @@ def count(key: str, *, timeout: int) -> int | None:
     return attempts.counter_add(key, timeout=timeout)
 
 
-# --- user codes (CIBA Core §7.1 user_code) -------------------------------------------------------------------
+# --- user codes (CIBA Core §7.1 user_code) ----------------------------------------------------------------------------
 
 
 def approver_set_user_code(*, approver: Approver, user_code: str) -> None:

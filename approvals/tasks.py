@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from celery import Task, shared_task
+import logging
+from typing import Any
+from uuid import UUID
 
-from . import notifications, prompts, services
+from celery import Task, shared_task
+from django.db import transaction
+
+from approvals import prompts, services
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(bind=True, ignore_result=True, max_retries=12)
@@ -31,19 +38,16 @@ def expire_due_task() -> int:
     return services.approval_request_expire_due()
 
 
-@shared_task(ignore_result=True)
-def resettle_mirror_task() -> int:
-    return services.approval_request_resettle_mirror()
+def prompt_new_request(*, approval_request_id: UUID | str, previous: str | None, **kwargs: Any) -> None:
+    """approval_request_changed receiver: a new request is prompted once it has committed."""
+    if previous is None:
+        transaction.on_commit(lambda: enqueue_prompt(approval_request_id))
 
 
-@shared_task(bind=True, ignore_result=True, max_retries=30)
-def notify_client_task(self: Task, notification_id: int) -> None:
-    outcome = notifications.notification_deliver(notification_id=notification_id)
-    if outcome.retry_in is None or self.request.is_eager:
-        return  # eager (no broker): the notification stays due and the sweeper retries it
-    raise self.retry(countdown=outcome.retry_in)
-
-
-@shared_task(ignore_result=True)
-def sweep_notifications_task() -> int:
-    return notifications.notification_sweep_due()
+def enqueue_prompt(approval_request_id: UUID | str) -> None:
+    try:
+        prompt_approver_task.delay(str(approval_request_id))
+    except Exception:
+        # The request is stored and the agent has its auth_req_id; a broker outage must not turn into an error
+        # for the agent. The prompt sweeper retries requests that were never prompted.
+        logger.exception("Could not enqueue the prompt for approval request %s", approval_request_id)

@@ -14,6 +14,8 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from approvals import agents
+
 _DISPLAY_CATEGORIES = {
     "Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Nd", "Nl", "No",
     "Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Sc", "Sm", "Sk",
@@ -110,19 +112,18 @@ def validate_client_name(value: str) -> None:
 UNVERIFIED_MARK = "(unverified)"
 
 
-def client_unverified(client: Any) -> bool:
-    """A client that registered itself (RFC 7591) and that no administrator has verified (CibaClient.website_verified):
-    its name is only its own claim, and approvers are told so."""
+def client_unverified(client: Any, profile: agents.AgentProfile | None = None) -> bool:
+    """A client that registered itself (RFC 7591) and that no administrator has verified (approvals.agents): its
+    name is only its own claim, and approvers are told so."""
     from oauth2_provider.models import AbstractApplication
 
     if getattr(client, "registration_source", None) != AbstractApplication.RegistrationSource.DCR:
         return False
-    ciba = getattr(client, "ciba", None)
-    return not (ciba is not None and ciba.website_verified)
+    return not (profile or agents.profile(client)).website_verified
 
 
-def agent_label(client: Any) -> str:
+def agent_label(client: Any, profile: agents.AgentProfile | None = None) -> str:
     """The agent as every prompt names it (approvals.channels.base.Prompt): its name, or client_id, with the
     unverified mark first, so that shortening a long name (the SMS) never cuts the mark off."""
     name = client.name or client.client_id
-    return f"{UNVERIFIED_MARK} {name}" if client_unverified(client) else name
+    return f"{UNVERIFIED_MARK} {name}" if client_unverified(client, profile) else name

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import pwa, views
+from approvals import pwa, views
 
 app_name = "approvals"
 

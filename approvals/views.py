@@ -19,11 +19,11 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from twilio.request_validator import RequestValidator
 
-from . import attempts, devices, links, selectors, services, text
-from .conf import approvals_settings
-from .forms import DecisionForm, UserCodeForm
-from .models import ApprovalRequest, Approver, PushSubscription
-from .templatetags import approver_ui
+from approvals import agents, attempts, devices, links, selectors, services, text
+from approvals.conf import approvals_settings
+from approvals.forms import DecisionForm, UserCodeForm
+from approvals.models import ApprovalRequest, Approver, PushSubscription
+from approvals.templatetags import approver_ui
 
 
 @login_required
@@ -37,7 +37,7 @@ def _page_context(
 ) -> dict[str, Any]:
     now = timezone.now()
     status = approval_request.effective_status(now)
-    ciba = getattr(approval_request.client, "ciba", None)
+    agent = agents.profile(approval_request.client)
     required = links.required_acr(approval_request.acr_values)
     return {
         "approval_request": approval_request,
@@ -45,9 +45,9 @@ def _page_context(
         "is_pending": status == ApprovalRequest.Status.PENDING,
         "scopes": selectors.scope_descriptions(approval_request.scopes),
         "agent_name": approval_request.client.name or approval_request.client.client_id,
-        "agent_website": ciba.website if ciba else "",
-        "agent_website_verified": bool(ciba and ciba.website and ciba.website_verified),
-        "agent_unverified": text.client_unverified(approval_request.client),
+        "agent_website": agent.website,
+        "agent_website_verified": bool(agent.website and agent.website_verified),
+        "agent_unverified": text.client_unverified(approval_request.client, agent),
         "decide_url": decide_url,
         "needs_password": not links.satisfies(_achieved_acr(request, hold, now), required),
         "expires_at_iso": approval_request.expires_at.isoformat(),
@@ -62,12 +62,12 @@ def _owner_or_link(request: HttpRequest, pk: str) -> tuple[ApprovalRequest | Non
     session. (None, None): send the browser to sign in."""
     if request.user.is_authenticated:
         # Another person's request is indistinguishable from one that does not exist.
-        return get_object_or_404(ApprovalRequest.objects.select_related("client__ciba"), pk=pk, user=request.user), None
+        return get_object_or_404(ApprovalRequest.objects.select_related("client"), pk=pk, user=request.user), None
     now = timezone.now()
     hold = links.held_link(request.session, pk, now)
     if hold is None:
         return None, None
-    approval_request = ApprovalRequest.objects.select_related("client__ciba", "user").filter(pk=pk).first()
+    approval_request = ApprovalRequest.objects.select_related("client", "user").filter(pk=pk).first()
     if approval_request is None or approval_request.expires_at <= now:
         return None, None  # the hold ends with its request
     if approval_request.link_used_at is not None and not hold.spent:
@@ -207,7 +207,7 @@ def user_code(request: HttpRequest) -> HttpResponse:
     return render(request, "approvals/user_code.html", {"form": form, "approver": approver})
 
 
-# --- Web Push devices (JSON, for the page that subscribes) -----------------------------------------------------
+# --- Web Push devices (JSON, for the page that subscribes) ------------------------------------------------------------
 
 
 def _webpush_enabled() -> bool:
@@ -267,7 +267,7 @@ def _device_json(subscription: PushSubscription) -> dict[str, object]:
     }
 
 
-# --- Twilio delivery reports -------------------------------------------------------------------------------------
+# --- Twilio delivery reports ------------------------------------------------------------------------------------------
 
 
 @csrf_exempt
@@ -286,7 +286,7 @@ def twilio_status(request: HttpRequest, delivery_id: str) -> HttpResponse:
     return HttpResponse(status=204)
 
 
-# --- automated approval for certification runs ---------------------------------------------------------------
+# --- automated approval for certification runs ------------------------------------------------------------------------
 
 
 ACR_AUTOMATED = "urn:countersign:acr:automated"

@@ -11,8 +11,10 @@ from django.utils.html import format_html
 from oauth2_provider.models import get_access_token_model, get_application_model
 from oauth2_provider.settings import oauth2_settings
 
-from . import rar
-from .models import AuthorizationDetailType, CibaClient, TokenDetails
+from approvals.admin import ApprovalRequestAdmin, ReadOnlyAdmin, ReadOnlyInline
+from approvals.models import ApprovalRequest
+from authz.models import AuthorizationDetailType, CibaClient, Notification, NotificationAttempt, TokenDetails
+from authz.tokens import details
 
 Application = get_application_model()
 AccessToken = get_access_token_model()
@@ -97,7 +99,7 @@ class ApplicationAdmin(BaseApplicationAdmin):
 
     def save_related(self, request: Any, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
-        # What an administrator saves bounds the client's own registration updates (RFC 7592, authz.registration).
+        # What an administrator saves bounds the client's own registration updates (RFC 7592, authz.clients.registration).
         ciba = CibaClient.objects.filter(application=form.instance).first()
         if ciba is not None:
             ciba.admin_limits_record(now=timezone.now())
@@ -125,20 +127,20 @@ class AuthorizationDetailTypeForm(forms.ModelForm):
 
     def clean_type(self) -> str:
         value = self.cleaned_data["type"]
-        for message in rar.type_name_errors(value):
+        for message in details.type_name_errors(value):
             raise forms.ValidationError(message)
         return value
 
     def clean_schema(self) -> Any:
         value = self.cleaned_data.get("schema")
-        errors = rar.schema_errors(value, type_name=self.cleaned_data.get("type") or "")
+        errors = details.schema_errors(value, type_name=self.cleaned_data.get("type") or "")
         if errors:
             raise forms.ValidationError(errors)
         return value
 
     def clean_display_template(self) -> str:
         value = self.cleaned_data.get("display_template") or ""
-        errors = rar.template_errors(value)
+        errors = details.template_errors(value)
         if errors:
             raise forms.ValidationError(errors)
         return value
@@ -197,3 +199,38 @@ class AccessTokenAdmin(BaseAccessTokenAdmin):
     """DOT's token admin with the approved authorization_details and the exchange chain alongside."""
 
     inlines = (*getattr(BaseAccessTokenAdmin, "inlines", ()), TokenDetailsInline)
+
+
+class NotificationInline(ReadOnlyInline):
+    model = Notification
+    fields = ("mode", "outcome", "status", "attempts", "created_at", "deadline", "finished_at", "error")
+    readonly_fields = fields
+
+
+class NotificationAttemptInline(ReadOnlyInline):
+    model = NotificationAttempt
+    fields = ("created_at", "attempt", "status", "http_status", "latency_ms", "error")
+    readonly_fields = fields
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    """Ping and push callbacks to agents; an undeliverable one stays here (its tokens are never shown)."""
+
+    list_display = ("created_at", "request", "mode", "outcome", "status", "attempts", "error")
+    list_filter = ("status", "mode", "outcome")
+    list_select_related = ("request",)
+    search_fields = ("request__id",)
+    date_hierarchy = "created_at"
+    fields = ("request", "mode", "outcome", "status", "attempts", "created_at", "deadline", "finished_at", "error")
+    readonly_fields = fields
+    inlines = (NotificationAttemptInline,)
+
+
+# The request's page in admin shows the callback its agent was owed: authz adds it, approvals knows nothing of it.
+admin.site.unregister(ApprovalRequest)
+
+
+@admin.register(ApprovalRequest)
+class ApprovalRequestWithNotificationAdmin(ApprovalRequestAdmin):
+    inlines = (*ApprovalRequestAdmin.inlines, NotificationInline)

@@ -12,10 +12,19 @@ class AuthzConfig(AppConfig):
     def ready(self) -> None:
         from oauth2_provider.models import get_application_model
 
+        from approvals import agents
+        from approvals.signals import approval_request_changed
         from approvals.text import validate_client_name
+        from authz import checks  # noqa: F401  (registers system checks)
+        from authz.ciba import notify, poll
+        from authz.clients.directory import CibaDirectory
+        from authz.models import CibaClient
 
-        from . import checks  # noqa: F401  (registers system checks)
-        from .models import CibaClient
+        # What approvals shows of an agent comes from here (approvals.agents), and decisions come back by signal:
+        # the poll mirror first (it settles before the commit), then the ping or push owed to the client.
+        agents.use_directory(CibaDirectory())
+        approval_request_changed.connect(poll.on_approval_request_changed, dispatch_uid="countersign-poll-mirror")
+        approval_request_changed.connect(notify.on_approval_request_changed, dispatch_uid="countersign-notify")
 
         # DOT's Application is not swapped, so its name field gets the one client-name rule here: registration, the
         # admin and create_agent_client all validate through it (approvals.text).
@@ -30,7 +39,7 @@ class AuthzConfig(AppConfig):
 
 
 def _forget_client(sender: type, instance: Any, **kwargs: Any) -> None:
-    from .client_cache import forget_client
+    from authz.ciba.poll import forget_client
 
     application = getattr(instance, "application", instance)
     forget_client(application.client_id)

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, register
 from oauth2_provider.settings import oauth2_settings
 
-from .hashers import ClientSecretHasher
+from authz.clients.hashers import ClientSecretHasher
 
 
 @register(Tags.security, deploy=False)

@@ -59,7 +59,7 @@ class CibaClient(models.Model):
             "see it then. A registration update that changes the name or the website clears it."
         ),
     )
-    # RFC 7591 §2: the client's public keys, inline or by URL (fetched through approvals.http, never both).
+    # RFC 7591 §2: the client's public keys, inline or by URL (fetched through approvals.outbound, never both).
     jwks = models.JSONField(_("JWKS"), null=True, blank=True, help_text=_("The client's public keys, a JWK Set."))
     jwks_uri = models.URLField(_("JWKS URI"), blank=True, max_length=2000)
     token_endpoint_auth_signing_alg = models.CharField(
@@ -92,7 +92,7 @@ class CibaClient(models.Model):
         default=True,
         help_text=_("Allows RFC 8693 token exchange of this client's tokens for narrower downstream tokens."),
     )
-    # RFC 7662 section 4: who besides the token's own client may introspect it (authz.introspection.may_introspect).
+    # RFC 7662 section 4: who besides the token's own client may introspect it (authz.tokens.introspection.may_introspect).
     resource_server = models.BooleanField(
         _("resource server"),
         default=False,
@@ -117,7 +117,7 @@ class CibaClient(models.Model):
         ),
     )
     # What a client's own registration updates (RFC 7592) may not exceed: these fields as an administrator last saved
-    # them (authz.registration.apply_registration_policy). Null until an administrator saves the client.
+    # them (authz.clients.registration.apply_registration_policy). Null until an administrator saves the client.
     admin_limits = models.JSONField(null=True, blank=True, editable=False)
     admin_limits_at = models.DateTimeField(
         _("limits for registration updates set"),
@@ -154,7 +154,7 @@ class CibaClient(models.Model):
         return f"CIBA settings for {self.application}"
 
     def clean(self) -> None:
-        from approvals import http
+        from approvals import outbound
         from approvals.conf import approvals_settings
 
         endpoint = self.backchannel_client_notification_endpoint
@@ -164,8 +164,8 @@ class CibaClient(models.Model):
                     {"backchannel_client_notification_endpoint": _("Ping and push clients need one.")}
                 )
             try:
-                http.check_url(endpoint)
-            except http.OutboundError as exc:
+                outbound.check_url(endpoint)
+            except outbound.OutboundError as exc:
                 raise ValidationError({"backchannel_client_notification_endpoint": str(exc)}) from exc
 
         self._clean_keys()
@@ -180,9 +180,8 @@ class CibaClient(models.Model):
             )
 
     def _clean_keys(self) -> None:
-        from approvals import http
-
-        from .jose import JwksError, parse_jwks
+        from approvals import outbound
+        from authz.clients.keys import JwksError, parse_jwks
 
         if self.jwks and self.jwks_uri:
             raise ValidationError({"jwks_uri": _("Register keys inline (jwks) or by URL (jwks_uri), not both.")})
@@ -193,8 +192,8 @@ class CibaClient(models.Model):
                 raise ValidationError({"jwks": str(exc)}) from exc
         if self.jwks_uri:
             try:
-                http.check_url(self.jwks_uri)
-            except http.OutboundError as exc:
+                outbound.check_url(self.jwks_uri)
+            except outbound.OutboundError as exc:
                 raise ValidationError({"jwks_uri": str(exc)}) from exc
         needs_keys = (
             self.token_endpoint_auth_method == self.AuthMethod.PRIVATE_KEY_JWT
@@ -206,7 +205,7 @@ class CibaClient(models.Model):
             )
 
     def _clean_resources(self) -> None:
-        from .exchange import resource_indicator_error
+        from authz.tokens.exchange import resource_indicator_error
 
         if not isinstance(self.resources, list) or not all(isinstance(r, str) for r in self.resources):
             raise ValidationError({"resources": _("A JSON list of resource URIs.")})
@@ -276,7 +275,7 @@ class CibaClient(models.Model):
 
 def client_allows_grant(application: Any, grant_type: str) -> bool:
     """The client-capability policy every grant asks: bc-authorize and the CIBA grant, refresh, client credentials and
-    token exchange (authz.views, CountersignValidator.validate_grant_type, authz.exchange), and token_active for the
+    token exchange (authz.views, CountersignValidator.validate_grant_type, authz.tokens.exchange), and token_active for the
     tokens a client already holds. An agent's CibaClient decides; an application without one (an OAuth client an
     administrator added in DOT's admin) keeps DOT's rules for DOT's grants and gets none of Countersign's."""
     if application is None:
@@ -349,3 +348,67 @@ class TokenDetails(models.Model):
 
     def __str__(self) -> str:
         return f"Details of token {self.access_token_id}"
+
+
+class Notification(models.Model):
+    """The client's callback for a ping or push client (CIBA Core §10.2, §10.3): one per request, written in the
+    transaction that ends the request's pending state, delivered by a Celery task, retried until its deadline."""
+
+    class Mode(models.TextChoices):
+        PING = "ping", "ping"
+        PUSH = "push", "push"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        DELIVERED = "delivered", _("Delivered")
+        # Refused for good (4xx, a redirect, an address not allowed) or retried past its deadline: kept for admins.
+        UNDELIVERABLE = "undeliverable", _("Undeliverable")
+
+    request = models.OneToOneField("approvals.ApprovalRequest", on_delete=models.CASCADE, related_name="notification")
+    mode = models.CharField(max_length=8, choices=Mode.choices)
+    # The outcome it reports: approved, denied, expired or cancelled.
+    outcome = models.CharField(max_length=16)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # Push: the token response, issued once and encrypted at rest (authz.ciba.notify), resent as is on retries.
+    payload_encrypted = models.TextField(blank=True, editable=False)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    deadline = models.DateTimeField()
+    due_at = models.DateTimeField(editable=False)
+    claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        verbose_name = _("client notification")
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["due_at"], name="authz_notify_due_idx", condition=models.Q(status="pending"))]
+
+    def __str__(self) -> str:
+        return f"{self.mode} {self.outcome} for {self.request_id}: {self.status}"
+
+
+class NotificationAttempt(models.Model):
+    """One POST to the client's notification endpoint: written before the call and again after it."""
+
+    class Status(models.TextChoices):
+        SENDING = "sending", _("Sending")
+        DELIVERED = "delivered", _("Delivered (2xx)")
+        FAILED = "failed", _("Failed (retried)")
+        REJECTED = "rejected", _("Rejected (not retried)")
+
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="attempt_log")
+    attempt = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SENDING)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("notification attempt")
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.attempt}: {self.status}"

@@ -8,9 +8,9 @@ from django.http import HttpRequest
 from oauth2_provider.oauth2_backends import OAuthLibCore
 from oauthlib.openid import Server
 
-from . import exchange
-from .errors import wire_safe_error_body
-from .grant import OpenIDCibaGrant
+from authz.ciba.grant import OpenIDCibaGrant
+from authz.errors import wire_safe_error_body
+from authz.tokens import exchange
 
 
 class CountersignServer(Server):
@@ -25,7 +25,7 @@ class CountersignServer(Server):
         self._grant_types[exchange.TOKEN_EXCHANGE_GRANT_TYPE] = self.token_exchange_grant
 
     def create_revocation_response(self, uri, http_method="POST", body=None, headers=None):
-        # RFC 7009 plus our decision in authz.exchange.token_family_lock: exchanged tokens go with their subject.
+        # RFC 7009 plus our decision in authz.tokens.exchange.token_family_lock: exchanged tokens go with their subject.
         token_value = _body_param(body, "token")
         if not token_value:
             return super().create_revocation_response(uri, http_method, body, headers)
@@ -39,7 +39,7 @@ class CountersignServer(Server):
 
     def create_token_response(self, uri, http_method="POST", body=None, headers=None, *args, **kwargs):
         # A rotated refresh token deletes the access token it was issued with (DOT's RefreshToken.revoke): the
-        # tokens exchanged from that access token go with it, as on revocation (authz.exchange.token_family_lock).
+        # tokens exchanged from that access token go with it, as on revocation (authz.tokens.exchange.token_family_lock).
         refresh_value = _body_param(body, "refresh_token") if _body_param(body, "grant_type") == "refresh_token" else ""
         if not refresh_value:
             return super().create_token_response(uri, http_method, body, headers, *args, **kwargs)

@@ -4,8 +4,9 @@ resolve them (see config/urls.py)."""
 from django.urls import path, re_path
 from oauth2_provider import views as dot_views
 
-from . import registration, views
-from .introspection import IntrospectTokenView
+from authz import views
+from authz.clients import registration
+from authz.tokens.introspection import IntrospectTokenView
 
 oauth_patterns = [
     re_path(

@@ -14,16 +14,15 @@ from oauth2_provider.settings import oauth2_settings
 from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 
 from approvals.models import ApprovalRequest, Approver
-
-from .client_auth import (
+from authz.clients.auth import (
     AUTHENTICATED_CLIENT_META,
     assertion_audience,
     authenticate_client,
     extract_credentials,
 )
-from .errors import OAuthError
-from .models import TokenDetails, client_allows_grant
-from .token_policy import token_active, user_active
+from authz.errors import OAuthError
+from authz.models import TokenDetails, client_allows_grant
+from authz.tokens.policy import token_active, user_active
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ class CountersignValidator(OAuth2Validator):
     def authenticate_client(self, request, *args, **kwargs) -> bool:
         Application = get_application_model()
         # vars(), not getattr(): oauthlib's Request answers any unknown attribute with the body parameter of that
-        # name, so only an attribute our own code set can mark an internal push issuance (authz.push).
+        # name, so only an attribute our own code set can mark an internal push issuance (authz.ciba.notify).
         pushed_for = vars(request).get("countersign_push")
         if isinstance(pushed_for, Application):
             request.client = pushed_for
@@ -106,7 +105,7 @@ class CountersignValidator(OAuth2Validator):
         ):
             return False
         # Registration tokens are for the registration endpoint only; a token of an inactive user, of a client that
-        # lost the grant, or exchanged from one that no longer stands, stands nowhere (authz.token_policy).
+        # lost the grant, or exchanged from one that no longer stands, stands nowhere (authz.tokens.policy).
         if not super().validate_bearer_token(token, scopes, request):
             return False
         return token_active(request.access_token)
@@ -184,7 +183,7 @@ class CountersignValidator(OAuth2Validator):
         return ["sub", *(claim for claims in SCOPE_CLAIMS.values() for claim in claims)]
 
     def get_oidc_issuer_endpoint(self, request) -> str:
-        issuer = vars(request).get("countersign_issuer")  # set by authz.push only (see authenticate_client)
+        issuer = vars(request).get("countersign_issuer")  # set by authz.ciba.notify only (see authenticate_client)
         if (
             isinstance(issuer, str)
             and issuer

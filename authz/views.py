@@ -16,14 +16,14 @@ from oauth2_provider import views as dot_views
 from oauth2_provider.models import get_application_model
 from oauth2_provider.settings import oauth2_settings
 
-from approvals import links, poll_mirror, prompts
+from approvals import links, prompts
 from approvals import services as approval_services
 from approvals.conf import approvals_settings
 from approvals.models import ApprovalRequest, effective_status
-
-from . import jose, rar, throttle
-from .backchannel import validate_backchannel_request
-from .client_auth import (
+from authz.ciba import answers, poll
+from authz.ciba.request import validate_backchannel_request
+from authz.clients import keys
+from authz.clients.auth import (
     AUTHENTICATED_CLIENT_META,
     assertion_audience,
     authenticate_client,
@@ -34,11 +34,9 @@ from .client_auth import (
     load_ciba_client,
     verify_client,
 )
-from .errors import (
-    AccessDenied,
-    AuthorizationPending,
+from authz.clients.request_objects import authentication_request_params
+from authz.errors import (
     BackchannelAccessDenied,
-    ExpiredToken,
     InvalidGrant,
     InvalidRequest,
     InvalidScope,
@@ -50,10 +48,9 @@ from .errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
-from .exchange import resource_indicator_error
-from .models import CibaClient, client_allows_grant
-from .polling import load_poll_record
-from .request_object import authentication_request_params
+from authz.models import CibaClient, client_allows_grant
+from authz.tokens import details
+from authz.tokens.exchange import resource_indicator_error
 
 logger = logging.getLogger(__name__)
 
@@ -225,12 +222,12 @@ class TokenView(dot_views.TokenView):
         auth_req_id = params.get("auth_req_id", "")[:128]
         now = timezone.now()
         if auth_req_id:
-            # Most polls are for pending requests: Redis alone can answer them (authz.throttle), except a
+            # Most polls are for pending requests: Redis alone can answer them (authz.ciba.poll), except a
             # client_assertion's, which is verified on every poll.
-            mirrored = throttle.pending_poll_from_mirror(credentials=credentials, auth_req_id=auth_req_id, now=now)
+            mirrored = poll.pending_poll_from_mirror(credentials=credentials, auth_req_id=auth_req_id, now=now)
             if mirrored is not None:
                 return _pending_answer(*mirrored)
-        record = load_poll_record(client_id=credentials.client_id, auth_req_id=auth_req_id)
+        record = poll.load_poll_record(client_id=credentials.client_id, auth_req_id=auth_req_id)
         verify_client(
             credentials,
             client_type=record.client_type,
@@ -249,11 +246,11 @@ class TokenView(dot_views.TokenView):
             raise InvalidGrant()
         status = effective_status(record.status, record.expires_at, now)
         if status == Status.PENDING:
-            pending_entry = poll_mirror.pending_entry(
+            pending_entry = poll.pending_entry(
                 client_id=credentials.client_id, expires_at=record.expires_at, interval=record.interval, now=now
             )
             return _pending_answer(
-                *throttle.poll_permitted(
+                *poll.poll_permitted(
                     auth_req_id=auth_req_id,
                     interval=record.interval,
                     lifetime=int((record.expires_at - now).total_seconds()),
@@ -261,14 +258,9 @@ class TokenView(dot_views.TokenView):
                     pending_entry=pending_entry,
                 )
             )
-        if status == Status.EXPIRED:
-            raise ExpiredToken()
-        if status == Status.DENIED:
-            raise AccessDenied("The user denied the request.")
-        if status == Status.CANCELLED:
-            raise AccessDenied("The request was cancelled.")
-        if status == Status.CONSUMED:
-            raise InvalidGrant("Tokens for this auth_req_id were already issued.")
+        answer = answers.answer_for(status)
+        if answer is not None:
+            raise answers.AnswerError(answer)
         if ApprovalRequest.objects.filter(
             pk=record.request_id, notification_mode=CibaClient.DeliveryMode.PUSH
         ).exists():
@@ -310,16 +302,14 @@ def _check_resource_indicators(values: list[str]) -> None:
 
 
 # The server's most frequent answer, encoded once (the same bytes AuthorizationPending().response() writes).
-_PENDING_BODY = json.dumps(
-    {"error": AuthorizationPending.error, "error_description": AuthorizationPending.default_description}
-).encode()
+_PENDING_BODY = json.dumps({"error": answers.PENDING.error, "error_description": answers.PENDING.description}).encode()
 
 
 def _pending_answer(permitted: bool, wait: int) -> HttpResponse:
     if not permitted:
-        # authz.throttle caps the wait at the request's remaining lifetime, however far the interval has grown.
+        # authz.ciba.poll caps the wait at the request's remaining lifetime, however far the interval has grown.
         return SlowDown(f"Polled too often; wait at least {wait} seconds before polling again.").response()
-    response = HttpResponse(_PENDING_BODY, status=AuthorizationPending.status_code, content_type="application/json")
+    response = HttpResponse(_PENDING_BODY, status=answers.AnswerError.status_code, content_type="application/json")
     response["Cache-Control"] = "no-store"
     response["Pragma"] = "no-cache"
     return response
@@ -340,13 +330,13 @@ class DiscoveryMixin:
             "acr_values_supported": list(links.ACR_VALUES_SUPPORTED),
             # private_key_jwt (RFC 7523; the backchannel endpoint takes the same methods as the token endpoint).
             **{
-                f"{endpoint}_endpoint_auth_signing_alg_values_supported": list(jose.SUPPORTED_ALGS)
+                f"{endpoint}_endpoint_auth_signing_alg_values_supported": list(keys.SUPPORTED_ALGS)
                 for endpoint in ("token", "introspection", "revocation")
             },
             # CIBA Core §4: the algorithms a signed authentication request may use (never none).
             "backchannel_authentication_request_signing_alg_values_supported": list(CibaClient.SigningAlg.values),
             # RFC 9396 §10: the types an agent may put in authorization_details.
-            "authorization_details_types_supported": rar.enabled_type_names(),
+            "authorization_details_types_supported": details.enabled_type_names(),
         }
 
 

@@ -133,7 +133,7 @@ PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
     "django.contrib.auth.hashers.ScryptPasswordHasher",
-    "authz.hashers.ClientSecretHasher",
+    "authz.clients.hashers.ClientSecretHasher",
 ]
 
 LANGUAGE_CODE = "en"
@@ -206,14 +206,14 @@ def _oidc_private_key() -> str:
 CIBA_GRANT_TYPE = "urn:openid:params:grant-type:ciba"
 TOKEN_EXCHANGE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 
-# RFC 7591 §3: who may register clients at /oauth/register/ (authz.registration). "initial_access_token" (default):
+# RFC 7591 §3: who may register clients at /oauth/register/ (authz.clients.registration). "initial_access_token" (default):
 # a bearer token from `manage.py create_registration_token`; "open": anyone; "off": no registration endpoint.
 REGISTRATION_MODE = env.str("COUNTERSIGN_REGISTRATION_MODE", default="initial_access_token")
 if REGISTRATION_MODE not in ("initial_access_token", "open", "off"):
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured("COUNTERSIGN_REGISTRATION_MODE must be initial_access_token, open or off.")
-# Registrations a client address, and all addresses together, may attempt per hour (authz.registration); 0: no limit.
+# Registrations a client address, and all addresses together, may attempt per hour (authz.clients.registration); 0: no limit.
 REGISTRATIONS_PER_ADDRESS_PER_HOUR = env.int("COUNTERSIGN_REGISTRATIONS_PER_ADDRESS_PER_HOUR", default=10)
 REGISTRATIONS_PER_HOUR = env.int("COUNTERSIGN_REGISTRATIONS_PER_HOUR", default=100)
 
@@ -227,7 +227,7 @@ if ACCESS_TOKEN_FORMAT not in ("opaque", "jwt"):
     raise ImproperlyConfigured("ACCESS_TOKEN_FORMAT must be opaque or jwt.")
 ACCESS_TOKEN_GENERATORS = (
     {
-        "ACCESS_TOKEN_GENERATOR": "authz.access_tokens.signed_access_token",
+        "ACCESS_TOKEN_GENERATOR": "authz.tokens.access.signed_access_token",
         "REFRESH_TOKEN_GENERATOR": "oauthlib.oauth2.rfc6749.tokens.random_token_generator",
     }
     if ACCESS_TOKEN_FORMAT == "jwt"
@@ -285,11 +285,11 @@ OAUTH2_PROVIDER = {
     "REFRESH_TOKEN_GRACE_PERIOD_SECONDS": 0,
     # CIBA clients have no redirect URIs; none may be plain http.
     "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
-    # Dynamic client registration (RFC 7591/7592) through authz.registration; DCR_ENABLED puts registration_endpoint
+    # Dynamic client registration (RFC 7591/7592) through authz.clients.registration; DCR_ENABLED puts registration_endpoint
     # in the metadata. Registration access tokens (RFC 7592 section 3) rotate on every update and expire
     # REGISTRATION_ACCESS_TOKEN_EXPIRE_SECONDS after they were issued (docs/agents.md).
     "DCR_ENABLED": REGISTRATION_MODE != "off",
-    "DCR_REGISTRATION_PERMISSION_CLASSES": ("authz.registration.RegistrationModePermission",),
+    "DCR_REGISTRATION_PERMISSION_CLASSES": ("authz.clients.registration.RegistrationModePermission",),
     "DCR_REGISTRATION_SCOPE": "oauth2_provider:registration",
     "DCR_REGISTRATION_TOKEN_EXPIRE_SECONDS": env.int("REGISTRATION_ACCESS_TOKEN_EXPIRE_SECONDS", default=30 * 86400),
     "DCR_ROTATE_REGISTRATION_TOKEN_ON_UPDATE": True,
@@ -388,10 +388,10 @@ CELERY_BEAT_SCHEDULE = {
     # Prompts whose task was never enqueued (broker down) or was lost (worker killed).
     "sweep-unprompted-requests": {"task": "approvals.tasks.sweep_unprompted_task", "schedule": 10.0},
     # Ping/push callbacks whose task never ran or whose retry was lost.
-    "sweep-client-notifications": {"task": "approvals.tasks.sweep_notifications_task", "schedule": 10.0},
+    "sweep-client-notifications": {"task": "authz.tasks.sweep_notifications_task", "schedule": 10.0},
     "expire-due-approval-requests": {"task": "approvals.tasks.expire_due_task", "schedule": 30.0},
     # Bounds how long a decision that could not reach Redis stays hidden behind the poll mirror's "pending".
-    "resettle-poll-mirror": {"task": "approvals.tasks.resettle_mirror_task", "schedule": 30.0},
+    "resettle-poll-mirror": {"task": "authz.tasks.resettle_mirror_task", "schedule": 30.0},
 }
 
 # config.logs.configure applies LOGGING after installing a record factory that redacts credentials (client secrets,

@@ -128,7 +128,7 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float = 10, interval: f
         time.sleep(interval)
 
 
-# --- a dedicated redis-server the test can stop and start ----------------------------------------------------
+# --- a dedicated redis-server the test can stop and start -------------------------------------------------------------
 
 
 def redis_server_binary() -> str | None:

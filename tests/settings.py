@@ -69,5 +69,5 @@ CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 PUBLIC_URL = "http://testserver"
 # Tests never pay for PBKDF2 on people's passwords; client secrets use their own hasher regardless.
-PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", "authz.hashers.ClientSecretHasher"]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", "authz.clients.hashers.ClientSecretHasher"]
 ALLOWED_HOSTS = ["*"]

@@ -265,7 +265,7 @@ def test_application_changelist_shows_the_delivery_mode(admin_client, agent, mak
     assert ">poll<" in html
 
 
-# --- prompts: deliveries and devices ------------------------------------------------------------------------------
+# --- prompts: deliveries and devices ----------------------------------------------------------------------------------
 
 
 def test_request_page_shows_each_prompt_delivery(admin_client, agent, approver, django_capture_on_commit_callbacks):

@@ -31,7 +31,7 @@ def bob(db):
     return factories.make_approver("bob", email="bob@example.com")
 
 
-# --- pending.json -------------------------------------------------------------------------------------------------
+# --- pending.json -----------------------------------------------------------------------------------------------------
 
 
 def test_pending_json_lists_only_own_pending_requests_newest_first(agent, approver, approver_client, bob):
@@ -75,7 +75,7 @@ def test_pending_json_refuses_post(approver_client):
     assert approver_client.post("/approvals/pending.json").status_code == 405
 
 
-# --- the inbox and the request page -------------------------------------------------------------------------------
+# --- the inbox and the request page -----------------------------------------------------------------------------------
 
 
 def test_inbox_loads_its_script_and_links_to_enrolment(agent, approver, approver_client):
@@ -154,7 +154,7 @@ def test_authorization_details_fallback_rendering():
     assert "<dt>Recurring</dt>" in html and "<dd>no</dd>" in html
 
 
-# --- Web Push enrolment -------------------------------------------------------------------------------------------
+# --- Web Push enrolment -----------------------------------------------------------------------------------------------
 
 
 def test_enrol_page(approver_client):
@@ -204,7 +204,7 @@ def test_enrol_page_needs_sign_in(client):
     assert response["Location"].startswith("/accounts/login/?next=")
 
 
-# --- service worker, manifest, icons ------------------------------------------------------------------------------
+# --- service worker, manifest, icons ----------------------------------------------------------------------------------
 
 
 def test_service_worker_is_served_from_the_root(client):
@@ -268,7 +268,7 @@ def test_icons_are_pngs_of_their_size(client, size):
     assert _png_size(Path(path).read_bytes()) == (size, size)
 
 
-# --- Content-Security-Policy compatibility ------------------------------------------------------------------------
+# --- Content-Security-Policy compatibility ----------------------------------------------------------------------------
 
 INLINE_SCRIPT = re.compile(r"<script\b(?![^>]*\bsrc\s*=)[^>]*>", re.IGNORECASE)
 STYLE_ATTRIBUTE = re.compile(r"""<[a-z][^>]*\sstyle\s*=""", re.IGNORECASE)

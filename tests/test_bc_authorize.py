@@ -59,7 +59,7 @@ def server_id_token(*, aud: str, sub: str, exp: int, iss: str = ISSUER, pem: str
     return jwt.encode(payload, pem or server_pem, algorithm="RS256", headers={"kid": kid})
 
 
-# --- success ---------------------------------------------------------------------------------------------------
+# --- success ----------------------------------------------------------------------------------------------------------
 
 
 def test_acknowledges_a_request_with_client_secret_basic(agent, approver):
@@ -100,7 +100,7 @@ def test_basic_credentials_are_form_urlencoded_before_base64(make_agent, approve
     assert_acknowledged(response)
 
 
-# --- client authentication ---------------------------------------------------------------------------------------
+# --- client authentication --------------------------------------------------------------------------------------------
 
 
 def test_client_secret_post_from_a_basic_client_is_invalid_client(agent, approver):
@@ -200,7 +200,7 @@ def test_client_not_allowed_to_use_ciba_is_unauthorized_client(make_agent, appro
     assert not ApprovalRequest.objects.exists()
 
 
-# --- scope -----------------------------------------------------------------------------------------------------
+# --- scope ------------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -258,7 +258,7 @@ def test_scope_with_openid_in_any_order_succeeds(agent, approver, scope, stored)
     assert approval_request_for(response).scope == stored
 
 
-# --- hints -----------------------------------------------------------------------------------------------------
+# --- hints ------------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -471,7 +471,7 @@ def test_id_token_hint_for_an_inactive_user_is_unknown_user_id(agent, approver):
     assert_oauth_error(response, 400, "unknown_user_id")
 
 
-# --- binding_message ---------------------------------------------------------------------------------------------
+# --- binding_message --------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -538,7 +538,7 @@ def test_binding_message_description_names_the_offending_character(agent, approv
     assert "U+202E" in body["error_description"]
 
 
-# --- requested_expiry --------------------------------------------------------------------------------------------
+# --- requested_expiry -------------------------------------------------------------------------------------------------
 
 
 def test_requested_expiry_sets_expires_in(agent, approver):
@@ -575,7 +575,7 @@ def test_requested_expiry_that_is_not_a_positive_integer_is_invalid_request(agen
     assert not ApprovalRequest.objects.exists()
 
 
-# --- acr_values --------------------------------------------------------------------------------------------------
+# --- acr_values -------------------------------------------------------------------------------------------------------
 
 
 def test_acr_values_are_recorded(agent, approver):
@@ -597,7 +597,7 @@ def test_too_long_acr_values_is_invalid_request(agent, approver):
     assert_oauth_error(response, 400, "invalid_request")
 
 
-# --- user_code ---------------------------------------------------------------------------------------------------
+# --- user_code --------------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -697,7 +697,7 @@ def test_user_code_is_ignored_for_a_client_that_does_not_send_it(agent, bob, use
     assert_acknowledged(agent.bc_authorize(**params))
 
 
-# --- the approver's own refusal ------------------------------------------------------------------------------------
+# --- the approver's own refusal ---------------------------------------------------------------------------------------
 
 
 def test_approver_not_accepting_requests_is_access_denied(agent, approver):
@@ -710,7 +710,7 @@ def test_approver_not_accepting_requests_is_access_denied(agent, approver):
     assert not ApprovalRequest.objects.exists()
 
 
-# --- the acknowledgement -----------------------------------------------------------------------------------------
+# --- the acknowledgement ----------------------------------------------------------------------------------------------
 
 
 def test_acknowledgement_has_a_strong_auth_req_id_expiry_and_interval(agent, approver):
@@ -733,7 +733,7 @@ def test_auth_req_ids_are_unique(agent, approver):
     assert ApprovalRequest.objects.count() == 40
 
 
-# --- hostile input -----------------------------------------------------------------------------------------------
+# --- hostile input ----------------------------------------------------------------------------------------------------
 
 VALID = {"scope": "openid", "login_hint": "alice"}
 

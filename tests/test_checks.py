@@ -9,7 +9,7 @@ from django.core.checks import run_checks
 from authz.checks import check_client_secret_hasher, check_production_secrets
 
 PRODUCTION_SECRET_KEY = "k3Yq0f9W1mR7s2Lx8Vb4Nc6Hd5Jt0Pz3Ae9Gu1Io7Ky2Ws4Xr6Qm8Bn5Cv0Dl"
-CLIENT_SECRET_HASHER = "authz.hashers.ClientSecretHasher"
+CLIENT_SECRET_HASHER = "authz.clients.hashers.ClientSecretHasher"
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ def agent_from(credentials: dict) -> Agent:
     return Agent(credentials["client_id"], credentials["client_secret"], Client(), application)
 
 
-# --- create_agent_client --------------------------------------------------------------------------------------
+# --- create_agent_client ----------------------------------------------------------------------------------------------
 
 
 def test_create_agent_client_prints_working_credentials(approver):
@@ -285,7 +285,7 @@ def test_create_agent_client_requires_a_name(db):
         run("create_agent_client")
 
 
-# --- create_approver ------------------------------------------------------------------------------------------
+# --- create_approver --------------------------------------------------------------------------------------------------
 
 
 def test_create_approver_prints_the_approver(db):
@@ -389,7 +389,7 @@ def test_create_approver_user_code_is_checked_at_bc_authorize(make_agent):
     assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_user_code"
 
 
-# --- bootstrap_demo -------------------------------------------------------------------------------------------
+# --- bootstrap_demo ---------------------------------------------------------------------------------------------------
 
 
 def test_bootstrap_demo_credentials_work_for_a_full_approval(outbox, django_capture_on_commit_callbacks):

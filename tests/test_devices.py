@@ -67,7 +67,7 @@ def valid_info(endpoint: str = FCM_ENDPOINT) -> dict[str, Any]:
     return {"endpoint": endpoint, "keys": {"p256dh": b64url(b"\x04" + b"\x01" * 64), "auth": b64url(b"\x02" * 16)}}
 
 
-# --- the public key --------------------------------------------------------------------------------------------
+# --- the public key ---------------------------------------------------------------------------------------------------
 
 
 def test_vapid_public_key_is_served_when_webpush_is_on(webpush_on: tuple[str, str]) -> None:
@@ -89,7 +89,7 @@ def test_devices_are_404_when_webpush_is_off(http: Client, push: FakePushService
     assert not PushSubscription.objects.exists()
 
 
-# --- subscribing ---------------------------------------------------------------------------------------------
+# --- subscribing ------------------------------------------------------------------------------------------------------
 
 
 def test_subscription_is_stored_for_the_logged_in_approver(
@@ -279,7 +279,7 @@ def test_resubscribing_reenables_the_approvers_own_endpoint(
     assert (stored.approver, stored.disabled_at, stored.disabled_reason, stored.user_agent) == (person, None, "", "new")
 
 
-# --- listing and removing ------------------------------------------------------------------------------------
+# --- listing and removing ---------------------------------------------------------------------------------------------
 
 
 def test_list_shows_only_the_approvers_own_devices(

@@ -41,10 +41,10 @@ from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
 from approvals import services as approval_services
 from approvals.models import ApprovalRequest, Approver
-from authz.client_auth import JWT_BEARER
+from authz.clients.auth import JWT_BEARER
+from authz.clients.registration import initial_access_token_create
 from authz.errors import OAuthError
 from authz.models import AuthorizationDetailType, CibaClient, TokenDetails
-from authz.registration import initial_access_token_create
 from tests import factories
 from tests.conftest import CIBA, FORM, Agent
 from tests.fakes.jwks_server import FakeJwksServer
@@ -220,7 +220,7 @@ def bc(id: str, status: int, error: str, mentions: str | None = "", **params: An
     case(id, status, error, mentions)(lambda w: w.agent.post(BC, merged(VALID, params)))
 
 
-# --- bc-authorize: the transport (authz.views) ---------------------------------------------------------------
+# --- bc-authorize: the transport (authz.views) ------------------------------------------------------------------------
 
 
 @case("bc-get", 405, "invalid_request", "POST")
@@ -277,7 +277,7 @@ def _(w: World) -> HttpResponse:
     return response
 
 
-# --- bc-authorize: client authentication (authz.client_auth, authz.jose) -----------------------------------------
+# --- bc-authorize: client authentication (authz.clients.auth, authz.clients.keys) -------------------------------------
 
 
 @case("auth-two-methods", 400, "invalid_request", "RFC 6749 section 2.3")
@@ -538,7 +538,7 @@ def _(w: World) -> HttpResponse:
     return signer.bc_authorize(signer.assertion(jti=42))
 
 
-# --- bc-authorize: signed requests (authz.request_object, authz.jose) --------------------------------------------
+# --- bc-authorize: signed requests (authz.clients.request_objects, authz.clients.keys) --------------------------------
 
 
 def sign_raw(signer: SigningAgent, payload: str) -> str:
@@ -659,7 +659,7 @@ def _(w: World) -> HttpResponse:
     return w.request_signer().send_claims(authorization_details=[{"type": "x" * 9000}])
 
 
-# --- bc-authorize: the request (authz.backchannel) ----------------------------------------------------------------
+# --- bc-authorize: the request (authz.ciba.request) -------------------------------------------------------------------
 
 bc("bc-acr-values-too-long", 400, "invalid_request", "acr_values", acr_values="a" * 256)
 
@@ -747,7 +747,7 @@ def _(w: World) -> HttpResponse:
     return code_agent(w).post(BC, {"scope": "openid", "login_hint": "bob", "user_code": HOSTILE})
 
 
-# --- bc-authorize: authorization_details (authz.rar) --------------------------------------------------------------
+# --- bc-authorize: authorization_details (authz.tokens.details) -------------------------------------------------------
 
 
 def rar(id: str, details: Any, mentions: str, agent: dict[str, Any] | None = None) -> None:
@@ -783,7 +783,7 @@ def _(w: World) -> HttpResponse:
     return w.agent.post(BC, {**VALID, "authorization_details": json.dumps([{"type": "broken"}])})
 
 
-# --- the token endpoint: before any grant (authz.views) ----------------------------------------------------------
+# --- the token endpoint: before any grant (authz.views) ---------------------------------------------------------------
 
 
 @case("token-get", 405, "invalid_request", "POST")
@@ -817,7 +817,7 @@ def _(w: World) -> HttpResponse:
     return w.agent.post(TOKEN, {"refresh_token": "x"})
 
 
-# --- the token endpoint: the CIBA grant (authz.views, authz.client_auth) ------------------------------------------
+# --- the token endpoint: the CIBA grant (authz.views, authz.clients.auth) ---------------------------------------------
 
 
 def poll(w: World, auth_req_id: str, agent: Agent | None = None) -> HttpResponse:
@@ -925,7 +925,7 @@ def _(w: World) -> HttpResponse:
     return Signer(w.agent.client_id, "ES256", private_key("ES256"), "k1").poll(HOSTILE)
 
 
-# --- the token endpoint: refresh_token (DOT and oauthlib) ---------------------------------------------------------
+# --- the token endpoint: refresh_token (DOT and oauthlib) -------------------------------------------------------------
 
 
 def refresh(w: World, agent: Agent | None = None, **params: str) -> HttpResponse:
@@ -965,7 +965,7 @@ def _(w: World) -> HttpResponse:
     return form(TOKEN, {"grant_type": "refresh_token", "refresh_token": "x"}, **basic(w.agent.client_id, "wrong"))
 
 
-# --- the token endpoint: client_credentials (authz.views, oauthlib) ----------------------------------------------
+# --- the token endpoint: client_credentials (authz.views, oauthlib) ---------------------------------------------------
 
 
 def client_credentials(agent: Agent, *extra: tuple[str, str], **params: str) -> HttpResponse:
@@ -993,7 +993,7 @@ def _(w: World) -> HttpResponse:
     return form(TOKEN, {"grant_type": "client_credentials", "client_id": HOSTILE})
 
 
-# --- the token endpoint: token exchange (authz.exchange) ----------------------------------------------------------
+# --- the token endpoint: token exchange (authz.tokens.exchange) -------------------------------------------------------
 
 
 def subject(w: World, **kwargs: Any) -> str:
@@ -1171,7 +1171,7 @@ def _(w: World) -> HttpResponse:
     return w.exchange(("resource", BANK), subject=token)
 
 
-# --- registration: POST /oauth/register/ (authz.registration, the models' validation, approvals.http) -----------
+# --- registration: POST /oauth/register/ (authz.clients.registration, the models' validation, approvals.outbound) -----
 
 
 @case("reg-off", 404, "not_found", "not enabled")
@@ -1253,7 +1253,7 @@ def _(w: World) -> HttpResponse:
     return w.register(poll_client(backchannel_user_code_parameter=True))
 
 
-# The models' full_clean: Django's own messages, CibaClient.clean, authz.jose.parse_jwks and approvals.http.
+# The models' full_clean: Django's own messages, CibaClient.clean, authz.clients.keys.parse_jwks and approvals.outbound.
 reg("reg-client-name-too-long", "client_name", client_name=HOSTILE * 40)
 reg("reg-client-uri-hostile", "client_uri", client_uri=HOSTILE)
 PKJWT = {"token_endpoint_auth_method": "private_key_jwt"}
@@ -1281,7 +1281,7 @@ def _(w: World) -> HttpResponse:
 
 
 def reg_url(id: str, url: str, mentions: str) -> None:
-    """The notification endpoint and jwks_uri rules (approvals.http.check_url), with the URL's text quoted back."""
+    """The notification endpoint and jwks_uri rules (approvals.outbound.check_url), with the URL's text quoted back."""
     reg(
         id,
         mentions,
@@ -1303,7 +1303,7 @@ reg_url("reg-url-private-address", "https://10.0.0.1/cb", "Not allowed")
 reg("reg-jwks-uri-private-address", "jwks_uri", jwks_uri="https://169.254.169.254/jwks", **PKJWT)
 
 
-# --- registration: GET, PUT and DELETE /oauth/register/<client_id>/ (RFC 7592) ---------------------------------
+# --- registration: GET, PUT and DELETE /oauth/register/<client_id>/ (RFC 7592) ----------------------------------------
 
 
 @case("mgmt-post", 405, "invalid_request", "not allowed")
@@ -1409,7 +1409,7 @@ def _(w: World) -> HttpResponse:
     return w.manage("put", registered, poll_client(client_id=registered["client_id"]))
 
 
-# --- introspection (authz.introspection) ------------------------------------------------------------------------
+# --- introspection (authz.tokens.introspection) -----------------------------------------------------------------------
 
 
 @case("introspect-get", 405, "invalid_request", "POST")
@@ -1422,7 +1422,7 @@ def _(w: World) -> HttpResponse:
     return w.agent.post(INTROSPECT, {"token_type_hint": HOSTILE})
 
 
-# --- revocation (DOT's view, oauthlib's endpoint, authz.server) ---------------------------------------------------
+# --- revocation (DOT's view, oauthlib's endpoint, authz.server) -------------------------------------------------------
 
 
 @case("revoke-without-token", 400, "invalid_request", "token")
@@ -1447,7 +1447,7 @@ def _(w: World) -> HttpResponse:
     return w.agent.http.post(path, urlencode({"token": "x"}), content_type=FORM, **w.agent.basic())
 
 
-# --- the automated-approval endpoint for certification runs (approvals.views) ------------------------------------
+# --- the automated-approval endpoint for certification runs (approvals.views) -----------------------------------------
 
 
 def automated(w: World) -> None:
@@ -1474,7 +1474,7 @@ def _(w: World) -> HttpResponse:
     return Client().post(AUTOMATED, {"token": auth_req_id, "type": "allow", "secret": AUTOMATED_SECRET})
 
 
-# --- the messages in the source ---------------------------------------------------------------------------------
+# --- the messages in the source ---------------------------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
 # Not on the wire: the admin's forms speak to staff in HTML.
@@ -1494,7 +1494,7 @@ def _subclass_names(cls: type) -> set[str]:
 
 
 def wire_bound_callables() -> set[str]:
-    import authz.registration  # noqa: F401 (its error classes)
+    import authz.clients.registration  # noqa: F401 (its error classes)
     import authz.views  # noqa: F401
 
     return {"OAuthError", "OAuth2Error"} | _subclass_names(OAuthError) | _subclass_names(OAuth2Error) | EMBEDDED
@@ -1518,7 +1518,7 @@ def wire_literals(source: str, callables: set[str]) -> Iterator[ast.Constant]:
     """The string literals (f-string parts included) that end up in an error_description: the arguments of a
     wire-bound exception, `description=` keywords, `default_description`/`description` class attributes, values
     stored under an "error_description" key, messages collected in an `errors` dict for a ValidationError, and
-    tables named *_ERRORS (the push errors of approvals.notifications)."""
+    tables named *_ERRORS (the push errors of authz.ciba.notify)."""
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Call):
             if _name(node.func) in callables:
@@ -1593,7 +1593,7 @@ logger.info("Not a message: \u00a7 and \"quotes\" are fine in logs.")
     assert lines == [2, 3, 4, 5, 6, 7, 8, 10], bad
 
 
-# --- the test ----------------------------------------------------------------------------------------------------
+# --- the test ---------------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture

@@ -13,13 +13,13 @@ from oauth2_provider.models import get_application_model
 
 from approvals import services
 from approvals.models import ApprovalRequest
-from authz.hashers import ClientSecretHasher, verify_client_secret
+from authz.clients.hashers import ClientSecretHasher, verify_client_secret
 from tests import factories
 from tests.conftest import CIBA, FORM, Agent
 
 pytestmark = pytest.mark.django_db
 
-CLIENT_SECRET_HASHER = "authz.hashers.ClientSecretHasher"
+CLIENT_SECRET_HASHER = "authz.clients.hashers.ClientSecretHasher"
 
 
 class TripwireHasher(BasePasswordHasher):

@@ -32,7 +32,7 @@ def use_jwt_access_tokens(settings: Any) -> Iterator[None]:
     """What config/settings.py sets for ACCESS_TOKEN_FORMAT=jwt (it is read once, at import), for one test."""
     settings.OAUTH2_PROVIDER = {
         **settings.OAUTH2_PROVIDER,
-        "ACCESS_TOKEN_GENERATOR": "authz.access_tokens.signed_access_token",
+        "ACCESS_TOKEN_GENERATOR": "authz.tokens.access.signed_access_token",
         "REFRESH_TOKEN_GENERATOR": "oauthlib.oauth2.rfc6749.tokens.random_token_generator",
     }
     _forget_oauthlib_cores()

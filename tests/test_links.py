@@ -158,7 +158,7 @@ def test_another_signed_in_persons_browser_cannot_use_the_link(agent, approver):
     assert int(browser.session["_auth_user_id"]) == bob.user.pk
 
 
-# --- authentication levels ------------------------------------------------------------------------------------
+# --- authentication levels --------------------------------------------------------------------------------------------
 
 
 def test_discovery_advertises_both_levels(client):

@@ -1,7 +1,7 @@
 """Ping and push delivery to agents' notification endpoints (CIBA Core §7.1, §10.2, §10.3, §12).
 
 The agent's endpoint is a real HTTP server on 127.0.0.1 (tests/fakes/agent_endpoint.py). Delivery attempts are driven
-by calling approvals.notifications.notification_deliver, as the Celery task does (the real worker has its own tests in
+by calling authz.ciba.notify.notification_deliver, as the Celery task does (the real worker has its own tests in
 test_notifications_worker.py).
 """
 
@@ -21,8 +21,10 @@ from django.test import Client
 from django.utils import timezone
 from oauth2_provider.models import AccessToken, RefreshToken
 
-from approvals import notifications, services
-from approvals.models import ApprovalRequest, Notification, NotificationAttempt
+from approvals import services
+from approvals.models import ApprovalRequest
+from authz.ciba import notify as notifications
+from authz.models import Notification, NotificationAttempt
 from tests import factories
 from tests.fakes.agent_endpoint import REDIRECT_PATH, FakeAgentEndpoint
 
@@ -106,7 +108,7 @@ def verified_id_token(token: str, audience: str) -> dict[str, Any]:
     return jwt.decode(token, key=key, algorithms=["RS256"], audience=audience, issuer="http://testserver")
 
 
-# --- registration and validation (CIBA Core §7.1) -------------------------------------------------------------
+# --- registration and validation (CIBA Core §7.1) ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", ["ping", "push"])
@@ -155,7 +157,7 @@ def test_discovery_lists_poll_ping_and_push(client):
         assert data["backchannel_token_delivery_modes_supported"] == ["poll", "ping", "push"]
 
 
-# --- ping (CIBA Core §10.2) ------------------------------------------------------------------------------------
+# --- ping (CIBA Core §10.2) -------------------------------------------------------------------------------------------
 
 
 def assert_ping(received, auth_req_id: str, token: str = TOKEN) -> None:
@@ -389,7 +391,7 @@ def test_the_sweeper_delivers_a_notification_whose_task_was_lost(ping_agent, app
     assert notifications.notification_sweep_due(now=timezone.now() + timedelta(days=1)) == 0
 
 
-# --- push (CIBA Core §10.3) ------------------------------------------------------------------------------------
+# --- push (CIBA Core §10.3) -------------------------------------------------------------------------------------------
 
 
 def test_push_on_approval_delivers_the_token_response(push_agent, approver, endpoint):
@@ -510,7 +512,7 @@ def test_a_push_clients_token_request_gets_unauthorized_client_and_issues_nothin
 
 @pytest.mark.parametrize(
     ("outcome", "error"),
-    [("denied", "access_denied"), ("expired", "expired_token"), ("cancelled", "transaction_failed")],
+    [("denied", "access_denied"), ("expired", "expired_token"), ("cancelled", "access_denied")],
 )
 def test_push_of_every_other_outcome_is_the_error(push_agent, approver, endpoint, outcome, error):
     approval_request = ask(push_agent)
@@ -575,16 +577,16 @@ def test_an_undeliverable_push_is_kept_and_shown_in_admin_without_its_tokens(
     assert notification.status == NStatus.UNDELIVERABLE
     assert notification.payload_encrypted == ""  # given up: the stored token response is dropped
 
-    listing = admin_client.get("/admin/approvals/notification/")
+    listing = admin_client.get("/admin/authz/notification/")
     assert listing.status_code == 200
     html = listing.content.decode()
     assert "Undeliverable" in html and "push" in html
-    filtered = admin_client.get("/admin/approvals/notification/?status__exact=undeliverable")
+    filtered = admin_client.get("/admin/authz/notification/?status__exact=undeliverable")
     assert (
-        filtered.status_code == 200 and f"/admin/approvals/notification/{notification.pk}/" in filtered.content.decode()
+        filtered.status_code == 200 and f"/admin/authz/notification/{notification.pk}/" in filtered.content.decode()
     )
 
-    detail = admin_client.get(f"/admin/approvals/notification/{notification.pk}/change/")
+    detail = admin_client.get(f"/admin/authz/notification/{notification.pk}/change/")
     assert detail.status_code == 200
     page = detail.content.decode()
     assert "Undeliverable" in page and "Failed (retried)" in page and "500" in page
@@ -607,14 +609,14 @@ def test_admin_shows_every_attempt_inline(ping_agent, approver, endpoint, admin_
     assert [(a.status, a.http_status) for a in attempts] == [(AStatus.FAILED, 429), (AStatus.DELIVERED, 204)]
     assert all(a.latency_ms is not None and a.finished_at is not None for a in attempts)
 
-    page = admin_client.get(f"/admin/approvals/notification/{notification.pk}/change/").content.decode()
+    page = admin_client.get(f"/admin/authz/notification/{notification.pk}/change/").content.decode()
     assert "Failed (retried)" in page and "Delivered (2xx)" in page and "429" in page and "204" in page
     # No way to change or delete the record.
-    assert admin_client.post(f"/admin/approvals/notification/{notification.pk}/change/", {}).status_code == 403
-    assert admin_client.get(f"/admin/approvals/notification/{notification.pk}/delete/").status_code == 403
+    assert admin_client.post(f"/admin/authz/notification/{notification.pk}/change/", {}).status_code == 403
+    assert admin_client.get(f"/admin/authz/notification/{notification.pk}/delete/").status_code == 403
 
 
-# --- SSRF at call time -----------------------------------------------------------------------------------------
+# --- SSRF at call time ------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("url", ["https://10.0.0.1/cb", "http://169.254.169.254/", "https://169.254.169.254/latest"])

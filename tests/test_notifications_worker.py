@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from approvals.models import ApprovalRequest, Notification, NotificationAttempt
+from approvals.models import ApprovalRequest
+from authz.models import Notification, NotificationAttempt
 from tests.celery_worker import SHARED_BROKER_URL, flush_broker_db, redirected_app, running_worker, wait_until
 from tests.fakes.agent_endpoint import FakeAgentEndpoint
 

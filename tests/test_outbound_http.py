@@ -1,4 +1,4 @@
-"""approvals.http: the SSRF-safe helper every call to a client-supplied URL goes through (issue 5)."""
+"""approvals.outbound: the SSRF-safe helper every call to a client-supplied URL goes through (issue 5)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from approvals import http
+from approvals import outbound
 from tests.fakes.agent_endpoint import REDIRECT_PATH, FakeAgentEndpoint
 
 TEREDO_PRIVATE = "2001:0:4136:e378:8000:63bf:f5ff:fffe"  # server 65.54.227.120, client 10.0.0.1 (stored inverted)
@@ -28,9 +28,9 @@ def loopback_http(settings: Any, allowed: bool) -> None:
     settings.APPROVALS = {**settings.APPROVALS, "OUTBOUND_ALLOW_LOOPBACK_HTTP": allowed}
 
 
-def refusal(url: str) -> http.OutboundError:
-    with pytest.raises(http.OutboundError) as caught:
-        http.check_url(url)
+def refusal(url: str) -> outbound.OutboundError:
+    with pytest.raises(outbound.OutboundError) as caught:
+        outbound.check_url(url)
     assert caught.value.refused and not caught.value.timeout
     return caught.value
 
@@ -94,7 +94,7 @@ ADDRESSES = [
 
 @pytest.mark.parametrize(("address", "expected"), ADDRESSES, ids=[a for a, _ in ADDRESSES])
 def test_address_problem(address: str, expected: str | None) -> None:
-    problem = http.address_problem(ipaddress.ip_address(address))
+    problem = outbound.address_problem(ipaddress.ip_address(address))
     if expected is None:
         assert problem is None
     else:
@@ -202,7 +202,7 @@ def test_check_url_refuses_link_local_with_a_zone(settings: Any, url: str) -> No
 def test_check_url_allows_loopback_only_when_configured(settings: Any) -> None:
     loopback_http(settings, True)
     for url in ("http://127.0.0.1:8000/cb", "http://localhost:8000/cb", "http://2130706433/", "https://[::1]/"):
-        http.check_url(url)
+        outbound.check_url(url)
     # IPv4-mapped loopback is not "loopback" to the flag: the flag is for plain local fakes.
     refusal("http://[::ffff:127.0.0.1]/")
 
@@ -216,7 +216,7 @@ def test_check_url_allows_public_https_addresses(settings: Any) -> None:
         "https://[::ffff:8.8.8.8]/",
         "https://[64:ff9b::808:808]/",
     ):
-        http.check_url(url)
+        outbound.check_url(url)
 
 
 def test_a_name_that_does_not_resolve_is_refused(settings: Any) -> None:
@@ -254,7 +254,7 @@ def allow_loopback(settings: Any) -> None:
 @pytest.mark.usefixtures("allow_loopback")
 def test_post_json_sends_exact_json_and_headers(endpoint: FakeAgentEndpoint) -> None:
     payload = {"auth_req_id": "abc", "nested": {"n": 1, "u": "é"}}
-    response = http.post_json(endpoint.url, payload, headers={"Authorization": "Bearer tok-123"})
+    response = outbound.post_json(endpoint.url, payload, headers={"Authorization": "Bearer tok-123"})
     (seen,) = endpoint.wait_for(1)
     assert response.status == 204
     assert seen.method == "POST" and seen.path == "/cb"
@@ -270,7 +270,7 @@ def test_post_json_sends_exact_json_and_headers(endpoint: FakeAgentEndpoint) -> 
 
 @pytest.mark.usefixtures("allow_loopback")
 def test_a_caller_cannot_override_the_host_header(endpoint: FakeAgentEndpoint) -> None:
-    http.post_json(endpoint.url, {}, headers={"host": "evil.example", "Authorization": "Bearer t"})
+    outbound.post_json(endpoint.url, {}, headers={"host": "evil.example", "Authorization": "Bearer t"})
     (seen,) = endpoint.wait_for(1)
     assert seen.headers["host"] == f"127.0.0.1:{endpoint.port}"
 
@@ -289,7 +289,7 @@ def test_a_caller_cannot_override_the_host_header(endpoint: FakeAgentEndpoint) -
 )
 def test_statuses_are_returned_not_raised(endpoint: FakeAgentEndpoint, mode: str, status: int) -> None:
     endpoint.respond_with(mode)
-    response = http.post_json(endpoint.url, {"x": 1})
+    response = outbound.post_json(endpoint.url, {"x": 1})
     assert response.status == status
     if mode == "ok_body":
         assert json.loads(response.body) == {"ok": True}
@@ -301,7 +301,7 @@ def test_statuses_are_returned_not_raised(endpoint: FakeAgentEndpoint, mode: str
 @pytest.mark.usefixtures("allow_loopback")
 def test_a_redirect_is_returned_and_never_followed(endpoint: FakeAgentEndpoint) -> None:
     endpoint.respond_with("redirect")
-    response = http.post_json(endpoint.url, {"x": 1})
+    response = outbound.post_json(endpoint.url, {"x": 1})
     assert response.status == 301
     assert response.headers["location"] == f"{endpoint.base_url}{REDIRECT_PATH}"
     time.sleep(0.3)
@@ -311,7 +311,7 @@ def test_a_redirect_is_returned_and_never_followed(endpoint: FakeAgentEndpoint) 
 @pytest.mark.usefixtures("allow_loopback")
 def test_the_fake_records_the_redirect_target_when_asked_directly(endpoint: FakeAgentEndpoint) -> None:
     """The fake would see a followed redirect: the previous test's silence means something."""
-    http.request("GET", f"{endpoint.base_url}{REDIRECT_PATH}")
+    outbound.request("GET", f"{endpoint.base_url}{REDIRECT_PATH}")
     assert [r.path for r in endpoint.wait_for(1)] == [REDIRECT_PATH]
 
 
@@ -319,8 +319,8 @@ def test_the_fake_records_the_redirect_target_when_asked_directly(endpoint: Fake
 def test_a_hanging_endpoint_times_out(endpoint: FakeAgentEndpoint) -> None:
     endpoint.respond_with("hang")
     started = time.monotonic()
-    with pytest.raises(http.OutboundError) as caught:
-        http.post_json(endpoint.url, {"x": 1}, timeout=0.5)
+    with pytest.raises(outbound.OutboundError) as caught:
+        outbound.post_json(endpoint.url, {"x": 1}, timeout=0.5)
     assert time.monotonic() - started < 1.5
     assert caught.value.timeout and not caught.value.refused
     endpoint.wait_for(1)
@@ -349,8 +349,8 @@ def test_the_time_cap_covers_a_trickled_answer(monkeypatch: pytest.MonkeyPatch) 
     thread.start()
     started = time.monotonic()
     try:
-        with pytest.raises(http.OutboundError) as caught:
-            http.request("GET", f"http://127.0.0.1:{server.getsockname()[1]}/", timeout=1)
+        with pytest.raises(outbound.OutboundError) as caught:
+            outbound.request("GET", f"http://127.0.0.1:{server.getsockname()[1]}/", timeout=1)
     finally:
         stop.set()
         server.close()
@@ -361,8 +361,8 @@ def test_the_time_cap_covers_a_trickled_answer(monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.usefixtures("allow_loopback")
 def test_a_huge_answer_is_cut_off(endpoint: FakeAgentEndpoint) -> None:
     endpoint.respond_with("huge")
-    with pytest.raises(http.OutboundError) as caught:
-        http.post_json(endpoint.url, {"x": 1}, max_bytes=1024)
+    with pytest.raises(outbound.OutboundError) as caught:
+        outbound.post_json(endpoint.url, {"x": 1}, max_bytes=1024)
     assert "larger than 1024 bytes" in str(caught.value)
     assert not caught.value.refused and not caught.value.timeout
 
@@ -370,16 +370,16 @@ def test_a_huge_answer_is_cut_off(endpoint: FakeAgentEndpoint) -> None:
 @pytest.mark.usefixtures("allow_loopback")
 def test_a_declared_length_over_the_cap_is_refused_before_reading(endpoint: FakeAgentEndpoint) -> None:
     endpoint.respond_with("ok_body")
-    with pytest.raises(http.OutboundError, match="larger than 5 bytes"):
-        http.post_json(endpoint.url, {"x": 1}, max_bytes=5)
+    with pytest.raises(outbound.OutboundError, match="larger than 5 bytes"):
+        outbound.post_json(endpoint.url, {"x": 1}, max_bytes=5)
 
 
 @pytest.mark.usefixtures("allow_loopback")
 def test_the_default_size_cap_is_the_setting(settings: Any, endpoint: FakeAgentEndpoint) -> None:
     settings.APPROVALS = {**settings.APPROVALS, "OUTBOUND_MAX_RESPONSE_BYTES": 2048}
     endpoint.respond_with("huge")
-    with pytest.raises(http.OutboundError, match="larger than 2048 bytes"):
-        http.post_json(endpoint.url, {"x": 1})
+    with pytest.raises(outbound.OutboundError, match="larger than 2048 bytes"):
+        outbound.post_json(endpoint.url, {"x": 1})
 
 
 @pytest.mark.usefixtures("allow_loopback")
@@ -387,8 +387,8 @@ def test_a_refused_connection_is_a_plain_failure() -> None:
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with pytest.raises(http.OutboundError) as caught:
-        http.post_json(f"http://127.0.0.1:{port}/cb", {"x": 1})
+    with pytest.raises(outbound.OutboundError) as caught:
+        outbound.post_json(f"http://127.0.0.1:{port}/cb", {"x": 1})
     assert not caught.value.refused and not caught.value.timeout
     assert "Connection failed" in str(caught.value)
 
@@ -396,8 +396,8 @@ def test_a_refused_connection_is_a_plain_failure() -> None:
 def test_request_applies_the_rules_at_every_call(settings: Any, endpoint: FakeAgentEndpoint) -> None:
     """A URL accepted at registration is checked again at the call: switching loopback http off refuses it."""
     loopback_http(settings, False)
-    with pytest.raises(http.OutboundError) as caught:
-        http.post_json(endpoint.url, {"x": 1})
+    with pytest.raises(outbound.OutboundError) as caught:
+        outbound.post_json(endpoint.url, {"x": 1})
     assert caught.value.refused
     time.sleep(0.2)
     assert endpoint.received == []
@@ -408,7 +408,7 @@ def test_request_applies_the_rules_at_every_call(settings: Any, endpoint: FakeAg
 
 @pytest.mark.usefixtures("allow_loopback")
 def test_a_name_is_sent_as_host_while_the_connection_goes_to_the_checked_address(endpoint: FakeAgentEndpoint) -> None:
-    response = http.post_json(f"http://localhost:{endpoint.port}/cb", {"x": 1})
+    response = outbound.post_json(f"http://localhost:{endpoint.port}/cb", {"x": 1})
     (seen,) = endpoint.wait_for(1)
     assert seen.headers["host"] == f"localhost:{endpoint.port}"
     assert response.address in ("127.0.0.1", "::1")
@@ -433,7 +433,7 @@ def test_no_second_resolution_so_no_dns_rebinding(monkeypatch: pytest.MonkeyPatc
         return [_info("127.0.0.1" if len(lookups) == 1 else "10.0.0.1", port)]
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    response = http.post_json(f"http://rebind.test:{endpoint.port}/cb", {"x": 1})
+    response = outbound.post_json(f"http://rebind.test:{endpoint.port}/cb", {"x": 1})
     assert response.status == 204 and response.address == "127.0.0.1"
     assert lookups == ["rebind.test"]
     assert endpoint.wait_for(1)[0].headers["host"] == f"rebind.test:{endpoint.port}"
@@ -450,7 +450,7 @@ def test_each_checked_address_is_tried_in_turn(monkeypatch: pytest.MonkeyPatch, 
         return [_info("127.0.0.2", port), _info("127.0.0.1", port)]  # nothing listens on 127.0.0.2
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    response = http.post_json(f"http://multi.test:{endpoint.port}/cb", {"x": 1})
+    response = outbound.post_json(f"http://multi.test:{endpoint.port}/cb", {"x": 1})
     assert response.status == 204 and response.address == "127.0.0.1"
     assert len(endpoint.wait_for(1)) == 1
 

@@ -12,9 +12,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from approvals import poll_mirror, tasks
 from approvals.models import ApprovalRequest
-from approvals.poll_mirror import request_ref, status_key
+from approvals.store import redis_store
+from authz import tasks
+from authz.ciba.poll import request_ref, status_key
 from tests import factories
 from tests.factories import assert_oauth_error
 
@@ -173,8 +174,9 @@ def test_a_decision_that_missed_redis_is_seen_after_the_sweep(
 def test_mirror_entries_live_as_long_as_their_request(agent, approver, django_capture_on_commit_callbacks):
     auth_req_id = ask(agent, django_capture_on_commit_callbacks)
     expires_at = ApprovalRequest.objects.get(auth_req_id=auth_req_id).expires_at
-    redis_cache, client = poll_mirror.redis()
-    key = redis_cache.make_key(status_key(request_ref(auth_req_id)))
+    store = redis_store()
+    client = store.client
+    key = store.key(status_key(request_ref(auth_req_id)))
     lifetime = (expires_at - timezone.now()).total_seconds()
     assert lifetime > 60
     assert client.ttl(key) == pytest.approx(lifetime, abs=2)

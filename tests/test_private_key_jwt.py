@@ -21,7 +21,7 @@ from django.test import Client
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from approvals.models import ApprovalRequest
-from authz.client_auth import JWT_BEARER
+from authz.clients.auth import JWT_BEARER
 from tests import factories
 from tests.conftest import CIBA, FORM
 from tests.fakes.jwks_server import FakeJwksServer
@@ -143,7 +143,7 @@ def alice(approver):
     return approver
 
 
-# --- each algorithm, each audience, both endpoints ---------------------------------------------------------------
+# --- each algorithm, each audience, both endpoints --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("alg", ALGORITHMS)
@@ -182,7 +182,7 @@ def test_signing_algorithm_is_limited_to_the_registered_one(alice):
     assert signer.bc_authorize(signer.assertion(key=key)).status_code == 200
 
 
-# --- claims ------------------------------------------------------------------------------------------------------
+# --- claims -----------------------------------------------------------------------------------------------------------
 
 
 def test_iss_and_sub_must_both_be_the_client_id(alice):
@@ -248,7 +248,7 @@ def test_a_refused_signature_does_not_spend_the_jti(alice):
     assert signer.bc_authorize(signer.assertion(jti="j-1")).status_code == 200
 
 
-# --- keys --------------------------------------------------------------------------------------------------------
+# --- keys -------------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("alg", ALGORITHMS)
@@ -327,7 +327,7 @@ def test_garbage_with_a_real_client_id_is_invalid_client(alice):
         refused(signer.poll("any", unsigned(header, claims, b"\x00" * 64)))
 
 
-# --- jwks_uri ----------------------------------------------------------------------------------------------------
+# --- jwks_uri ---------------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -373,7 +373,7 @@ def test_an_unreachable_jwks_uri_is_invalid_client_with_the_reason(alice, jwks_s
     refused(signer.bc_authorize(), "jwks_uri", reason)
 
 
-# --- methods -----------------------------------------------------------------------------------------------------
+# --- methods ----------------------------------------------------------------------------------------------------------
 
 
 def test_a_private_key_jwt_client_presenting_a_secret_is_told_its_method(alice):
@@ -437,7 +437,7 @@ def test_an_unknown_assertion_type_is_invalid_client(alice):
     refused(signer.post("/oauth/bc-authorize/", {**params, "login_hint": "alice"}), JWT_BEARER)
 
 
-# --- whole flows -------------------------------------------------------------------------------------------------
+# --- whole flows ------------------------------------------------------------------------------------------------------
 
 
 def test_full_ciba_poll_flow_and_refresh_with_private_key_jwt(alice):

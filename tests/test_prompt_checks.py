@@ -189,7 +189,7 @@ def test_everything_wrong_at_once_reports_each_problem(complete: Any) -> None:
     assert prompt_check_ids() == ["countersign.E103", "countersign.E104", "countersign.E106", "countersign.E107"]
 
 
-# --- generate_vapid_keys -----------------------------------------------------------------------------------------
+# --- generate_vapid_keys ----------------------------------------------------------------------------------------------
 
 
 def generated() -> dict[str, str]:

@@ -104,7 +104,7 @@ def assert_prompted(approval_request, channel: str) -> None:
     assert event.detail["channel"] == channel
 
 
-# --- channel order and fallback ------------------------------------------------------------------------------
+# --- channel order and fallback ---------------------------------------------------------------------------------------
 
 
 def test_channel_without_destination_falls_back_to_the_next(use_channels, agent, outbox, fake_twilio):
@@ -232,7 +232,7 @@ def test_a_person_no_channel_can_reach_is_given_up_on(use_channels, agent, outbo
     assert events(approval_request, AuditEvent.Kind.PROMPT_FAILED)[0].detail["errors"] == ["sms: no destination"]
 
 
-# --- transient failures --------------------------------------------------------------------------------------
+# --- transient failures -----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("attempt", [1, 2, 4, 12])
@@ -282,7 +282,7 @@ def test_transient_failure_whose_retry_would_come_after_expiry_gives_up(use_chan
     assert events(approval_request, AuditEvent.Kind.PROMPT_FAILED)[0].detail["errors"] == ["locmem alice: timeout"]
 
 
-# --- idempotency ---------------------------------------------------------------------------------------------
+# --- idempotency ------------------------------------------------------------------------------------------------------
 
 
 def test_a_second_round_after_success_sends_nothing(use_channels, agent, approver, outbox, fake_twilio):
@@ -402,7 +402,7 @@ def test_requests_that_are_not_waiting_for_a_prompt_are_not_prompted(use_channel
     assert not Delivery.objects.filter(request_id=request_id).exists()
 
 
-# --- a channel with a bug ------------------------------------------------------------------------------------
+# --- a channel with a bug ---------------------------------------------------------------------------------------------
 
 
 def test_an_unexpected_exception_in_a_channel_leaves_the_delivery_failed_and_later_channels_run(
@@ -434,7 +434,7 @@ def test_an_unexpected_exception_alone_is_retried_like_a_transient_failure(use_c
     assert deliveries(approval_request) == [("exploding", Status.FAILED)]
 
 
-# --- the sweeper ---------------------------------------------------------------------------------------------
+# --- the sweeper ------------------------------------------------------------------------------------------------------
 
 
 def test_the_sweeper_enqueues_only_overdue_unprompted_pending_requests_once(
@@ -509,7 +509,7 @@ def test_beat_runs_the_sweeper(settings):
     assert settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] > approvals_settings.PROMPT_RETRY_MAX_SECONDS
 
 
-# --- the abuse limit at bc-authorize -------------------------------------------------------------------------
+# --- the abuse limit at bc-authorize ----------------------------------------------------------------------------------
 
 
 def _minute() -> int:

@@ -18,10 +18,11 @@ from oauth2_provider.models import get_access_token_model
 
 from approvals.models import ApprovalRequest
 from approvals.templatetags.approver_ui import displayed_details, iso_datetime
-from authz import push, rar
 from authz.admin import AuthorizationDetailTypeForm, CibaClientForm
+from authz.ciba import notify as push
 from authz.errors import InvalidAuthorizationDetails
 from authz.models import AuthorizationDetailType, CibaClient, TokenDetails
+from authz.tokens import details as rar
 from tests import factories
 from tests.factories import assert_oauth_error
 
@@ -88,7 +89,7 @@ def with_(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
     return detail
 
 
-# --- accepted --------------------------------------------------------------------------------------------------
+# --- accepted ---------------------------------------------------------------------------------------------------------
 
 
 def test_the_example_types_pass_the_admin_checks():
@@ -127,7 +128,7 @@ def test_without_authorization_details_nothing_is_stored(agent, approver):
 
 
 def test_an_already_decoded_list_is_accepted(agent):
-    # A signed request object's claims arrive decoded (authz.backchannel gets a list, not a JSON string).
+    # A signed request object's claims arrive decoded (authz.ciba.request gets a list, not a JSON string).
     ciba = CibaClient.objects.get(application=agent.application)
 
     assert rar.parse_authorization_details([PAYMENT], ciba=ciba) == [PAYMENT]
@@ -145,7 +146,7 @@ def test_ciba_still_requires_openid(agent, approver):
     assert_oauth_error(response, 400, "invalid_scope")
 
 
-# --- refused: invalid_authorization_details (RFC 9396 §5) -------------------------------------------------------
+# --- refused: invalid_authorization_details (RFC 9396 §5) -------------------------------------------------------------
 
 REJECTED = {
     "not JSON": "[{",
@@ -226,7 +227,7 @@ def test_a_type_whose_stored_schema_is_broken_fails_as_a_client_error(agent, app
     assert_oauth_error(ask(agent, [{"type": "broken"}]), 400, "invalid_authorization_details")
 
 
-# --- the admin -------------------------------------------------------------------------------------------------
+# --- the admin --------------------------------------------------------------------------------------------------------
 
 
 def type_form(**changes: Any) -> AuthorizationDetailTypeForm:
@@ -318,7 +319,7 @@ def test_the_request_admin_shows_the_details_read_only(admin_client, agent, appr
     assert 'name="authorization_details"' not in html
 
 
-# --- tokens ----------------------------------------------------------------------------------------------------
+# --- tokens -----------------------------------------------------------------------------------------------------------
 
 
 def token_row(value: str):
@@ -379,7 +380,7 @@ def test_push_token_responses_carry_the_details(make_agent, approver):
     assert TokenDetails.objects.get(access_token=token_row(body["access_token"])).authorization_details == [CALENDAR]
 
 
-# --- discovery -------------------------------------------------------------------------------------------------
+# --- discovery --------------------------------------------------------------------------------------------------------
 
 
 def test_discovery_lists_the_enabled_types(client):
@@ -391,7 +392,7 @@ def test_discovery_lists_the_enabled_types(client):
         assert "retired" not in supported
 
 
-# --- the approval page -----------------------------------------------------------------------------------------
+# --- the approval page ------------------------------------------------------------------------------------------------
 
 
 def page_text(html: str) -> str:

@@ -16,8 +16,8 @@ from django.test import Client, override_settings
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_application_model
 
+from authz.clients.registration import initial_access_token_create
 from authz.models import AuthorizationDetailType, CibaClient
-from authz.registration import initial_access_token_create
 from tests import factories
 from tests.conftest import CIBA, Agent
 
@@ -75,7 +75,7 @@ def assert_registration_error(response: Any, error: str, mentions: str) -> str:
     return body["error_description"]
 
 
-# --- registration ------------------------------------------------------------------------------------------------
+# --- registration -----------------------------------------------------------------------------------------------------
 
 
 def test_poll_client_registers_with_secret_shown_once(register):
@@ -291,7 +291,7 @@ def test_unknown_metadata_is_ignored(register):
     assert "software_id" not in response.json()
 
 
-# --- initial access tokens (RFC 7591 §3) -----------------------------------------------------------------------
+# --- initial access tokens (RFC 7591 §3) ------------------------------------------------------------------------------
 
 
 def test_registration_requires_an_initial_access_token(client):
@@ -386,7 +386,7 @@ def test_create_registration_token_command_prints_a_working_token_once(client):
     assert response.status_code == 201, response.content
 
 
-# --- client configuration (RFC 7592) ---------------------------------------------------------------------------
+# --- client configuration (RFC 7592) ----------------------------------------------------------------------------------
 
 
 def manage(client: Client, method: str, registered: dict[str, Any], body: Any = None, token: str | None = None):
@@ -534,7 +534,7 @@ def test_a_manually_created_client_cannot_be_managed(client, agent, register):
     assert response.status_code == 401
 
 
-# --- the registered client at work --------------------------------------------------------------------------------
+# --- the registered client at work ------------------------------------------------------------------------------------
 
 
 def test_a_registered_client_completes_a_ciba_flow_with_its_secret(register, approver, obtain_tokens):
@@ -559,7 +559,7 @@ def test_a_registered_client_is_held_to_its_scopes(register, approver):
     factories.assert_oauth_error(response, 400, "invalid_scope")
 
 
-# --- discovery ---------------------------------------------------------------------------------------------------
+# --- discovery --------------------------------------------------------------------------------------------------------
 
 
 def test_rfc8414_metadata_names_the_registration_endpoint(client):

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from django.conf import settings
 
 from approvals.models import ApprovalRequest
-from authz.jose import SUPPORTED_ALGS
+from authz.clients.keys import SUPPORTED_ALGS
+from authz.clients.request_objects import authentication_request_params
 from authz.models import AuthorizationDetailType
-from authz.request_object import authentication_request_params
 from tests import factories
 from tests.conftest import FORM, Agent
 from tests.factories import assert_oauth_error
@@ -138,7 +138,7 @@ def signer(make_agent, approver) -> SigningAgent:
     return make_signing_agent(make_agent, "PS256")
 
 
-# --- success ---------------------------------------------------------------------------------------------------
+# --- success ----------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("alg", SUPPORTED_ALGS)
@@ -217,7 +217,7 @@ def test_an_unsigned_client_keeps_sending_form_parameters(agent, approver):
     assert response.status_code == 200, response.content
 
 
-# --- the JWT's own claims (conformance suite request-object negatives) -----------------------------------------------
+# --- the JWT's own claims (conformance suite request-object negatives) ------------------------------------------------
 
 NOW = "now"
 
@@ -258,7 +258,7 @@ def test_request_object_claim_negatives_are_invalid_request(signer, overrides, w
     assert_refused(signer.send_claims(**relative), *words)
 
 
-# --- algorithms and keys ---------------------------------------------------------------------------------------
+# --- algorithms and keys ----------------------------------------------------------------------------------------------
 
 
 def test_alg_none_is_invalid_request(signer):
@@ -336,7 +336,7 @@ def test_the_same_jti_from_two_clients_is_two_requests(make_agent, approver):
     assert two.send_claims(jti="shared").status_code == 200
 
 
-# --- claims that cannot be parameters, and garbage -------------------------------------------------------------
+# --- claims that cannot be parameters, and garbage --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import uuid
 import pytest
 from django.core.cache import caches
 
-from approvals.poll_mirror import request_ref
-from authz.throttle import poll_permitted
+from approvals.store import redis_store
+from authz.ciba.poll import poll_permitted, request_ref
 
 LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "throttle-test"}}
 
@@ -58,7 +58,7 @@ def test_the_gate_lasts_exactly_the_interval_on_redis():
     backend = caches["default"]
     request_id = str(uuid.uuid4())
     poll_permitted(auth_req_id=request_id, interval=7, lifetime=300)
-    client = backend._cache.get_client()
+    client = redis_store().client
 
     assert client.ttl(backend.make_and_validate_key(f"ciba:poll:{request_ref(request_id)}")) == 7
 
@@ -68,7 +68,7 @@ def test_pacing_survives_redis_forgetting_its_scripts():
     """After a Redis restart or SCRIPT FLUSH, EVALSHA answers NOSCRIPT; the poll must still be paced, not fail."""
     backend = caches["default"]
     request_id = str(uuid.uuid4())
-    backend._cache.get_client().script_flush()
+    redis_store().client.script_flush()
 
     assert poll_permitted(auth_req_id=request_id, interval=5, lifetime=300) == (True, 5)
     assert poll_permitted(auth_req_id=request_id, interval=5, lifetime=300) == (False, 10)

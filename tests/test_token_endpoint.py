@@ -21,7 +21,7 @@ from oauth2_provider.settings import oauth2_settings
 
 from approvals import services as approval_services
 from approvals.models import ApprovalRequest
-from approvals.poll_mirror import request_ref, status_key
+from authz.ciba.poll import request_ref, status_key
 from authz.models import CibaClient
 from tests import factories
 from tests.conftest import CIBA, FORM
@@ -42,7 +42,7 @@ def start(agent, **params) -> tuple[str, ApprovalRequest]:
 
 
 def interval_passes(approval_request: ApprovalRequest) -> None:
-    """Simulate the poll interval having elapsed: drop the pacing gate the last poll set (see authz.throttle)."""
+    """Simulate the poll interval having elapsed: drop the pacing gate the last poll set (see authz.ciba.poll)."""
     assert cache.delete(f"ciba:poll:{request_ref(approval_request.auth_req_id)}")
 
 
@@ -80,7 +80,7 @@ def id_token_claims(client, id_token: str, audience: str) -> dict:
     return jwt.decode(id_token, key=key, algorithms=["RS256"], audience=audience, issuer="http://testserver")
 
 
-# --- pending and pacing ------------------------------------------------------------------------------------------
+# --- pending and pacing -----------------------------------------------------------------------------------------------
 
 
 def test_pending_request_is_authorization_pending(agent, approver):
@@ -172,7 +172,7 @@ def test_slow_down_poll_writes_nothing_to_the_database(agent, approver):
     assert len(ctx.captured_queries) <= 2, [q["sql"] for q in ctx.captured_queries]
 
 
-# --- denied, cancelled, expired --------------------------------------------------------------------------------
+# --- denied, cancelled, expired ---------------------------------------------------------------------------------------
 
 
 def test_denied_request_is_access_denied_on_every_poll_until_it_expires(agent, approver):
@@ -229,7 +229,7 @@ def test_request_expired_by_the_sweeper_is_expired_token(agent, approver):
     assert_oauth_error(agent.poll(auth_req_id), 400, "expired_token")
 
 
-# --- approved: the tokens, exactly once ----------------------------------------------------------------------------
+# --- approved: the tokens, exactly once -------------------------------------------------------------------------------
 
 
 def test_approved_request_is_redeemed_for_tokens(agent, approver):
@@ -337,7 +337,7 @@ def test_repeated_parameter_is_invalid_request_and_redeems_nothing(agent, approv
     assert_tokens(agent.poll(auth_req_id))
 
 
-# --- client authentication and authorization ------------------------------------------------------------------
+# --- client authentication and authorization --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -414,7 +414,7 @@ def test_client_whose_ciba_was_switched_off_cannot_redeem(agent, approver):
     assert ApprovalRequest.objects.get(pk=approval_request.pk).status == Status.APPROVED
 
 
-# --- refresh tokens --------------------------------------------------------------------------------------------
+# --- refresh tokens ---------------------------------------------------------------------------------------------------
 
 
 def test_client_without_refresh_tokens_gets_none(make_agent, approver, obtain_tokens):
@@ -454,7 +454,7 @@ def test_refresh_token_of_another_client_is_refused(agent, make_agent, approver,
     assert response["Cache-Control"] == "no-store"
 
 
-# --- the ID token ------------------------------------------------------------------------------------------------
+# --- the ID token -----------------------------------------------------------------------------------------------------
 
 
 def test_id_token_has_the_required_claims(agent, approver, client):
@@ -497,7 +497,7 @@ def test_id_token_auth_time_is_when_the_approver_signed_in(agent, approver, appr
     assert claims["auth_time"] == int(approver.user.last_login.timestamp())
 
 
-# --- other answers of the endpoint ---------------------------------------------------------------------------------
+# --- other answers of the endpoint ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])

@@ -51,7 +51,7 @@ def link(approval_request: ApprovalRequest) -> str:
     return link_url(approval_request)
 
 
-# --- what Twilio receives ----------------------------------------------------------------------------------------
+# --- what Twilio receives ---------------------------------------------------------------------------------------------
 
 
 def test_sms_goes_to_the_approver_from_the_configured_number(sms: FakeTwilio, person: Approver) -> None:
@@ -161,7 +161,7 @@ def test_no_sms_without_a_phone_number(sms: FakeTwilio) -> None:
     assert sms.attempts == [] and sms.rejected == []
 
 
-# --- delivery reports ----------------------------------------------------------------------------------------------
+# --- delivery reports -------------------------------------------------------------------------------------------------
 
 
 def post_status(

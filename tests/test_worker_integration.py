@@ -143,7 +143,7 @@ def test_a_prompt_not_enqueued_while_the_broker_was_down_is_sent_once_it_is_back
         # The agent got its auth_req_id at once; the request waits, unprompted, for the sweeper.
         assert answered_in < 5, f"bc-authorize took {answered_in:.1f}s with the broker down"
         assert any(
-            r.name == "approvals.services" and "Could not enqueue the prompt" in r.getMessage() for r in caplog.records
+            r.name == "approvals.tasks" and "Could not enqueue the prompt" in r.getMessage() for r in caplog.records
         ), "the enqueue should have failed"
         approval_request.refresh_from_db()
         assert approval_request.prompted_at is None and approval_request.prompt_failed_at is None

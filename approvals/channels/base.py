@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
-from ..text import agent_label
+from approvals.agents import AgentProfile
+from approvals.text import agent_label
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
-    from ..models import ApprovalRequest
+    from approvals.models import ApprovalRequest
 
 
 class ChannelError(Exception):
@@ -54,14 +55,14 @@ class Prompt:
     expires_at: datetime
 
     @classmethod
-    def for_request(cls, approval_request: ApprovalRequest) -> Prompt:
-        from ..links import link_url
+    def for_request(cls, approval_request: ApprovalRequest, agent: AgentProfile | None = None) -> Prompt:
+        from approvals.links import link_url
 
         return cls(
             approval_request_id=str(approval_request.pk),
             username=approval_request.user.get_username(),
             # Every channel's text names the agent from here, with the unverified mark (approvals.text).
-            agent_name=agent_label(approval_request.client),
+            agent_name=agent_label(approval_request.client, agent),
             binding_message=approval_request.binding_message,
             scopes=tuple(approval_request.scopes),
             link=link_url(approval_request),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import ClassVar, TextIO
 
-from .base import Channel, Destination, Prompt
+from approvals.channels.base import Channel, Destination, Prompt
 
 
 class ConsoleChannel(Channel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
-from .base import Channel, ChannelError, Destination, Prompt
+from approvals.channels.base import Channel, ChannelError, Destination, Prompt
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser

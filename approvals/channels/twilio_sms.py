@@ -20,9 +20,9 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from ..conf import approvals_settings
-from ..models import Approver
-from .base import Channel, ChannelError, Destination, Prompt
+from approvals.channels.base import Channel, ChannelError, Destination, Prompt
+from approvals.conf import approvals_settings
+from approvals.models import Approver
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser

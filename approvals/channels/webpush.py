@@ -3,7 +3,7 @@
 Settings: APPROVALS["WEBPUSH"] (VAPID_PRIVATE_KEY as the raw base64url key, VAPID_PUBLIC_KEY, VAPID_SUBJECT,
 ALLOWED_SERVICES). `push_endpoint_problem` decides which endpoints the workers may POST to (a listed push service on
 443), at enrolment (approvals.devices) and again before every send. pywebpush encrypts the payload; the POST goes
-through approvals.http, the SSRF-safe helper: it parses the URL as the check did, connects only to public addresses,
+through approvals.outbound, the SSRF-safe helper: it parses the URL as the check did, connects only to public addresses,
 follows no redirect, and gives the whole call one deadline and a cap on the answer's size.
 """
 
@@ -23,10 +23,10 @@ from django.utils import timezone
 from py_vapid import Vapid, VapidException
 from pywebpush import WebPusher, WebPushException
 
-from .. import http
-from ..conf import approvals_settings
-from ..models import PushSubscription
-from .base import Channel, ChannelError, Destination, Prompt
+from approvals import outbound
+from approvals.channels.base import Channel, ChannelError, Destination, Prompt
+from approvals.conf import approvals_settings
+from approvals.models import PushSubscription
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -57,12 +57,12 @@ _VAPID_LIFETIME_SECONDS = 12 * 60 * 60
 def push_endpoint_problem(endpoint: str) -> str | None:
     """Why the workers must not POST to this endpoint, or None if it is an allowed push service on 443.
 
-    The URL is parsed by approvals.http, which also sends the push: the host checked here is the host called (a
+    The URL is parsed by approvals.outbound, which also sends the push: the host checked here is the host called (a
     parser that reads a backslash as the end of the host, as requests does, would call another one)."""
     config = approvals_settings.WEBPUSH
     try:
-        scheme, host, port, _path = http.url_target(endpoint)
-    except http.OutboundError as exc:
+        scheme, host, port, _path = outbound.url_target(endpoint)
+    except outbound.OutboundError as exc:
         return f"The endpoint is refused. {exc}"
     if not _PLAIN_AUTHORITY.fullmatch(urlsplit(endpoint).netloc):
         # urlsplit reads "fcm.googleapis.com[::1]" as the host ::1; other parsers read it otherwise or not at all.
@@ -165,7 +165,7 @@ class WebPushChannel(Channel):
             "Topic": prompt.approval_request_id.replace("-", ""),
         }
         try:
-            response = http.request(
+            response = outbound.request(
                 "POST",
                 subscription.endpoint,
                 body=body,
@@ -173,7 +173,7 @@ class WebPushChannel(Channel):
                 timeout=min(timeout, remaining),
                 max_bytes=MAX_RESPONSE_BYTES,
             )
-        except http.OutboundError as exc:
+        except outbound.OutboundError as exc:
             # Refused: the push service's name resolves to an address we never call; retrying will not change that.
             raise ChannelError(f"Push service not called: {exc}"[:200], permanent=exc.refused) from exc
         status = response.status

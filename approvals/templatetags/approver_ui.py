@@ -10,14 +10,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django import template
-from django.apps import apps
 from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
 
-from .. import display, selectors
+from approvals import agents, display, selectors
 
 logger = logging.getLogger(__name__)
 
@@ -127,11 +126,10 @@ def displayed_details(details: list[Any]) -> list[DisplayedDetail]:
     """Each object rendered with its type's display template in the restricted engine (approvals.display: the
     context is the object, its strings shown as delimited data, and the type's names). A type without a template,
     since disabled or deleted, or whose template fails or breaks the engine's rules, shows generic rows."""
-    # By app registry, not import: approvals does not import authz (the type registry lives there, RFC 9396 is
-    # the protocol's), yet the page must show what the type's owner wrote.
-    detail_type_model = apps.get_model("authz", "AuthorizationDetailType")
+    # The types' registry belongs to the OAuth side (approvals.agents asks it), yet the page shows what each type's
+    # owner wrote.
     names = {d["type"] for d in details if isinstance(d, dict) and isinstance(d.get("type"), str)}
-    types = {t.type: t for t in detail_type_model.objects.filter(type__in=names, enabled=True)}
+    types = agents.detail_types(names)
     shown = []
     for detail in details:
         kind = types.get(detail.get("type")) if isinstance(detail, dict) else None

@@ -122,7 +122,7 @@ def browser_errors(page: Page) -> BrowserErrors:
     return errors
 
 
-# --- People and agents -----------------------------------------------------------------------------------------
+# --- People and agents ------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -177,7 +177,7 @@ def id_token_claims(token_response: dict[str, Any]) -> dict[str, Any]:
     return jwt.decode(token_response["id_token"], options={"verify_signature": False})
 
 
-# --- Web Push --------------------------------------------------------------------------------------------------
+# --- Web Push ---------------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -193,7 +193,7 @@ def push_service(server: str, settings: Any, vapid_keys: tuple[str, str]) -> Ite
         yield fake
 
 
-# --- Prompts and pages -----------------------------------------------------------------------------------------
+# --- Prompts and pages ------------------------------------------------------------------------------------------------
 
 
 def wait_for_prompt(n: int = 1, timeout: float = 10) -> Prompt:

@@ -222,7 +222,7 @@ def test_sign_in_form_post_passes_the_csrf_origin_check(page: Page, alice) -> No
     assert "/accounts/login/" not in page.url, page.locator("body").inner_text()
 
 
-# --- Headers and the browser's own reports ---------------------------------------------------------------------
+# --- Headers and the browser's own reports ----------------------------------------------------------------------------
 
 
 def csp_directives(header: str) -> dict[str, list[str]]:

@@ -1,11 +1,11 @@
 """An adversarial review of the issue 14 fixes: the holes it found, each kept closed.
 
 - Token exchange: copies of one approved authorization_details object are not several authorizations
-  (authz.exchange._narrowed_details pairs every requested object with an approved object of its own).
+  (authz.tokens.exchange._narrowed_details pairs every requested object with an approved object of its own).
 - JWT access tokens: a refreshed token keeps its resource binding in `aud`, as the stored row does
-  (authz.access_tokens._resources).
+  (authz.tokens.access._resources).
 - jwks_uri fetches: one client holds at most one of the server's fetch slots, whatever jwks_uri it names meanwhile
-  (authz.jose._fetch_guarded).
+  (authz.clients.keys._fetch_guarded).
 - NUL in a multipart/form-data field, base64 or not, is refused before a view runs like one in a form-encoded body
   (config.middleware.RefuseNulMiddleware); a push subscription's endpoint holds only URL characters
   (approvals.devices.push_endpoint_problem), so a JSON `\\u0000` there is no 500 either.
@@ -24,7 +24,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from approvals.models import ApprovalRequest, PushSubscription
-from authz import jose
+from authz.clients import keys as jose
 from authz.models import AuthorizationDetailType, CibaClient
 from tests import factories, prompting
 from tests.factories import assert_oauth_error
@@ -38,7 +38,7 @@ PAYMENTS = "https://payments.example/"
 CIBA = "urn:openid:params:grant-type:ciba"
 
 
-# --- token exchange: authorization_details only narrow, in number too ---------------------------------------------
+# --- token exchange: authorization_details only narrow, in number too -------------------------------------------------
 
 
 @pytest.mark.django_db
@@ -74,7 +74,7 @@ def test_each_of_several_approved_objects_may_be_narrowed_once(agent, approver):
     assert response.json()["authorization_details"] == narrowed
 
 
-# --- JWT access tokens: refresh keeps the resource binding ---------------------------------------------------------
+# --- JWT access tokens: refresh keeps the resource binding ------------------------------------------------------------
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_a_refreshed_jwt_access_token_is_still_addressed_to_its_resource(agent, 
     assert claims["aud"] == [PAYMENTS]
 
 
-# --- jwks_uri: one client, one fetch slot ---------------------------------------------------------------------------
+# --- jwks_uri: one client, one fetch slot -----------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -140,7 +140,7 @@ def test_one_client_cannot_take_every_fetch_slot_by_changing_its_jwks_uri(scene)
     assert healthy.fetches == ["/jwks"]
 
 
-# --- NUL in bodies that are not form-encoded -------------------------------------------------------------------------
+# --- NUL in bodies that are not form-encoded --------------------------------------------------------------------------
 
 
 @pytest.mark.postgres
@@ -221,13 +221,13 @@ def test_nul_in_a_push_subscription_is_refused(approver_client, webpush_devices,
     assert not PushSubscription.objects.exists()
 
 
-# --- numbers JSON has but PostgreSQL's jsonb has not -----------------------------------------------------------------
+# --- numbers JSON has but PostgreSQL's jsonb has not ------------------------------------------------------------------
 
 
 @pytest.mark.postgres
 @pytest.mark.django_db
 def test_a_number_too_large_for_a_float_in_a_registered_jwks_is_invalid_client_metadata(settings):
-    """1e999 is valid JSON that Python reads as infinity, which jsonb cannot store (authz.jose.strict_json_loads)."""
+    """1e999 is valid JSON that Python reads as infinity, which jsonb cannot store (authz.clients.keys.strict_json_loads)."""
     settings.REGISTRATION_MODE = "open"
     jwk = json.dumps({**public_jwk(private_key("ES256"), "k1"), "ext": 1}).replace('"ext": 1', '"ext": 1e999')
     body = (
@@ -256,7 +256,7 @@ def test_a_number_too_large_for_a_float_in_authorization_details_is_refused(agen
     assert not ApprovalRequest.objects.exists()
 
 
-# --- sign-in throttle per address: an IPv6 subscriber holds a whole /64 ---------------------------------------------
+# --- sign-in throttle per address: an IPv6 subscriber holds a whole /64 -----------------------------------------------
 
 
 @pytest.mark.django_db
@@ -294,7 +294,7 @@ def test_an_ipv4_mapped_address_is_counted_as_its_ipv4_address(settings):
 @pytest.mark.parametrize("schema", ['{"type": "object", "maximum": 1e999}', '{"type": "object", "title": "a\\u0000b"}'])
 def test_a_careless_administrators_schema_jsonb_cannot_hold_is_a_form_error(admin_client, schema):
     """The admin's JSON form fields decode with json.loads, which reads 1e999 as infinity; jsonb takes neither that
-    nor NUL, so the schema is refused on the form (authz.rar.schema_errors) instead of failing the save."""
+    nor NUL, so the schema is refused on the form (authz.tokens.details.schema_errors) instead of failing the save."""
     admin_client.raise_request_exception = False
     form = {
         "type": "tip",

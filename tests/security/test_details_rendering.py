@@ -1,5 +1,5 @@
 """Issue 15 item 6: authorization_details values cannot be made to read as something else. Runs of combining marks
-and unusual whitespace are refused at bc-authorize (authz.rar, RFC 9396 section 5); values are shown as data, each in
+and unusual whitespace are refused at bc-authorize (authz.tokens.details, RFC 9396 section 5); values are shown as data, each in
 its own delimited element, never run into the page's own prose or quotation marks (approvals.display); a word that
 mixes scripts or is written in look-alike letters ("АСМЕ" in Cyrillic) is flagged on the page."""
 
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from approvals.display import DataText
 from authz.models import AuthorizationDetailType
-from authz.rar import text_problem
+from authz.tokens.details import text_problem
 from tests.factories import assert_oauth_error
 from tests.security.test_fuzz import FUZZ
 from tests.test_rar import PAYMENT, ask, install_example_types, stored, with_

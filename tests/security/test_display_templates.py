@@ -11,9 +11,9 @@ import pytest
 
 from approvals.display import display_engine
 from approvals.templatetags.approver_ui import displayed_details
-from authz import rar
 from authz.admin import AuthorizationDetailTypeForm
 from authz.models import AuthorizationDetailType
+from authz.tokens import details as rar
 
 pytestmark = pytest.mark.django_db
 

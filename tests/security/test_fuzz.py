@@ -37,7 +37,7 @@ from urllib3.util import parse_url
 from approvals import links
 from approvals.conf import approvals_settings
 from approvals.models import ApprovalRequest, AuditEvent, Delivery
-from authz.registration import initial_access_token_create
+from authz.clients.registration import initial_access_token_create
 from tests import factories, prompting
 from tests.conftest import CIBA, FORM, Agent
 
@@ -62,7 +62,7 @@ ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 AUTOMATED_SECRET = "fuzz-automated-" + "s" * 32
 TWILIO_TOKEN = "fuzz-twilio-auth-token"
 
-# --- values ------------------------------------------------------------------------------------------------------
+# --- values -----------------------------------------------------------------------------------------------------------
 
 HOSTILE = st.sampled_from(
     [
@@ -154,7 +154,7 @@ def authorization(valid: str) -> st.SearchStrategy[str | None]:
     )
 
 
-# --- sending and checking ----------------------------------------------------------------------------------------
+# --- sending and checking ---------------------------------------------------------------------------------------------
 
 
 class _Undo(Exception):
@@ -202,7 +202,7 @@ def send(http: Client, method: str, path: str, *, body: bytes | str = b"", conte
     return response
 
 
-# --- fixtures ----------------------------------------------------------------------------------------------------
+# --- fixtures ---------------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -260,7 +260,7 @@ def registered(db: Any, scene: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield {**response.json(), "initial": initial, "metadata": metadata}
 
 
-# --- the endpoints -----------------------------------------------------------------------------------------------
+# --- the endpoints ----------------------------------------------------------------------------------------------------
 
 BC_NAMES = [
     "scope",

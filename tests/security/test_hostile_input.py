@@ -2,7 +2,7 @@
 PostgreSQL, which refuses NUL in text where SQLite stores it:
 
 - non-ASCII bytes in `Authorization: Basic` at every endpoint that authenticates clients: 401 invalid_client
-  (authz.client_auth._parse_basic, the one place Basic credentials are decoded);
+  (authz.clients.auth._parse_basic, the one place Basic credentials are decoded);
 - the device grant, which this server does not offer: unsupported_grant_type, like any grant type missing from
   grant_types_supported (authz.views.TokenView);
 - a NUL in any parameter (query string or form body) or in the path: 400 invalid_request before any view runs

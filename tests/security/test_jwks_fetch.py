@@ -18,7 +18,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from authz import jose
+from authz.clients import keys as jose
 from tests import factories
 from tests.fakes.jwks_server import FakeJwksServer
 from tests.test_private_key_jwt import Signer, make_signer, private_key, public_jwk

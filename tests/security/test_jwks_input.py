@@ -1,6 +1,6 @@
 """Issue 14, hostile input: a JWK Set whose members have the wrong JSON type or hold NUL characters is refused with
 the usual answer of each path (invalid_client_metadata at registration, a form error in admin, a CommandError from
-create_agent_client), never a 500. The check is authz.jose.parse_jwks, which all three use."""
+create_agent_client), never a 500. The check is authz.clients.keys.parse_jwks, which all three use."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.management import CommandError, call_command
 from oauth2_provider.models import get_application_model
 
+from authz.clients.registration import initial_access_token_create
 from authz.models import CibaClient
-from authz.registration import initial_access_token_create
 from tests import factories
 from tests.conftest import CIBA
 from tests.security.test_registration_ceiling import admin_form

@@ -24,6 +24,7 @@ from django.test import Client
 from approvals import links
 from approvals.conf import approvals_settings
 from approvals.models import ApprovalRequest, AuditEvent
+from approvals.store import redis_store
 from tests import factories
 from tests.conftest import Agent
 from tests.test_concurrency import run_together
@@ -79,7 +80,7 @@ def stale_session(user: Any) -> Client:
     return browser
 
 
-# --- finding 6: counted before evaluated, on PostgreSQL with real threads -----------------------------------------
+# --- finding 6: counted before evaluated, on PostgreSQL with real threads ---------------------------------------------
 
 
 @pytest.mark.postgres
@@ -176,14 +177,14 @@ def test_every_failure_counter_ends_with_its_window(make_agent):
     sign_in(Client(), "bob", "wrong")
     Client().get(random_link())
 
-    redis = caches["default"]._cache.get_client(write=True)
+    redis = redis_store().client
     keys = redis.keys(caches["default"].make_key("approvals:attempts:*"))
     assert len(keys) >= 3, keys
     for key in keys:
         assert 0 < redis.ttl(key) <= 900, key
 
 
-# --- finding 8: prompt links -------------------------------------------------------------------------------------
+# --- finding 8: prompt links ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.django_db
@@ -221,7 +222,7 @@ def test_a_flood_of_bad_links_is_refused_but_good_links_still_work(agent, approv
     assert Client().get(link_path(factories.make_approval_request(approver, agent))).status_code == 302
 
 
-# --- finding 8: client addresses behind a proxy ------------------------------------------------------------------
+# --- finding 8: client addresses behind a proxy -----------------------------------------------------------------------
 
 
 @pytest.mark.django_db
@@ -278,7 +279,7 @@ def test_the_automated_endpoint_audits_the_forwarded_address(agent, approver, se
     assert event.detail["automated_by"] == "203.0.113.40"
 
 
-# --- finding 11: sign-in -----------------------------------------------------------------------------------------
+# --- finding 11: sign-in ----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.django_db

@@ -37,7 +37,7 @@ from django.test import Client
 
 from approvals.channels import locmem
 from approvals.models import ApprovalRequest
-from authz.registration import initial_access_token_create
+from authz.clients.registration import initial_access_token_create
 from tests import factories
 from tests.conftest import CIBA, FORM, Agent
 from tests.fakes.agent_endpoint import FakeAgentEndpoint
@@ -169,7 +169,7 @@ def random_like(value: str) -> str:
     return secrets.token_urlsafe(len(value))[: len(value)]
 
 
-# --- the flows ---------------------------------------------------------------------------------------------------
+# --- the flows --------------------------------------------------------------------------------------------------------
 
 
 def test_poll_refresh_userinfo_introspection_exchange_and_revocation_log_no_credential(
@@ -226,7 +226,7 @@ def test_poll_refresh_userinfo_introspection_exchange_and_revocation_log_no_cred
     wrong = Client().post("/accounts/login/", {"username": "alice", "password": "not-" + factories.PASSWORD})
     assert wrong.status_code < 500
 
-    assert "approval request" in logs.text  # the flow did log (authz.grant's "Issued tokens for approval request")
+    assert "approval request" in logs.text  # the flow did log (authz.ciba.grant's "Issued tokens for approval request")
     seen.assert_absent_from(logs.text, "a log record")
 
 
@@ -344,7 +344,7 @@ def test_tracebacks_are_redacted_too(logs: Capture, seen: Secrets) -> None:
     seen.assert_absent_from(logs.text, "a logged traceback")
 
 
-# --- the access logs ---------------------------------------------------------------------------------------------
+# --- the access logs --------------------------------------------------------------------------------------------------
 
 
 def _hit_access_log_paths(base: str, seen: Secrets, approver: Any, automated: str) -> None:

@@ -1,4 +1,4 @@
-"""The outbound helper (approvals/http.py), issue 14 item 12: site-local IPv6 (fec0::/10) is refused like every other
+"""The outbound helper (approvals/outbound.py), issue 14 item 12: site-local IPv6 (fec0::/10) is refused like every other
 address that is not globally routable, and name resolution counts against the call's one deadline, so a resolver that
 never answers cannot hold a worker (a Celery task, a web request fetching a jwks_uri) past it.
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from approvals import http
+from approvals import outbound
 from tests.test_outbound_http import _info
 
 SITE_LOCAL = ["fec0::1", "fec0:0:0:ffff::1", "feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "fed0::8:8"]
@@ -24,14 +24,14 @@ SITE_LOCAL = ["fec0::1", "fec0:0:0:ffff::1", "feff:ffff:ffff:ffff:ffff:ffff:ffff
 
 @pytest.mark.parametrize("address", SITE_LOCAL)
 def test_site_local_ipv6_is_refused(address: str) -> None:
-    problem = http.address_problem(ipaddress.ip_address(address))
+    problem = outbound.address_problem(ipaddress.ip_address(address))
 
     assert problem is not None and "site-local" in problem, problem
 
 
 def test_the_neighbours_of_site_local_keep_their_own_reasons() -> None:
-    assert "link-local" in (http.address_problem(ipaddress.ip_address("febf:ffff::1")) or "")
-    assert "multicast" in (http.address_problem(ipaddress.ip_address("ff00::1")) or "")
+    assert "link-local" in (outbound.address_problem(ipaddress.ip_address("febf:ffff::1")) or "")
+    assert "multicast" in (outbound.address_problem(ipaddress.ip_address("ff00::1")) or "")
 
 
 def test_a_name_resolving_to_site_local_is_refused(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,8 +44,8 @@ def test_a_name_resolving_to_site_local_is_refused(settings: Any, monkeypatch: p
         return [_info("2606:4700:4700::1111", port), _info("fec0::1", port)]
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    with pytest.raises(http.OutboundError) as caught:
-        http.check_url("https://site-local.test/cb")
+    with pytest.raises(outbound.OutboundError) as caught:
+        outbound.check_url("https://site-local.test/cb")
     assert caught.value.refused and "fec0::1 is site-local" in str(caught.value)
 
 
@@ -71,11 +71,11 @@ def hanging_resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 def test_a_hanging_resolver_cannot_hold_a_call_past_its_deadline(hanging_resolver: list[str]) -> None:
     started = time.monotonic()
-    with pytest.raises(http.OutboundError) as caught:
-        http.post_json("https://cb.hang.test/cb", {"x": 1}, timeout=0.3)
+    with pytest.raises(outbound.OutboundError) as caught:
+        outbound.post_json("https://cb.hang.test/cb", {"x": 1}, timeout=0.3)
 
     assert time.monotonic() - started < 1.5
-    # A timeout, like a server that does not answer: the notification is retried (approvals.notifications).
+    # A timeout, like a server that does not answer: the notification is retried (authz.ciba.notify).
     assert caught.value.timeout and not caught.value.refused
     assert hanging_resolver == ["cb.hang.test"]
 
@@ -83,8 +83,8 @@ def test_a_hanging_resolver_cannot_hold_a_call_past_its_deadline(hanging_resolve
 def test_a_hanging_resolver_cannot_hold_registration(settings: Any, hanging_resolver: list[str]) -> None:
     settings.APPROVALS = {**settings.APPROVALS, "OUTBOUND_TIMEOUT_SECONDS": 0.3}
     started = time.monotonic()
-    with pytest.raises(http.OutboundError) as caught:
-        http.check_url("https://jwks.hang.test/keys")
+    with pytest.raises(outbound.OutboundError) as caught:
+        outbound.check_url("https://jwks.hang.test/keys")
 
     assert time.monotonic() - started < 1.5
     assert caught.value.refused and "did not resolve within" in str(caught.value)
@@ -94,9 +94,9 @@ def test_hung_lookups_do_not_pile_up_without_bound(hanging_resolver: list[str]) 
     """Each hung lookup holds a thread until the system resolver gives up; past a small bound, calls fail at their
     deadline without starting another, so a flood of hanging names cannot exhaust the process's threads."""
     threads_before = threading.active_count()
-    for n in range(http.MAX_CONCURRENT_LOOKUPS + 5):
-        with pytest.raises(http.OutboundError):
-            http.post_json(f"https://n{n}.hang.test/cb", {}, timeout=0.05)
+    for n in range(outbound.MAX_CONCURRENT_LOOKUPS + 5):
+        with pytest.raises(outbound.OutboundError):
+            outbound.post_json(f"https://n{n}.hang.test/cb", {}, timeout=0.05)
 
-    assert len(hanging_resolver) == http.MAX_CONCURRENT_LOOKUPS
-    assert threading.active_count() - threads_before <= http.MAX_CONCURRENT_LOOKUPS
+    assert len(hanging_resolver) == outbound.MAX_CONCURRENT_LOOKUPS
+    assert threading.active_count() - threads_before <= outbound.MAX_CONCURRENT_LOOKUPS

@@ -16,7 +16,7 @@ from django.test import Client
 from django.utils import timezone
 
 from approvals.models import ApprovalRequest
-from authz.registration import initial_access_token_create
+from authz.clients.registration import initial_access_token_create
 from tests import factories
 
 pytestmark = pytest.mark.django_db

@@ -18,9 +18,10 @@ from django.test import Client
 from django.utils import timezone
 from oauth2_provider.models import get_application_model
 
-from approvals import notifications
-from approvals.models import ApprovalRequest, Notification
-from authz.registration import initial_access_token_create
+from approvals.models import ApprovalRequest
+from authz.ciba import notify as notifications
+from authz.clients.registration import initial_access_token_create
+from authz.models import Notification
 from tests import factories
 from tests.conftest import CIBA, Agent
 from tests.fakes.agent_endpoint import FakeAgentEndpoint

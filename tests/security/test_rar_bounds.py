@@ -1,5 +1,5 @@
 """Input sizes are bounded before patterns run (issue 14 item 13): an ~8 KB calendar attendee cost 0.15 to 0.25 s
-of CPU in the email pattern, because jsonschema evaluates `pattern` even when `maxLength` already failed. authz.rar
+of CPU in the email pattern, because jsonschema evaluates `pattern` even when `maxLength` already failed. authz.tokens.details
 refuses any string (or object key) longer than rar.MAX_STRING_CHARS before jsonschema runs, whatever the type's
 schema says; and the shipped example schemas give every string a maxLength (migration 0007)."""
 
@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from django.apps import apps
 
-from authz import rar
 from authz.errors import InvalidAuthorizationDetails
 from authz.models import AuthorizationDetailType, CibaClient
+from authz.tokens import details as rar
 from tests.factories import assert_oauth_error
 from tests.test_rar import CALENDAR, PAYMENT, install_example_types, with_
 

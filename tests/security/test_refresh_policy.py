@@ -2,7 +2,7 @@
 
 - Every grant, refresh included, asks one client-capability policy (authz.models.client_allows_grant): after an
   administrator turns a client's CIBA off, or its refresh tokens, refresh is unauthorized_client.
-- A token of an inactive user is inactive everywhere (authz.token_policy.token_active): refresh, introspection,
+- A token of an inactive user is inactive everywhere (authz.tokens.policy.token_active): refresh, introspection,
   userinfo, bearer validation and exchange.
 - Refresh rotates, and the refresh token's lifetime is absolute: REFRESH_TOKEN_EXPIRE_SECONDS from the person's
   approval, however often the agent refreshed (CountersignValidator.validate_refresh_token).

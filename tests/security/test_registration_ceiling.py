@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.forms import CheckboxInput
 from django.test import Client
 
+from authz.clients.registration import initial_access_token_create
 from authz.models import CibaClient
-from authz.registration import initial_access_token_create
 from tests import factories
 from tests.conftest import CIBA
 from tests.test_rar import install_example_types
@@ -139,7 +139,7 @@ def grant_types(response: Any) -> list[str]:
     return response.json()["grant_types"]
 
 
-# --- capabilities: an administrator's value is the ceiling ----------------------------------------------------
+# --- capabilities: an administrator's value is the ceiling ------------------------------------------------------------
 
 
 def test_an_update_cannot_turn_ciba_back_on_after_an_administrator_turned_it_off(register, admin_client):
@@ -235,7 +235,7 @@ def test_without_an_administrators_decision_an_update_may_do_what_registration_m
     assert "introspection" in body["error_description"]
 
 
-# --- requirements: an administrator's value is the floor ------------------------------------------------------
+# --- requirements: an administrator's value is the floor --------------------------------------------------------------
 
 
 def test_an_update_cannot_drop_an_administrators_private_key_jwt_or_signed_requests(register, admin_client):
@@ -272,7 +272,7 @@ def test_an_update_cannot_drop_an_administrators_user_code_requirement(register,
     assert client.put(backchannel_user_code_parameter=True).status_code == 200
 
 
-# --- the verified mark ----------------------------------------------------------------------------------------
+# --- the verified mark ------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture

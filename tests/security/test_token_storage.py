@@ -21,7 +21,7 @@ from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_refresh_token_model
 from oauth2_provider.settings import oauth2_settings
 
-from authz.registration import initial_access_token_create
+from authz.clients.registration import initial_access_token_create
 from tests import factories
 from tests.conftest import CIBA
 

@@ -10,11 +10,11 @@ from django.db import transaction
 from oauth2_provider.generators import generate_client_secret
 from oauth2_provider.models import get_application_model
 
-from approvals import http
+from approvals import outbound
 from approvals.conf import approvals_settings
-from authz.exchange import resource_indicator_error
-from authz.jose import JwksError, parse_jwks
+from authz.clients.keys import JwksError, parse_jwks
 from authz.models import CibaClient
+from authz.tokens.exchange import resource_indicator_error
 
 
 class Command(BaseCommand):
@@ -83,8 +83,8 @@ class Command(BaseCommand):
             if not endpoint:
                 raise CommandError("Ping and push clients need --notification-endpoint (an https URL).")
             try:
-                http.check_url(endpoint)  # the SSRF rules every callback will be held to
-            except http.OutboundError as exc:
+                outbound.check_url(endpoint)  # the SSRF rules every callback will be held to
+            except outbound.OutboundError as exc:
                 raise CommandError(f"--notification-endpoint is not allowed: {exc}") from exc
         private_key_jwt = options["auth_method"] == CibaClient.AuthMethod.PRIVATE_KEY_JWT
         if options["signing_alg"] and not private_key_jwt:
@@ -94,7 +94,7 @@ class Command(BaseCommand):
         if private_key_jwt and not (options["jwks"] or options["jwks_uri"]):
             raise CommandError("private_key_jwt needs the client's public keys: --jwks FILE or --jwks-uri URL.")
         jwks = self._read_jwks(options["jwks"]) if options["jwks"] else None
-        # authz.introspection.may_introspect: a --no-ciba client that does not act for itself is a resource server.
+        # authz.tokens.introspection.may_introspect: a --no-ciba client that does not act for itself is a resource server.
         resource_server = options["no_ciba"] and not options["client_credentials"]
         resources = list(dict.fromkeys(options["resource"]))
         if resources and not resource_server:

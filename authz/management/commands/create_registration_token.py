@@ -6,8 +6,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
 
-from authz.client_auth import default_issuer
-from authz.registration import RegistrationMode, initial_access_token_create, registration_mode
+from authz.clients.auth import default_issuer
+from authz.clients.registration import RegistrationMode, initial_access_token_create, registration_mode
 
 
 class Command(BaseCommand):

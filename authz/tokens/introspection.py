@@ -22,10 +22,16 @@ from oauth2_provider.models import get_access_token_model
 from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.www_authenticate import build_bearer_challenge, challenge_status
 
-from .client_auth import assertion_audience, authenticate_client, ciba_settings, credential_params, extract_credentials
-from .errors import InvalidClient, MethodNotAllowed, OAuthError
-from .models import TokenDetails
-from .token_policy import details_of, token_active
+from authz.clients.auth import (
+    assertion_audience,
+    authenticate_client,
+    ciba_settings,
+    credential_params,
+    extract_credentials,
+)
+from authz.errors import InvalidClient, MethodNotAllowed, OAuthError
+from authz.models import TokenDetails
+from authz.tokens.policy import details_of, token_active
 
 
 def may_introspect(token: Any, details: TokenDetails | None, caller: Any) -> bool:

@@ -35,11 +35,10 @@ from oauth2_provider.views.dynamic_client_registration import (
 
 from approvals import attempts
 from approvals.conf import approvals_settings
-
-from .errors import MethodNotAllowed, OAuthError
-from .hashers import verify_client_secret
-from .jose import contains_nul, strict_json_loads
-from .models import AuthorizationDetailType, CibaClient
+from authz.clients.hashers import verify_client_secret
+from authz.clients.keys import contains_nul, strict_json_loads
+from authz.errors import MethodNotAllowed, OAuthError
+from authz.models import AuthorizationDetailType, CibaClient
 
 CIBA_GRANT = "urn:openid:params:grant-type:ciba"
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"

@@ -20,8 +20,7 @@ from approvals.conf import approvals_settings
 from approvals.models import Approver
 from approvals.phones import normalize_e164
 from approvals.text import MAX_COMBINING_MARKS, disallowed_character, stacks_marks
-
-from .errors import (
+from authz.errors import (
     BackchannelAccessDenied,
     InvalidBindingMessage,
     InvalidRequest,
@@ -30,8 +29,8 @@ from .errors import (
     MissingUserCode,
     UnknownUserId,
 )
-from .models import CibaClient
-from .rar import parse_authorization_details
+from authz.models import CibaClient
+from authz.tokens.details import parse_authorization_details
 
 HINTS = ("login_hint", "id_token_hint", "login_hint_token")
 BINDING_MESSAGE_MAX = 64

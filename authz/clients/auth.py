@@ -17,10 +17,10 @@ from django.urls import reverse
 from oauth2_provider.models import get_application_model
 from oauth2_provider.settings import oauth2_settings
 
-from .errors import InvalidClient, InvalidRequest
-from .hashers import burn_verification, verify_client_secret
-from .jose import CLOCK_LEEWAY_SECONDS, JoseError, consume_jti, is_numeric_date, verify_client_jwt
-from .models import CibaClient
+from authz.clients.hashers import burn_verification, verify_client_secret
+from authz.clients.keys import CLOCK_LEEWAY_SECONDS, JoseError, consume_jti, is_numeric_date, verify_client_jwt
+from authz.errors import InvalidClient, InvalidRequest
+from authz.models import CibaClient
 
 logger = logging.getLogger(__name__)
 

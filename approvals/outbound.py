@@ -35,7 +35,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
-from .conf import approvals_settings
+from approvals.conf import approvals_settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

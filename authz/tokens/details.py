@@ -15,10 +15,9 @@ from jsonschema.exceptions import SchemaError, UnknownType, best_match
 from referencing.exceptions import Unresolvable
 
 from approvals.text import MAX_COMBINING_MARKS, stacks_marks
-
-from .errors import InvalidAuthorizationDetails
-from .jose import jsonb_problem, strict_json_loads
-from .models import AuthorizationDetailType, CibaClient
+from authz.clients.keys import jsonb_problem, strict_json_loads
+from authz.errors import InvalidAuthorizationDetails
+from authz.models import AuthorizationDetailType, CibaClient
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +183,7 @@ def _check_schema(detail: dict[str, Any], *, kind: AuthorizationDetailType, inde
         )
 
 
-# --- checks for the admin (authz.admin) ---------------------------------------------------------------------------
+# --- checks for the admin (authz.admin) -------------------------------------------------------------------------------
 
 _TYPE_NAME = re.compile(r"[\x21-\x7e]{1,255}")
 

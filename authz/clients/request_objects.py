@@ -14,9 +14,9 @@ from typing import Any
 
 import jwt
 
-from .errors import InvalidRequest
-from .jose import CLOCK_LEEWAY_SECONDS, JoseError, consume_jti, is_numeric_date, verify_client_jwt
-from .models import CibaClient
+from authz.clients.keys import CLOCK_LEEWAY_SECONDS, JoseError, consume_jti, is_numeric_date, verify_client_jwt
+from authz.errors import InvalidRequest
+from authz.models import CibaClient
 
 # CIBA Core §7.1.1 (and RFC 7521 §4.2 for the assertion pair): only client authentication stays outside the JWT.
 OUTSIDE_PARAMS = frozenset({"client_id", "client_secret", "client_assertion", "client_assertion_type", "request"})

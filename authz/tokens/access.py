@@ -23,8 +23,7 @@ from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.utils import jwk_from_pem
 
 from approvals.models import ApprovalRequest
-
-from .models import TokenDetails
+from authz.models import TokenDetails
 
 JWT_HEADER_TYPE = "at+jwt"  # RFC 9068 §2.1
 

@@ -14,9 +14,9 @@ from typing import Any
 from django.conf import settings
 from oauth2_provider.models import get_access_token_model
 
-from .client_auth import ciba_settings
-from .models import TokenDetails, client_allows_grant
-from .registration import is_registration_token
+from authz.clients.auth import ciba_settings
+from authz.clients.registration import is_registration_token
+from authz.models import TokenDetails, client_allows_grant
 
 # A chain longer than this is refused: each hop nests one more `act` object in every token below it.
 MAX_CHAIN_DEPTH = 8
@@ -32,7 +32,7 @@ def token_active(token: Any) -> bool:
         if details is None or details.act is None:
             return True  # not exchanged: the root of its chain
         if details.subject_token_id is None:
-            # Revocation removes exchanged tokens with their subject (authz.exchange.token_family_lock); a subject
+            # Revocation removes exchanged tokens with their subject (authz.tokens.exchange.token_family_lock); a subject
             # that disappeared any other way (a rotated refresh token, an admin deleting a row) leaves this link NULL.
             return False
         current = (

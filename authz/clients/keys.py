@@ -1,7 +1,7 @@
 """Clients' public keys and the JWTs they sign: private_key_jwt assertions (RFC 7523) and signed authentication
 requests (CIBA Core §7.1.1) both come through `verify_client_jwt`.
 
-Keys are registered inline (`jwks`) or by URL (`jwks_uri`). A URL is fetched through approvals.http (the SSRF
+Keys are registered inline (`jwks`) or by URL (`jwks_uri`). A URL is fetched through approvals.outbound (the SSRF
 rules), cached for JWKS_CACHE_SECONDS, and fetched again when a JWT names a `kid` the cached set lacks (a client
 rotating its keys), at most once per JWKS_REFRESH_SECONDS so unknown kids cannot make us hammer the client's server.
 
@@ -26,7 +26,7 @@ from django.core.cache import cache
 from jwt import PyJWK
 from redis.exceptions import RedisError
 
-from approvals import http
+from approvals import outbound
 from approvals.conf import approvals_settings
 
 logger = logging.getLogger(__name__)
@@ -186,10 +186,10 @@ def _cache_key(kind: str, client_id: str, extra: str = "") -> str:
 
 def _fetch_jwks(uri: str, *, timeout: float) -> dict[str, Any]:
     try:
-        response = http.request(
+        response = outbound.request(
             "GET", uri, headers={"Accept": "application/json"}, timeout=timeout, max_bytes=JWKS_MAX_BYTES
         )
-    except http.OutboundError as exc:
+    except outbound.OutboundError as exc:
         raise JwksError(f"Could not fetch the client's jwks_uri: {exc}") from exc
     if response.status != 200:
         raise JwksError(f"The client's jwks_uri answered HTTP {response.status}.")

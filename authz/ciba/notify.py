@@ -1,13 +1,14 @@
-"""Ping and push callbacks to agents (CIBA Core §10.2, §10.3), through the SSRF-safe helper (approvals.http).
+"""Ping and push callbacks to agents (CIBA Core §10.2, §10.3), through the SSRF-safe helper (approvals.outbound).
 
-When a ping or push client's request stops being pending (approved, denied, cancelled, expired), the same transaction
-writes a Notification; once it commits a Celery task delivers it, and the beat sweeper re-enqueues any that are due
-(broker down, worker lost). The mode and the endpoint are those the client had registered when it made the request
+When a ping or push client's request stops being pending (approved, denied, cancelled, expired), approvals' signal
+(approval_request_changed) reaches `on_approval_request_changed` inside the transition's transaction, which writes a
+Notification; once it commits a Celery task delivers it, and the beat sweeper re-enqueues any that are due (broker
+down, worker lost). The mode and the endpoint are those the client had registered when it made the request
 (stored with it), so a registration update meanwhile cannot redirect the callback. Delivery:
 - ping: `{"auth_req_id": …}` and nothing else; the client then redeems it at the token endpoint (or gets the error);
 - push: on approval the token response itself, with the ID token's auth_req_id claim, at_hash and rt_hash (issued
   once, encrypted at rest, resent unchanged on retries, dropped once delivered or given up); otherwise the error
-  (access_denied, expired_token, transaction_failed) with the auth_req_id.
+  (authz.ciba.answers: access_denied, expired_token) with the auth_req_id.
 Both carry `Authorization: Bearer <client_notification_token>`. Any 2xx is delivered. 5xx, 429, timeouts and
 connection errors retry with backoff and jitter until the deadline; 4xx (401 and 403 included) and redirects (never
 followed) are recorded and not retried. A notification that cannot be delivered is kept (without tokens) and marked
@@ -23,6 +24,8 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
 from uuid import UUID
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -30,12 +33,16 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.module_loading import import_string
+from oauth2_provider.oauth2_backends import get_oauthlib_core
+from oauth2_provider.settings import oauth2_settings
+from oauthlib.common import Request
 
-from . import http
-from .backoff import full_jitter
-from .conf import approvals_settings
-from .models import ApprovalRequest, Notification, NotificationAttempt
+from approvals import outbound
+from approvals.backoff import full_jitter
+from approvals.conf import approvals_settings
+from approvals.models import ApprovalRequest
+from authz.ciba import answers
+from authz.models import Notification, NotificationAttempt
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +50,6 @@ Status = ApprovalRequest.Status
 NStatus = Notification.Status
 AStatus = NotificationAttempt.Status
 
-# CIBA Core §12 (push error payload) for each outcome that is not an approval.
-PUSH_ERRORS = {
-    Status.DENIED: ("access_denied", "The user denied the request."),
-    Status.EXPIRED: ("expired_token", "The request expired before the user decided."),
-    Status.CANCELLED: ("transaction_failed", "The request was cancelled."),
-}
 CLAIM_SECONDS = 30
 
 
@@ -61,6 +62,15 @@ class DeliveryOutcome:
 def _fernet() -> Fernet:
     key = hashlib.sha256(b"countersign.notifications" + settings.SECRET_KEY.encode()).digest()
     return Fernet(base64.urlsafe_b64encode(key))
+
+
+def on_approval_request_changed(
+    *, approval_request_id: UUID | str, status: str, previous: str | None, at: datetime, **kwargs: Any
+) -> None:
+    """approval_request_changed receiver: a request that stops being pending owes its ping or push client a
+    callback (an approved one that expires unredeemed had its callback at approval)."""
+    if previous == Status.PENDING and status != Status.PENDING:
+        notification_create(approval_request_id=approval_request_id, outcome=status, now=at)
 
 
 def notification_create(*, approval_request_id: UUID | str, outcome: str, now: datetime) -> Notification | None:
@@ -88,7 +98,7 @@ def notification_create(*, approval_request_id: UUID | str, outcome: str, now: d
 
 
 def _enqueue(notification_id: int) -> None:
-    from .tasks import notify_client_task
+    from authz.tasks import notify_client_task
 
     try:
         notify_client_task.delay(notification_id)
@@ -145,8 +155,8 @@ def _attempt(notification_id: int, now: datetime) -> DeliveryOutcome:
     retry = False
     started = time.monotonic()
     try:
-        response = http.post_json(approval_request.notification_endpoint, payload, headers=headers)
-    except http.OutboundError as exc:
+        response = outbound.post_json(approval_request.notification_endpoint, payload, headers=headers)
+    except outbound.OutboundError as exc:
         retry = not exc.refused
         error = str(exc)
         latency = None if exc.refused else int((time.monotonic() - started) * 1000)  # refused: nothing was sent
@@ -201,9 +211,9 @@ def _payload(notification: Notification) -> dict[str, object]:
     auth_req_id = approval_request.auth_req_id
     if notification.mode == Notification.Mode.PING:
         return {"auth_req_id": auth_req_id}  # CIBA Core §10.2: nothing else
-    if notification.outcome != Status.APPROVED:
-        error, description = PUSH_ERRORS.get(notification.outcome, PUSH_ERRORS[Status.CANCELLED])
-        return {"auth_req_id": auth_req_id, "error": error, "error_description": description}
+    answer = answers.answer_for(notification.outcome)
+    if answer is not None:
+        return answer.payload(auth_req_id)
     if not notification.payload_encrypted:
         try:
             _issue_push_tokens(notification)
@@ -212,8 +222,7 @@ def _payload(notification: Notification) -> dict[str, object]:
             # was down): the client is owed the expiry (CIBA Core §10.3.1), not silence.
             approval_request.refresh_from_db(fields=["status", "expires_at"])
             if approval_request.effective_status() == Status.EXPIRED:
-                error, description = PUSH_ERRORS[Status.EXPIRED]
-                return {"auth_req_id": auth_req_id, "error": error, "error_description": description}
+                return answers.EXPIRED.payload(auth_req_id)
             raise
         notification.refresh_from_db(fields=["payload_encrypted"])
     try:
@@ -225,19 +234,18 @@ def _payload(notification: Notification) -> dict[str, object]:
 def _issue_push_tokens(notification: Notification) -> None:
     """Issue the tokens once: consuming the request and storing the encrypted response share one transaction, so a
     retry (or a worker that dies after it) resends the same tokens instead of issuing new ones."""
-    issue = import_string(approvals_settings.PUSH_TOKEN_ISSUER)
     with transaction.atomic():
         locked = Notification.objects.select_for_update().get(pk=notification.pk)
         if locked.payload_encrypted:
             return
-        token_response = issue(locked.request)
+        token_response = issue_push_tokens(locked.request)
         locked.payload_encrypted = _fernet().encrypt(json.dumps(token_response).encode()).decode()
         locked.save(update_fields=["payload_encrypted"])
 
 
 def notification_sweep_due(*, now: datetime | None = None, limit: int = 500) -> int:
     """Enqueue pending notifications whose delivery is overdue (run by Celery beat)."""
-    from .tasks import notify_client_task
+    from authz.tasks import notify_client_task
 
     now = now or timezone.now()
     due = list(
@@ -256,3 +264,30 @@ def notification_sweep_due(*, now: datetime | None = None, limit: int = 500) -> 
             break
         enqueued += 1
     return enqueued
+
+
+class PushTokenError(Exception):
+    pass
+
+
+def issue_push_tokens(approval_request: ApprovalRequest) -> dict[str, Any]:
+    server = get_oauthlib_core().server
+    issuer = oauth2_settings.OIDC_ISS_ENDPOINT or settings.PUBLIC_URL
+    body = urlencode({"grant_type": settings.CIBA_GRANT_TYPE, "auth_req_id": approval_request.auth_req_id})
+    request = Request(
+        f"{issuer}/oauth/token/", http_method="POST", body=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    request.countersign_push = approval_request.client
+    # No HTTP request to derive the issuer from (DOT would build one from the missing Host header): the ID token
+    # names the configured public issuer (CountersignValidator.get_oidc_issuer_endpoint).
+    request.countersign_issuer = issuer
+    request.client = approval_request.client
+    request.client_id = approval_request.client.client_id
+    request.grant_type = settings.CIBA_GRANT_TYPE
+    request.auth_req_id = approval_request.auth_req_id
+    _headers, response_body, status = server.ciba_grant.create_token_response(request, server.default_token_type)
+    token = json.loads(response_body)
+    if status != 200:
+        raise PushTokenError(f"{token.get('error')}: {token.get('error_description', '')}")
+    return {"auth_req_id": approval_request.auth_req_id, **token}

@@ -3,7 +3,7 @@ resource or another agent, and the new token records who acts for whom (the `act
 
 An exchanged token never outlives, and never exceeds, the token it came from (`Restrictions`): it inherits the subject
 token's resource binding, audience, scope and authorization_details, and each hop can only narrow them, whatever it
-names; its expiry is at most the subject token's, it stands only while its subject does (authz.token_policy), and
+names; its expiry is at most the subject token's, it stands only while its subject does (authz.tokens.policy), and
 revoking the subject token revokes it (see `token_family_lock`). Exchanged tokens carry no refresh token: the agent
 exchanges again.
 """
@@ -26,9 +26,9 @@ from oauth2_provider.settings import oauth2_settings
 from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc6749.grant_types.base import GrantTypeBase
 
-from .client_auth import ciba_settings
-from .models import TokenDetails, client_allows_grant
-from .token_policy import MAX_CHAIN_DEPTH, details_of, token_active
+from authz.clients.auth import ciba_settings
+from authz.models import TokenDetails, client_allows_grant
+from authz.tokens.policy import MAX_CHAIN_DEPTH, details_of, token_active
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ class TokenExchangeGrant(GrantTypeBase):
         request.scopes = restrictions.scopes
         request.resource = restrictions.resources  # DOT stores it as the token's RFC 8707 resource
         request.claims = None
-        # What a JWT access token carries (authz.access_tokens), known before the token is generated.
+        # What a JWT access token carries (authz.tokens.access), known before the token is generated.
         request.countersign_exchange = {
             "authorization_details": restrictions.authorization_details,
             "audience": restrictions.audience,
@@ -472,7 +472,7 @@ def _narrowed_details(
 
 def _each_narrows_its_own(requested: list[dict[str, Any]], approved: list[dict[str, Any]]) -> bool:
     """Whether every requested object can be paired with an approved object of its own that it is no wider than
-    (a bipartite matching by augmenting paths; approved holds at most authz.rar.MAX_DETAILS objects, and a longer
+    (a bipartite matching by augmenting paths; approved holds at most authz.tokens.details.MAX_DETAILS objects, and a longer
     requested list is refused before any pairing)."""
     owner: dict[int, int] = {}  # approved index -> the requested index paired with it
 

@@ -19,9 +19,9 @@ from oauthlib.openid.connect.core.grant_types.base import GrantTypeBase as OIDCG
 
 from approvals import services as approval_services
 from approvals.models import ApprovalRequest
-
-from .models import TokenDetails, client_allows_grant
-from .token_policy import user_active
+from authz.ciba import answers
+from authz.models import TokenDetails, client_allows_grant
+from authz.tokens.policy import user_active
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ class CibaGrant(GrantTypeBase):
                 approval_request = request.approval_request
                 if not approval_services.approval_request_consume(approval_request_id=approval_request.pk):
                     # Another poll won the race, or the request expired meanwhile.
-                    raise errors.InvalidGrantError(description="The auth_req_id was already used.", request=request)
+                    answer = answers.CONSUMED
+                    raise CibaTokenError(answer.error, answer.description, request)
                 # The client-capability policy: refresh tokens only while the client may refresh.
                 refresh = client_allows_grant(request.client, "refresh_token")
                 token = token_handler.create_token(request, refresh_token=refresh)
@@ -85,17 +86,11 @@ class CibaGrant(GrantTypeBase):
         ).first()
         if approval_request is None:
             raise errors.InvalidGrantError(description="Unknown auth_req_id.", request=request)
-        status = approval_request.effective_status(timezone.now())
-        if status == Status.EXPIRED:
-            raise CibaTokenError("expired_token", "The request expired.", request)
-        if status in (Status.DENIED, Status.CANCELLED):
-            raise CibaTokenError("access_denied", "The user denied the request.", request)
-        if status == Status.PENDING:
-            raise CibaTokenError("authorization_pending", "The user has not yet decided.", request)
-        if status != Status.APPROVED:
-            raise errors.InvalidGrantError(description="The auth_req_id was already used.", request=request)
+        answer = answers.answer_for(approval_request.effective_status(timezone.now()))
+        if answer is not None:
+            raise CibaTokenError(answer.error, answer.description, request)
         if not user_active(approval_request.user):
-            # A person deactivated after approving: their tokens would stand nowhere (authz.token_policy).
+            # A person deactivated after approving: their tokens would stand nowhere (authz.tokens.policy).
             raise errors.InvalidGrantError(description="The user is no longer active.", request=request)
         request.approval_request = approval_request
         request.user = approval_request.user
