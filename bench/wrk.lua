@@ -1,4 +1,4 @@
--- wrk script for bench/run.py. Everything comes from the environment, because wrk's setup/done environment never
+-- wrk script for bench/load.py. Everything comes from the environment, because wrk's setup/done environment never
 -- sees the "--" arguments:
 --   BENCH_MODE       get | bc | poll
 --   BENCH_RESULT     file that done() writes (one JSON object)

@@ -1,0 +1,130 @@
+"""The command line: options, and the exit code of a run (`python -m bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any
+
+import bench
+from bench.common import BenchError
+from bench.phases.closed_loop import GAP_MARGIN_SECONDS, POLL_RATE_CEILING_SHARE
+from bench.runner import run
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=(bench.__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
+    p.add_argument("--duration", type=int, default=15, help="measured seconds per phase (default 15)")
+    p.add_argument("--warmup", type=int, default=3, help="unmeasured seconds before each phase (default 3)")
+    # Defaults chosen by measurement on the 2-core machine (bench/RESULTS.md): 2 and 3 workers gave the same
+    # throughput within run-to-run noise (ceiling ~3,100-3,800 req/s, pending polls ~1,500-1,900 req/s), 4 workers
+    # less (more context switches, one more backend); 6 or 12 connections no more than 8, with higher p99 at 12.
+    # 3 workers leave headroom for requests that wait on PostgreSQL (bc-authorize, polls that miss Redis).
+    p.add_argument("--concurrency", type=int, default=8, help="open connections kept busy by wrk (default 8)")
+    p.add_argument("--workers", type=int, default=3, help="gunicorn sync workers (default 3)")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2, at most --concurrency)")
+    p.add_argument(
+        "--pool",
+        type=int,
+        default=0,
+        help="pending requests to create for the polls (default: enough for polls at up to\n"
+        f"{100 * POLL_RATE_CEILING_SHARE:.0f} %% of the ceiling, each request polled every interval + "
+        f"{GAP_MARGIN_SECONDS} s; at least 2000)",
+    )
+    p.add_argument("--database", default="countersign_bench", help="PostgreSQL database, dropped and recreated")
+    p.add_argument("--pg-port", type=int, default=5432)
+    p.add_argument("--pg-user", default="postgres")
+    p.add_argument(
+        "--redis-port",
+        type=int,
+        default=None,
+        help="use the Redis already running on this 127.0.0.1 port (default: start a redis-server of the\n"
+        "benchmark's own on a free port, stopped at the end, so that the test suite's FLUSHDBs never meet it)",
+    )
+    p.add_argument("--redis-db", type=int, default=14, help="Redis database number, flushed before and after")
+    p.add_argument(
+        "--only",
+        choices=("all", "prompts", "ping"),
+        default="all",
+        help="all phases (default), or only the prompt-latency phase or the ping phase (for development: prints\n"
+        "its figures and writes bench/out/prompts.json or ping.json, leaves bench/RESULTS.md alone)",
+    )
+    p.add_argument("--ping-rate", type=float, default=20, help="ping phase: approvals per second (default 20)")
+    p.add_argument("--ping-count", type=int, default=300, help="ping phase: measured approvals (default 300)")
+    p.add_argument("--ping-warmup", type=int, default=40, help="ping phase: approvals not counted, first (default 40)")
+    p.add_argument(
+        "--ping-wait",
+        type=float,
+        default=10,
+        help="ping phase: seconds a ping may take after the last approval before its request counts as lost\n"
+        "(default 10)",
+    )
+    p.add_argument("--prompt-rate", type=float, default=50, help="prompt phase: bc-authorize per second (default 50)")
+    p.add_argument("--prompt-duration", type=int, default=30, help="prompt phase: measured seconds (default 30)")
+    p.add_argument("--prompt-warmup", type=int, default=3, help="prompt phase: unmeasured seconds first (default 3)")
+    p.add_argument(
+        "--prompt-wait",
+        type=float,
+        default=10,
+        help="prompt phase: seconds an SMS may take after the "
+        "load stops before its request counts as lost (default 10)",
+    )
+    p.add_argument("--prompt-approvers", type=int, default=8, help="prompt phase: approvers with a phone (default 8)")
+    # Chosen by measurement on the 2-core machine (bench/README.md): see PROMPT_WORKER_NOTE (bench/phases/prompts.py).
+    p.add_argument(
+        "--prompt-pool",
+        choices=("prefork", "threads", "solo"),
+        default="threads",
+        help="prompt phase: Celery worker pool (default threads)",
+    )
+    p.add_argument(
+        "--prompt-concurrency", type=int, default=8, help="prompt phase: Celery worker concurrency (default 8)"
+    )
+    p.add_argument(
+        "--wait-quiet",
+        type=int,
+        default=30,
+        help="wait up to this many seconds for other processes' CPU use to drop below 10 %% (default 30)",
+    )
+    p.add_argument("--no-access-log", action="store_true", help="run gunicorn without its access log")
+    args = p.parse_args(argv)
+    if args.duration < 1 or args.warmup < 1 or args.concurrency < 1 or args.workers < 1:
+        p.error("--duration, --warmup, --concurrency and --workers must be at least 1")
+    if args.duration > 300 or args.concurrency > 1000 or args.workers > 64:
+        p.error("bounded on purpose: --duration <= 300, --concurrency <= 1000, --workers <= 64")
+    if "bench" not in args.database:
+        p.error("--database is dropped and recreated: its name must contain 'bench'")
+    if args.redis_port is not None and args.redis_db == 15:
+        p.error("Redis database 15 belongs to the test suite; pick another --redis-db")
+    if not 1 <= args.prompt_rate <= 500 or not 1 <= args.prompt_duration <= 120 or args.prompt_warmup < 0:
+        p.error("bounded on purpose: 1 <= --prompt-rate <= 500, 1 <= --prompt-duration <= 120, --prompt-warmup >= 0")
+    if not 1 <= args.prompt_approvers <= 50 or not 1 <= args.prompt_concurrency <= 32:
+        p.error("1 <= --prompt-approvers <= 50 and 1 <= --prompt-concurrency <= 32")
+    if not 1 <= args.ping_rate <= 200 or not 200 <= args.ping_count <= 5000 or not 0 <= args.ping_warmup <= 500:
+        p.error("bounded on purpose: 1 <= --ping-rate <= 200, 200 <= --ping-count <= 5000, 0 <= --ping-warmup <= 500")
+    args.threads = max(1, min(args.threads, args.concurrency))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def terminate(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGHUP, terminate)
+    try:
+        run(args)
+    except BenchError as exc:
+        print(f"bench: FAILED: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted; gunicorn, the worker and the benchmark's redis-server stopped", file=sys.stderr)
+        return 130
+    return 0

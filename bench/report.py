@@ -1,0 +1,448 @@
+"""The report: the one writer of bench/RESULTS.md and of the JSON copies in bench/out/ (results.json, or
+prompts.json / ping.json for `--only`), and the console summary of a run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import BENCH_DIR, HOST, OUT_DIR, ROOT
+from bench.load import Load
+from bench.phases.base import PhaseResult, result_of
+from bench.phases.closed_loop import (
+    GAP_MARGIN_SECONDS,
+    POLL_RATE_CEILING_SHARE,
+    RATIO_TARGET,
+    BcResult,
+    PollResult,
+    ceiling_ratio,
+)
+from bench.phases.ping import PING_P50_TARGET_MS, PingResult
+from bench.phases.prompts import PROMPT_P50_TARGET_MS, PROMPT_P99_TARGET_MS, PROMPT_WORKER_NOTE, PromptResult
+from bench.servers import ABUSE_LIMITS_OFF, redis_url
+from bench.system import CLOSED_LOOP_CPU, OPEN_LOOP_CPU, QUIET_BUSY_PERCENT, fmt_cpu
+
+RESULTS_MD = BENCH_DIR / "RESULTS.md"
+# Settings the caller's environment may change for an experiment; RESULTS.md names them when set.
+PASSED_THROUGH = ("DB_CONN_MAX_AGE", "DB_CONN_HEALTH_CHECKS", "LOG_LEVEL")
+LIMITS_OFF = ", ".join(f"{k}={v}" for k, v in ABUSE_LIMITS_OFF.items())
+
+
+@dataclass
+class RunFacts:
+    """What RESULTS.md states besides the phases' figures."""
+
+    date: str
+    elapsed: float  # seconds, the whole run
+    machine: dict[str, str]
+    versions: dict[str, str]
+    background: tuple[float, list[str]]  # CPU busy % before the run, and the busiest processes
+    own_redis: bool  # the benchmark's own redis-server (or one given with --redis-port)
+
+
+# ------------------------------------------------------------------------------------------------ open-loop phases
+
+
+def prompt_verdict_line(r: PromptResult, args: argparse.Namespace) -> str:
+    st = r.stats
+    return (
+        f"- Prompts: bc-authorize's answer to the SMS accepted by the fake Twilio, {args.prompt_rate:g} requests/s "
+        f"for {args.prompt_duration} s: p50 **{st.p50_ms:.0f} ms**, p99 **{st.p99_ms:.0f} ms**, lost **{st.lost}**, "
+        f"duplicates **{st.duplicates}** — target p50 < {PROMPT_P50_TARGET_MS} ms, p99 < {PROMPT_P99_TARGET_MS} ms, "
+        f"none lost (nor duplicated, nor refused) — **{'MET' if r.target_met else 'NOT MET'}**."
+    )
+
+
+def disturbance(cpu: dict[str, float], run: str) -> list[str]:
+    """A caution line when processes outside the benchmark (or other guests) took CPU during an open-loop run."""
+    taken = cpu["other"] + cpu["steal"]
+    if taken <= 5:
+        return []
+    return [
+        f"- Caution: during the {run} run {taken:.0f} % of the machine went to processes outside the benchmark or "
+        "to other guests; gunicorn and the worker had that much less CPU, and at a fixed arrival rate that shows as "
+        "queueing (higher latency), not as lower throughput."
+    ]
+
+
+def prompt_disturbance(r: PromptResult) -> list[str]:
+    return disturbance(r.cpu, "prompt")
+
+
+def prompt_section(r: PromptResult, args: argparse.Namespace) -> list[str]:
+    st = r.stats
+    errors = f" ({', '.join(f'{k}: {v}' for k, v in st.error_kinds.items())})" if st.error_kinds else ""
+    return [
+        "## Prompts (issue 3)",
+        "",
+        prompt_verdict_line(r, args),
+        *prompt_disturbance(r),
+        "",
+        "| measured | p50 | p90 | p99 | max | min | sent | answered 200 | SMS received | lost | duplicates "
+        "| CPU %: gunicorn / celery / pg / redis / bench / other / steal / busy |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        f"| bc-authorize answer → SMS at the fake (ms) | {st.p50_ms:.1f} | {st.p90_ms:.1f} | {st.p99_ms:.1f} | "
+        f"{st.max_ms:.1f} | {st.min_ms:.1f} | {st.sent:,} | {st.answered_200:,} | {st.received:,} | {st.lost} | "
+        f"{st.duplicates} | {fmt_cpu(r.cpu, OPEN_LOOP_CPU)} |",
+        "",
+        f"- Load: open loop, {args.prompt_rate:g} POST /oauth/bc-authorize/ a second on a fixed schedule (achieved "
+        f"{st.achieved_rate:.2f}/s; {st.late_sends} requests left more than 20 ms after their slot), "
+        f"{args.prompt_warmup} s warm-up (not counted) then {args.prompt_duration} s measured; each request opens "
+        "its own connection (form-encoded, client_secret_basic), from a pool of 64 threads so that slow answers "
+        f"never hold back the next request. login_hint rotates over {r.approvers} approvers, each with a phone; "
+        "each request carries a unique binding_message ('B' + its number), which the SMS quotes: that is how an "
+        "SMS is matched to its request (the SMS has no auth_req_id, by design).",
+        f"- bc-authorize itself during the run (send → answer read): p50 {st.answer_p50_ms:.1f} ms, p99 "
+        f"{st.answer_p99_ms:.1f} ms; answers other than 200: {st.errors}{errors}.",
+        "- Latency = the time the fake Twilio parsed the Messages.json request (time.time()) − the time the "
+        "generator had read bc-authorize's 200 answer (time.time()), both in the benchmark's process; the task is "
+        "queued when the request's transaction commits, before the answer is written, so a fast worker can beat "
+        "the answer (a latency near or below 0).",
+        f"- Lost = answered 200 but no SMS within {args.prompt_wait:g} s after the load stopped; duplicates = "
+        f"requests with more than one SMS; {st.unmatched} SMS matched no request. Warm-up: "
+        f"{r.warm[1]:,} of its {r.warm[0]:,} requests prompted by then.",
+        f"- Worker: `{r.worker}` on the benchmark's Redis as broker, same environment as gunicorn; chosen: "
+        f"{PROMPT_WORKER_NOTE}. gunicorn: {args.workers} sync workers as above.",
+        "- Prompt settings: APPROVALS_PROMPT_CHANNELS=approvals.channels.twilio_sms.TwilioSmsChannel, "
+        "TWILIO_API_BASE=the fake's http://127.0.0.1:<port>, TWILIO_STATUS_CALLBACKS=false, random "
+        f"TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN checked by the fake, {LIMITS_OFF} (the abuse limits, off for "
+        "every phase of the benchmark: they would refuse nearly all of its requests).",
+        f"- CPU: share of the whole machine during the measured {args.prompt_duration} s; celery = the worker's "
+        "process group; bench = the benchmark's own process (load generator and fake Twilio); pg = the whole "
+        "PostgreSQL server, backends that exited included (through the postmaster's children time), and so also "
+        "other databases' clients, such as a test suite running meanwhile.",
+        f"- PostgreSQL sessions opened during the measured run: {r.pg_sessions:,} for {st.sent:,} prompts "
+        f"({r.pg_sessions / max(st.sent, 1):.2f} a prompt). Celery's Django fixup would close the worker's database "
+        "connections after every task; config/celery.py recycles them like web requests instead (CONN_MAX_AGE), "
+        "which removed a new PostgreSQL backend per prompt, until then the largest cost in the chain.",
+        f"- Phase wall time {r.seconds:.0f} s (approvers, a fresh gunicorn and worker, smoke test, load, wait). "
+        "Raw data: bench/out/prompts-requests.tsv, prompts-sms.tsv, celery.log, gunicorn-prompts.log.",
+        "",
+    ]
+
+
+def prompt_json(r: PromptResult) -> dict[str, Any]:
+    return {
+        "stats": vars(r.stats),
+        "cpu": r.cpu,
+        "pg_sessions": r.pg_sessions,
+        "worker": r.worker,
+        "approvers": r.approvers,
+        "warm": r.warm,
+        "seconds": r.seconds,
+        "target_met": r.target_met,
+    }
+
+
+def ping_verdict_line(r: PingResult, args: argparse.Namespace) -> str:
+    st = r.stats
+    return (
+        f"- Ping: the approver's decide POST to the ping received by the fake agent endpoint, {st.sent} approvals at "
+        f"{args.ping_rate:g}/s: p50 **{st.p50_ms:.0f} ms**, p99 **{st.p99_ms:.0f} ms**, lost **{st.lost}**, "
+        f"duplicates **{st.duplicates}** — target p50 < {PING_P50_TARGET_MS} ms (none lost, duplicated or refused) — "
+        f"**{'MET' if r.target_met else 'NOT MET'}**."
+    )
+
+
+def ping_disturbance(r: PingResult) -> list[str]:
+    return disturbance(r.cpu, "ping")
+
+
+def ping_section(r: PingResult, args: argparse.Namespace) -> list[str]:
+    st = r.stats
+    errors = f" ({', '.join(f'{k}: {v}' for k, v in st.error_kinds.items())})" if st.error_kinds else ""
+    return [
+        "## Ping delivery (issue 5)",
+        "",
+        ping_verdict_line(r, args),
+        *ping_disturbance(r),
+        "",
+        "| measured | p50 | p90 | p99 | max | min | approvals sent | approved (302) | pings received | lost "
+        "| duplicates | CPU %: gunicorn / celery / pg / redis / bench / other / steal / busy |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        f"| decide POST sent → ping at the fake (ms) | {st.p50_ms:.1f} | {st.p90_ms:.1f} | {st.p99_ms:.1f} | "
+        f"{st.max_ms:.1f} | {st.min_ms:.1f} | {st.sent:,} | {st.approved:,} | {st.received:,} | {st.lost} | "
+        f"{st.duplicates} | {fmt_cpu(r.cpu, OPEN_LOOP_CPU)} |",
+        "",
+        f"- Load: a ping client (`create_agent_client --delivery-mode ping --notification-endpoint "
+        "http://127.0.0.1:<port>/cb`, the fake agent endpoint of tests/fakes/agent_endpoint.py in the benchmark's "
+        f"process, answering 204). {args.ping_warmup + st.sent:,} pending requests are created first "
+        f"(bc-authorize, each with its own client_notification_token; {r.create_seconds:.1f} s), then the approver, "
+        "signed in once through /accounts/login/ (so with a fresh-password session), approves them one after another: "
+        f"open loop, {args.ping_rate:g} POST /approvals/<id>/decide/ a second on a fixed schedule (achieved "
+        f"{st.achieved_rate:.2f}/s; {st.late_sends} left more than 20 ms after their slot) from a pool of 8 threads, "
+        f"each on its own connection with the session and CSRF cookies; {args.ping_warmup} approvals of warm-up "
+        f"(not counted; {r.warm[1]} of {r.warm[0]} pinged) then {st.sent:,} measured.",
+        "- Latency = the time the fake parsed the ping (time.time()) − the time just before the decide POST was "
+        "sent (time.time()), both in the benchmark's process, matched by the auth_req_id in the ping's body. It "
+        "covers the whole decide request (session, CSRF, the transaction that writes the Notification), the task "
+        "enqueued on commit, the worker's delivery (claim, attempt rows, the SSRF-checked POST) and the fake. "
+        f"The decide answer itself (sent → 302 read): p50 {st.answer_p50_ms:.1f} ms, p99 {st.answer_p99_ms:.1f} ms; "
+        f"ping after that answer: p50 {st.after_answer_p50_ms:.1f} ms.",
+        f"- Approved = a 302 back to the request's page ({st.errors} other answers{errors}); the database agrees: "
+        f"{r.db_approved:,} of the {st.sent:,} measured requests approved, {r.db_delivered:,} notifications marked "
+        f"delivered. Lost = approved but no ping within {args.ping_wait:g} s after the last approval; duplicates = "
+        f"requests pinged more than once; {st.bad_token} pings carried a Bearer token other than the request's "
+        f"client_notification_token; {st.unmatched} pings matched no request.",
+        f"- Worker: `{r.worker}` (as in the prompt phase), broker emptied first; the requests' own prompts (console "
+        "channel) are all sent before the approvals start. gunicorn: a fresh one, "
+        f"{args.workers} sync workers. PostgreSQL sessions opened during the measured run: {r.pg_sessions}.",
+        "- Setting for this phase only: APPROVALS_OUTBOUND_ALLOW_LOOPBACK_HTTP=true (for gunicorn, the worker and "
+        "`create_agent_client`), so that the http://127.0.0.1 notification endpoint is accepted; production refuses "
+        "it: with DEBUG off system check E108 flags the setting, so `create_agent_client` runs with `--skip-checks` "
+        "(gunicorn and the worker run no system checks). The session "
+        "and CSRF cookies are Secure with DEBUG off; the benchmark sends them itself over the plain-http loopback.",
+        f"- Phase wall time {r.seconds:.0f} s. Raw data: bench/out/ping-approvals.tsv, ping-received.tsv, "
+        "celery-ping.log, gunicorn-ping.log.",
+        "",
+    ]
+
+
+def ping_json(r: PingResult) -> dict[str, Any]:
+    return {
+        "stats": vars(r.stats),
+        "cpu": r.cpu,
+        "pg_sessions": r.pg_sessions,
+        "worker": r.worker,
+        "db_approved": r.db_approved,
+        "db_delivered": r.db_delivered,
+        "warm": r.warm,
+        "create_seconds": r.create_seconds,
+        "seconds": r.seconds,
+        "target_met": r.target_met,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- closed-loop phases
+
+
+def pool_warning(polls: Load, pool_size: int) -> list[str]:
+    """Early polls or slow_down answers: the pool was too small for the rate reached, or polls came too early."""
+    share = max(polls.early, polls.answers["slow_down"]) / max(polls.requests, 1)
+    if share <= 0.01:
+        return []
+    return [
+        f"- Caution: {100 * share:.1f} % of the measured polls were early or got slow_down (the pool of "
+        f"{pool_size:,} pending requests ran out at {polls.rps:,.0f} polls/s, or answers were slow): these are not "
+        "the figures of pending polls; run again with a larger --pool."
+    ]
+
+
+def disturbances(loads: dict[str, Load]) -> list[str]:
+    """A warning line per measured run that other processes or the hypervisor took more than 5 % of the CPU."""
+    notes = []
+    for name, load in loads.items():
+        taken = load.cpu["other"] + load.cpu["steal"]
+        if taken > 5:
+            notes.append(
+                f"- Caution: during the {name} run {taken:.0f} % of the machine went to processes outside the "
+                "benchmark or to other guests; that figure is lower than a quiet machine would give."
+            )
+    return notes
+
+
+# -------------------------------------------------------------------------------------------------------- the files
+
+
+def write_results(facts: RunFacts, args: argparse.Namespace, results: dict[str, PhaseResult]) -> None:
+    """bench/RESULTS.md and bench/out/results.json, after a run of all the phases."""
+    ceiling = result_of(results, "ceiling", Load)
+    ceiling_after = result_of(results, "ceiling-after", Load)
+    bcr = result_of(results, "bc-authorize", BcResult)
+    pr = result_of(results, "pending-polls", PollResult)
+    prompts = result_of(results, "prompts", PromptResult) if "prompts" in results else None
+    ping = result_of(results, "ping", PingResult) if "ping" in results else None
+    bc = bcr.load
+    polls = pr.load
+    ceiling_rps, ratio = ceiling_ratio(ceiling, ceiling_after, polls)
+    ratio_met = ratio >= RATIO_TARGET
+    rows = sum(pr.rows.values())
+    a = polls.answers
+    poll_total = max(polls.requests, 1)
+
+    def row(label: str, load: Load, errors: int) -> str:
+        return (
+            f"| {label} | {load.rps:,.0f} | {load.p50_ms:.2f} | {load.p90_ms:.2f} | {load.p99_ms:.2f} | "
+            f"{load.max_ms:.1f} | {load.requests:,} | {errors} | {fmt_cpu(load.cpu, CLOSED_LOOP_CPU)} |"
+        )
+
+    mix = ", ".join(
+        f"{k.replace('_', ' ')} {v:,} ({100 * v / poll_total:.2f} %)" for k, v in a.items() if k != "status_ge_400"
+    )
+    bc_rows = bcr.rows
+    bc_requests = bcr.requests_total
+    lines = [
+        "# Countersign benchmark results",
+        "",
+        f"Written by `python -m bench` (`make bench`) on {facts.date}; total run time {facts.elapsed:.0f} s.",
+        "",
+        "## Verdicts",
+        "",
+        f"- Pending polls reach **{100 * ratio:.1f} %** of the ceiling "
+        f"({polls.rps:,.0f} req/s vs a ceiling of {ceiling_rps:,.0f} req/s, the mean of the runs before and after): "
+        f"target at least {100 * RATIO_TARGET:.0f} % "
+        f"— **{'MET' if ratio_met else 'NOT MET'}**.",
+        f"- Rows written to PostgreSQL during the pending-poll phase ({pr.polls_made:,} polls, warm-up "
+        f"included): **{rows}** — target 0 — **{'MET' if rows == 0 else 'NOT MET'}**"
+        + (f" (by table: {pr.rows})" if rows else "")
+        + ".",
+        *([prompt_verdict_line(prompts, args), *prompt_disturbance(prompts)] if prompts else []),
+        *([ping_verdict_line(ping, args), *ping_disturbance(ping)] if ping else []),
+        *pool_warning(polls, pr.pool_size),
+        *disturbances({"ceiling": ceiling, "bc-authorize": bc, "pending polls": polls, "ceiling after": ceiling_after}),
+        "",
+        "## Figures",
+        "",
+        f"Closed loop, {args.concurrency} connections, {args.warmup} s warm-up then {args.duration} s measured per "
+        "phase. Latency in ms, measured by wrk from writing the request to reading the whole response "
+        "(queueing for a free worker included). CPU columns: share of the whole machine "
+        f"({facts.machine['nproc']} cores = 100 %) during the measured run; other = processes outside the benchmark, "
+        "steal = time the hypervisor gave to other guests (both should be near 0).",
+        "",
+        "| phase | req/s | p50 | p90 | p99 | max | requests | errors "
+        "| CPU %: gunicorn / pg / redis / wrk / other / steal / busy |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        row("a. ceiling: GET /healthz/", ceiling, ceiling.answers["status_ge_400"] + ceiling.socket_errors),
+        row("b. POST /oauth/bc-authorize/", bc, bc.answers["other"] + bc.socket_errors),
+        row("c. pending polls: POST /oauth/token/ (CIBA)", polls, a["other"] + a["ok"] + polls.socket_errors),
+        row(
+            "a. ceiling again, after the polls",
+            ceiling_after,
+            ceiling_after.answers["status_ge_400"] + ceiling_after.socket_errors,
+        ),
+        "",
+        f"- d. ratio pending polls / ceiling (the mean of both ceiling runs, {ceiling_rps:,.0f} req/s): "
+        f"**{ratio:.3f}** ({100 * ratio:.1f} %), target ≥ {RATIO_TARGET:.2f}: **{'met' if ratio_met else 'not met'}**.",
+        f"  The two ceiling runs differ by {100 * abs(ceiling.rps - ceiling_after.rps) / ceiling_rps:.0f} %: on a "
+        "shared virtual machine the speed drifts by 10-20 % from minute to minute, so compare several runs "
+        "rather than single figures.",
+        f"- e. rows written (n_tup_ins + n_tup_upd + n_tup_del, pg_stat_user_tables) during the pending-poll phase: "
+        f"**{rows}** (target 0).",
+        f"- Poll answers (measured run): {mix}. {pr.ring:,} pending requests were being polled, each every "
+        f"{pr.gap:.1f} s ({polls.grown:,} joined during the measured run; {polls.early:,} polls had to be made "
+        f"early for want of fresh requests), out of a pool of {pr.pool_size:,}.",
+        f"- PostgreSQL transactions during the measured polls: {pr.xacts_per_poll:.3f} a poll (pg_stat_database "
+        "xact_commit + xact_rollback, a 1 s re-warm included; 0 would mean every pending poll was answered without "
+        "PostgreSQL).",
+        f"- Check that the row counter sees writes: the bc-authorize phase wrote {sum(bc_rows.values()):,} rows for "
+        f"the {bc_requests:,} requests wrk counted ({sum(bc_rows.values()) / max(bc_requests, 1):.2f} a request; "
+        f"the server also completes the few still queued when wrk stops): {bc_rows}.",
+        "- errors = socket errors + unexpected answers (ceiling: any status ≥ 400; bc-authorize: anything but 200; "
+        "polls: anything but authorization_pending or slow_down).",
+        "",
+        *(prompt_section(prompts, args) if prompts else []),
+        *(ping_section(ping, args) if ping else []),
+        "## Machine",
+        "",
+        *[f"- {k}: {v}" for k, v in facts.machine.items()],
+        f"- CPU busy before the run (2 s sample, nothing of the benchmark running): {facts.background[0]:.0f} %"
+        + (f"; busiest: {', '.join(facts.background[1])}" if facts.background[0] > QUIET_BUSY_PERCENT else ""),
+        "",
+        "## Versions",
+        "",
+        *[f"- {k}: {v}" for k, v in facts.versions.items()],
+        "",
+        "## Server configuration",
+        "",
+        f"- gunicorn `config.wsgi`, {args.workers} sync workers, bound to {HOST} (a free port), access log "
+        f"{'off' if args.no_access_log else 'on (stdout, as docker-compose.yml)'}; sync workers close the "
+        "connection after each response, so every request opens a new TCP connection.",
+        "- DEBUG=false, random SECRET_KEY, freshly generated 2048-bit RSA key in OIDC_RSA_PRIVATE_KEY, "
+        "COUNTERSIGN_ISSUER=http://127.0.0.1:<port>.",
+        f"- Database: PostgreSQL at {HOST}:{args.pg_port}, database `{args.database}` dropped, recreated and "
+        "migrated for the run; connection settings as settings.py makes them from the environment: "
+        + (", ".join(f"{k}={os.environ[k]}" for k in PASSED_THROUGH if k in os.environ) or "its defaults")
+        + ".",
+        f"- Redis: {redis_url(args)} as the cache and the Celery broker (phases a-c: prompts queue up, no worker "
+        "runs), flushed before and after; "
+        + (
+            "the benchmark's own redis-server (`--save '' --appendonly no`, a free port), started for the run and "
+            "stopped after it, so the test suite's FLUSHDBs on the system Redis cannot reach it."
+            if facts.own_redis
+            else "an existing Redis given with --redis-port."
+        )
+        + f" {LIMITS_OFF} (the abuse limits would refuse the benchmark's requests).",
+        "",
+        "## Load generator",
+        "",
+        f"- {facts.versions['wrk']} with bench/wrk.lua, on the same machine: {args.threads} threads, "
+        f"{args.concurrency} connections, {args.warmup} s warm-up + {args.duration} s per phase, timeout 10 s.",
+        "- bc-authorize body: scope=openid, login_hint=<approver>, binding_message; Basic client authentication.",
+        "- Pending polls: grant_type=urn:openid:params:grant-type:ciba for the pending requests that bc-authorize "
+        "created, each wrk thread polling its own share like agents that honour the interval: a request is polled "
+        f"again once {pr.gap:.1f} s have passed (its {pr.gap - GAP_MARGIN_SECONDS:.0f} s interval and "
+        f"{GAP_MARGIN_SECONDS} s for queueing), and a request not polled yet is taken whenever none is due, so the "
+        "number of requests being polled grows until the server is saturated. The pool is sized for polls at up to "
+        f"{100 * POLL_RATE_CEILING_SHARE:.0f} % of the ceiling (topped up with more bc-authorize requests before "
+        "the polls, outside the row counts). The warm-up fills the set of requests being polled (here "
+        f"{pr.warmup_seconds:.0f} s, with the statistics readings and a 1 s re-warm), so the measured polls are "
+        "repeat polls; the set carries over from run to run (bench/out/poll-state.txt).",
+        "- Rows written: PostgreSQL 15 flushes a backend's counters lazily, so before each reading the service's "
+        "database connections are ended (a backend flushes on exit) and the reading follows pg_stat_clear_snapshot().",
+        "",
+    ]
+    RESULTS_MD.write_text("\n".join(lines))
+    (OUT_DIR / "results.json").write_text(
+        json.dumps(
+            {
+                "date": facts.date,
+                "args": vars(args),
+                "machine": facts.machine,
+                "versions": facts.versions,
+                "ceiling": vars(ceiling),
+                "ceiling_after": vars(ceiling_after),
+                "bc_authorize": vars(bc),
+                "pending_polls": vars(polls),
+                "ceiling_rps_mean": ceiling_rps,
+                "ratio": ratio,
+                "ratio_target_met": ratio_met,
+                "rows_written_polls": pr.rows,
+                "rows_written_bc": bc_rows,
+                "pool_size": pr.pool_size,
+                "pg_xacts_per_poll": pr.xacts_per_poll,
+                "prompts": prompt_json(prompts) if prompts else None,
+                "ping": ping_json(ping) if ping else None,
+            },
+            indent=2,
+        )
+    )
+
+
+def write_phase_json(name: str, result: PhaseResult) -> Path:
+    """bench/out/<name>.json for a run of one phase (--only), which leaves bench/RESULTS.md alone."""
+    if isinstance(result, PromptResult):
+        figures = prompt_json(result)
+    elif isinstance(result, PingResult):
+        figures = ping_json(result)
+    else:
+        raise TypeError(f"no JSON for a {type(result).__name__} alone")
+    path = OUT_DIR / f"{name}.json"
+    path.write_text(json.dumps(figures, indent=2))
+    return path.relative_to(ROOT)
+
+
+def summary_line(facts: RunFacts, results: dict[str, PhaseResult]) -> str:
+    """The console's last word on a run of all the phases."""
+    ceiling = result_of(results, "ceiling", Load)
+    ceiling_after = result_of(results, "ceiling-after", Load)
+    bc = result_of(results, "bc-authorize", BcResult).load
+    pr = result_of(results, "pending-polls", PollResult)
+    prompts = result_of(results, "prompts", PromptResult)
+    ping = result_of(results, "ping", PingResult)
+    _, ratio = ceiling_ratio(ceiling, ceiling_after, pr.load)
+    return (
+        f"done in {facts.elapsed:.0f} s: ceiling {ceiling.rps:,.0f} then {ceiling_after.rps:,.0f} req/s; "
+        f"bc-authorize {bc.rps:,.0f} req/s; "
+        f"pending polls {pr.load.rps:,.0f} req/s = {100 * ratio:.1f} % of ceiling "
+        f"(target {100 * RATIO_TARGET:.0f} %: {'met' if ratio >= RATIO_TARGET else 'NOT met'}); "
+        f"rows written by polls: {sum(pr.rows.values())}; prompts p50 "
+        f"{prompts.stats.p50_ms:.0f} ms, p99 {prompts.stats.p99_ms:.0f} ms, lost "
+        f"{prompts.stats.lost}, duplicates {prompts.stats.duplicates} (target "
+        f"{'met' if prompts.target_met else 'NOT met'}); ping p50 {ping.stats.p50_ms:.0f} ms, "
+        f"p99 {ping.stats.p99_ms:.0f} ms, lost {ping.stats.lost} (target "
+        f"{'met' if ping.target_met else 'NOT met'}). See {RESULTS_MD.relative_to(ROOT)}."
+    )
