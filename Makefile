@@ -46,6 +46,8 @@ screenshots: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 bench: install
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench

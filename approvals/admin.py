@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -17,6 +19,9 @@ from approvals.models import (
     Delivery,
     PushSubscription,
 )
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -132,7 +137,7 @@ class EffectiveStatusFilter(admin.SimpleListFilter):
     title = _("status")
     parameter_name = "status"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, StrOrPromise]]:
         return list(ApprovalRequest.Status.choices)
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[ApprovalRequest]) -> QuerySet[ApprovalRequest]:
@@ -169,7 +174,8 @@ class ApprovalRequestAdmin(ReadOnlyAdmin):
     list_select_related = ("client", "user")
     search_fields = ("id", "user__username", "client__name", "client__client_id", "binding_message")
     date_hierarchy = "created_at"
-    inlines = (AuditEventInline, DeliveryInline)
+    # Other apps' admins add their own inlines after these.
+    inlines: ClassVar[tuple[type[admin.options.InlineModelAdmin], ...]] = (AuditEventInline, DeliveryInline)
     actions = ("cancel_requests", "expire_due_requests")
     readonly_fields = (
         "id",
@@ -198,7 +204,7 @@ class ApprovalRequestAdmin(ReadOnlyAdmin):
     exclude = ("auth_req_id", "client_notification_token")
 
     @admin.display(description=_("status now"))
-    def current_status(self, obj: ApprovalRequest) -> str:
+    def current_status(self, obj: ApprovalRequest) -> StrOrPromise:
         return ApprovalRequest.Status(obj.effective_status()).label
 
     @admin.display(description=_("authorization details"))
@@ -211,7 +217,8 @@ class ApprovalRequestAdmin(ReadOnlyAdmin):
     @admin.action(description=_("Cancel selected pending requests"), permissions=["view"])
     def cancel_requests(self, request: HttpRequest, queryset: QuerySet[ApprovalRequest]) -> None:
         cancelled = sum(
-            services.approval_request_cancel(approval_request_id=pk, actor=request.user)
+            # The admin site lets only signed-in staff this far.
+            services.approval_request_cancel(approval_request_id=pk, actor=cast(User, request.user))
             for pk in queryset.values_list("pk", flat=True)
         )
         self.message_user(request, _("%(n)d request(s) cancelled.") % {"n": cancelled}, messages.SUCCESS)

@@ -232,7 +232,7 @@ def client_address(request: HttpRequest) -> str:
     """The client's IP address: REMOTE_ADDR, or with APPROVALS["CLIENT_IP_HEADER"] set (for example
     X-Forwarded-For), the entry TRUSTED_PROXY_COUNT places from the right of that header, which the nearest
     trusted proxy wrote. A header that is absent, too short or not an address falls back to REMOTE_ADDR."""
-    remote = request.META.get("REMOTE_ADDR", "")
+    remote: str = request.META.get("REMOTE_ADDR", "")
     header = approvals_settings.CLIENT_IP_HEADER
     if not header:
         return remote

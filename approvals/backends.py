@@ -6,7 +6,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
@@ -20,13 +20,13 @@ class ThrottledModelBackend(ModelBackend):
 
     def authenticate(
         self, request: HttpRequest | None, username: str | None = None, password: str | None = None, **kwargs: Any
-    ) -> AbstractBaseUser | None:
+    ) -> User | None:
         if username is None:
             username = kwargs.get(get_user_model().USERNAME_FIELD)
         if username is None or password is None:
             return None
         address = attempts.client_address(request) if request is not None else ""
-        found: list[AbstractBaseUser] = []
+        found: list[User] = []
 
         def check() -> bool:
             user = super(ThrottledModelBackend, self).authenticate(request, username, password, **kwargs)

@@ -1,4 +1,7 @@
-"""approvals_settings: Countersign's APPROVALS settings with defaults, reloaded when tests override them."""
+"""approvals_settings: the human side's APPROVALS settings with defaults, reloaded when tests override them.
+
+The protocol's tunables (request lifetimes, poll interval, request size, callbacks) live in the other app's own
+namespace; config/settings.py only maps environment variables onto either."""
 
 from __future__ import annotations
 
@@ -13,14 +16,10 @@ if TYPE_CHECKING:
 
 DEFAULTS: dict[str, Any] = {
     "PROMPT_CHANNELS": ["approvals.channels.console.ConsoleChannel"],
-    "DEFAULT_EXPIRY_SECONDS": 300,
-    "MAX_EXPIRY_SECONDS": 3600,
-    "POLL_INTERVAL_SECONDS": 5,
-    # CIBA Core §7.1: user_code is only used when both the OP and the client enable it.
-    "USER_CODE_SUPPORTED": True,
+    # Wrong user codes for one person, from all clients together, before the code is locked for
+    # USER_CODE_LOCKOUT_SECONDS (approvals.attempts): the code is the person's secret, guarded where it is kept.
     "USER_CODE_MAX_FAILURES": 5,
     "USER_CODE_LOCKOUT_SECONDS": 900,
-    "MAX_REQUEST_BYTES": 64 * 1024,
     # How recent a typed password must be for the higher authentication level (approvals.links).
     "FRESH_PASSWORD_SECONDS": 300,
     # Bad prompt links naming one request, in LINK_FAILURE_WINDOW_SECONDS, before that request's link is refused
@@ -55,16 +54,10 @@ DEFAULTS: dict[str, Any] = {
     "PROMPT_CLAIM_SECONDS": 30,
     # A request still unprompted this long after its prompt was due is enqueued again by the sweeper.
     "PROMPT_SWEEP_GRACE_SECONDS": 20,
-    # Ping/push callbacks retry (backoff with jitter) until this long after the outcome, then are kept as undeliverable.
-    "NOTIFICATION_DEADLINE_SECONDS": 600,
-    "NOTIFICATION_RETRY_BASE_SECONDS": 1,
-    "NOTIFICATION_RETRY_MAX_SECONDS": 60,
     # Certification runs (the OpenID conformance suite's automated_ciba_approval_url): empty turns the endpoint off.
     "AUTOMATED_APPROVAL_SECRET": "",
     # With DEBUG off the endpoint is refused by a system check unless this says the operator means it.
     "AUTOMATED_APPROVAL_IN_PRODUCTION": False,
-    # Issues the token response for a push client (approvals never imports authz; see authz.ciba.notify).
-    "PUSH_TOKEN_ISSUER": "authz.ciba.notify.issue_push_tokens",
     # Development and tests only: let client-supplied URLs use http to loopback (system check E108 with DEBUG off).
     "OUTBOUND_ALLOW_LOOPBACK_HTTP": False,
     # One deadline for a whole call to a client-supplied URL (approvals.outbound): connect, send and read the answer.

@@ -4,7 +4,7 @@
   page's CSS), so a value such as `ACME”, reference “INV-7` cannot pass for the page's prose or quotation marks.
 - A word that mixes scripts ("АCME": Cyrillic А, Latin CME) or is written only in letters that look Latin ("АСМЕ"
   in Cyrillic) is flagged, visibly, next to the value. What is refused outright (controls, bidi and other format
-  characters, runs of combining marks, unusual whitespace) is refused at bc-authorize by authz.tokens.details.
+  characters, runs of combining marks, unusual whitespace) is refused at bc-authorize, before any of it is stored.
 - An administrator's display template runs in a restricted engine (`display_engine`): no `{% load %}`, only the
   tags and filters of this module's library, autoescape on, no loaders; the agent's values cannot be marked safe.
 """
@@ -21,6 +21,8 @@ from django.template import Engine, Template, TemplateSyntaxError, defaultfilter
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
+
+from approvals import text
 
 # The tags and filters a display template may use: enough to phrase a summary and list fields, nothing that reads
 # files, other templates, settings or the request, or that turns off escaping (no load, include, extends, debug,
@@ -106,10 +108,8 @@ def shown(text: str) -> SafeString:
 @register.filter
 def iso_datetime(value: Any) -> Any:
     """`2026-12-03T10:00:00+01:00` -> `Thu 3 Dec 2026, 10:00 (UTC+01:00)`, still shown as the agent's data."""
-    from approvals.templatetags.approver_ui import iso_datetime as readable
-
-    text = readable(value)
-    return DataText(text) if isinstance(value, DataText) else text
+    readable = text.readable_iso_datetime(value)
+    return DataText(readable) if isinstance(value, DataText) else readable
 
 
 class _RestrictedEngine(Engine):

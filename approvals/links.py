@@ -89,14 +89,6 @@ def link_authentic(token: str, approval_request: ApprovalRequest) -> bool:
     )
 
 
-def resolve_link(token: str) -> ApprovalRequest | None:
-    """The request a well-formed, authentic token names, whatever its state; None for anything else."""
-    approval_request = named_request(token)
-    if approval_request is None or not link_authentic(token, approval_request):
-        return None
-    return approval_request
-
-
 @dataclass(frozen=True)
 class LinkHold:
     """This browser opened the request's prompt link at `opened_at`; `spent`: and decided the request with it."""

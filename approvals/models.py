@@ -66,7 +66,7 @@ class ApprovalRequest(models.Model):
     acr_values = models.CharField(max_length=255, blank=True)
     hint_type = models.CharField(max_length=16, choices=HintType.choices)
     requested_expiry = models.PositiveIntegerField(null=True, blank=True)
-    # RFC 9396: what exactly the agent asks to do, validated against authz.AuthorizationDetailType; shown to the
+    # RFC 9396: what exactly the agent asks to do, validated against the registered types at bc-authorize; shown to the
     # person, and bound to the tokens issued on approval.
     authorization_details = models.JSONField(default=list, blank=True, editable=False)
 

@@ -178,7 +178,8 @@ def _getaddrinfo(host: str, port: int, *, deadline: float) -> list[Any]:
         raise _LookupTimeout
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["infos"]
+    infos: list[Any] = outcome["infos"]
+    return infos
 
 
 def _resolve(

@@ -1,6 +1,6 @@
 """Prompting the approver: which channels, in what order, retries, and never twice to the same destination.
 
-Policy: the client's channel order (CibaClient.prompt_channels) or the server's (APPROVALS["PROMPT_CHANNELS"]).
+Policy: the agent's own channel order (approvals.agents) or the server's (APPROVALS["PROMPT_CHANNELS"]).
 Each channel is tried on every destination it has for the person (every active push subscription); the first channel
 that reaches at least one destination ends the round. When none did and some failure was transient, the Celery task
 retries the round with exponential backoff and full jitter while the request is pending; a destination that already
@@ -8,13 +8,13 @@ took the prompt is skipped on retries, so a retried or redelivered task never se
 
 One worker at a time prompts a request (a conditional UPDATE claims it for PROMPT_CLAIM_SECONDS). A request whose
 prompt task was never enqueued (broker down) or was lost (worker killed) is still unprompted when its prompt_due_at
-passes, and the sweeper enqueues it again.
+passes, and the sweeper enqueues it again. Claim, retry and sweep are approvals.delivery's, shared with callbacks.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -24,9 +24,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from approvals import agents, services
-from approvals.backoff import full_jitter
+from approvals.audit import audit
 from approvals.channels.base import Channel, ChannelError, Prompt
 from approvals.conf import approvals_settings
+from approvals.delivery import Outcome, Queue, finish_attempt, full_jitter
 from approvals.models import ApprovalRequest, AuditEvent, Delivery
 
 logger = logging.getLogger(__name__)
@@ -35,13 +36,7 @@ Status = ApprovalRequest.Status
 Kind = AuditEvent.Kind
 DeliveryStatus = Delivery.Status
 
-
-@dataclass(frozen=True)
-class PromptOutcome:
-    prompted: bool = False
-    # Seconds until the task should run again; None when there is nothing more to do.
-    retry_in: float | None = None
-    errors: tuple[str, ...] = ()
+queue = Queue(ApprovalRequest, claimed_until="prompt_claimed_until", due_at="prompt_due_at")
 
 
 def retry_delay(attempt: int) -> float:
@@ -57,46 +52,29 @@ def due_after(seconds: float, now: datetime) -> datetime:
     return now + timedelta(seconds=seconds + approvals_settings.PROMPT_SWEEP_GRACE_SECONDS)
 
 
+def _waiting(now: datetime) -> Q:
+    """Requests still waiting for their prompt (the condition of approvals_unprompted_idx, and not expired)."""
+    return Q(status=Status.PENDING, prompted_at__isnull=True, prompt_failed_at__isnull=True, expires_at__gt=now)
+
+
 def approval_request_prompt(
     *, approval_request_id: UUID | str, attempt: int = 1, now: datetime | None = None
-) -> PromptOutcome:
+) -> Outcome:
     """One round of prompting for a pending request (called by the Celery task)."""
     now = now or timezone.now()
     claim_seconds = approvals_settings.PROMPT_CLAIM_SECONDS
-    claim = now + timedelta(seconds=claim_seconds)
-    claimed = (
-        ApprovalRequest.objects.filter(
-            pk=approval_request_id,
-            status=Status.PENDING,
-            expires_at__gt=now,
-            prompted_at__isnull=True,
-            prompt_failed_at__isnull=True,
-        )
-        .filter(Q(prompt_claimed_until__isnull=True) | Q(prompt_claimed_until__lte=now))
-        .update(prompt_claimed_until=claim, prompt_due_at=due_after(claim_seconds, now))
+    return queue.run(
+        approval_request_id,
+        lambda: _prompt_round(approval_request_id, attempt=attempt, now=now),
+        now=now,
+        until=now + timedelta(seconds=claim_seconds),
+        due_at=due_after(claim_seconds, now),
+        eligible=_waiting(now),
+        watched=Q(),  # held in any state: look again once that claim lapses, in case its worker died
     )
-    if not claimed:
-        return _unclaimed_outcome(approval_request_id, now)
-    try:
-        outcome = _prompt_round(approval_request_id, attempt=attempt, now=now)
-    finally:
-        # Release only our own claim: a round slower than the claim may have been overtaken by another worker.
-        ApprovalRequest.objects.filter(pk=approval_request_id, prompt_claimed_until=claim).update(
-            prompt_claimed_until=None
-        )
-    return outcome
 
 
-def _unclaimed_outcome(approval_request_id: UUID | str, now: datetime) -> PromptOutcome:
-    row = ApprovalRequest.objects.filter(pk=approval_request_id).values("prompt_claimed_until").first()
-    held_until = row and row["prompt_claimed_until"]
-    if held_until and held_until > now:
-        # Another worker is prompting it; look again once its claim lapses, in case that worker died.
-        return PromptOutcome(retry_in=(held_until - now).total_seconds() + 1)
-    return PromptOutcome()  # prompted, given up, decided, expired or unknown: nothing to do
-
-
-def _prompt_round(approval_request_id: UUID | str, *, attempt: int, now: datetime) -> PromptOutcome:
+def _prompt_round(approval_request_id: UUID | str, *, attempt: int, now: datetime) -> Outcome:
     approval_request = ApprovalRequest.objects.select_related("client", "user").get(pk=approval_request_id)
     agent = agents.profile(approval_request.client)
     prompt = Prompt.for_request(approval_request, agent)
@@ -113,22 +91,22 @@ def _prompt_round(approval_request_id: UUID | str, *, attempt: int, now: datetim
                     prompted_at=sent_at
                 )
                 if won:
-                    _audit(approval_request.pk, Kind.PROMPTED, at=sent_at, channel=channel.name, destinations=reached)
-            return PromptOutcome(prompted=True, errors=tuple(transient + permanent))
+                    audit(approval_request.pk, Kind.PROMPTED, at=sent_at, channel=channel.name, destinations=reached)
+            return Outcome(delivered=True, errors=tuple(transient + permanent))
     errors = tuple(transient + permanent) or ("No channel has a way to reach this person.",)
     if transient:
+        grace = approvals_settings.PROMPT_SWEEP_GRACE_SECONDS
         delay = retry_delay(attempt)
-        if now + timedelta(seconds=delay) < approval_request.expires_at:
-            ApprovalRequest.objects.filter(pk=approval_request.pk).update(prompt_due_at=due_after(delay, now))
-            return PromptOutcome(retry_in=delay, errors=errors)
+        if queue.retry(approval_request.pk, delay=delay, now=now, deadline=approval_request.expires_at, grace=grace):
+            return Outcome(retry_in=delay, errors=errors)
     failed_at = timezone.now()
     with transaction.atomic():
         won = ApprovalRequest.objects.filter(
             pk=approval_request.pk, prompted_at__isnull=True, prompt_failed_at__isnull=True
         ).update(prompt_failed_at=failed_at)
         if won:
-            _audit(approval_request.pk, Kind.PROMPT_FAILED, at=failed_at, errors=list(errors))
-    return PromptOutcome(errors=errors)
+            audit(approval_request.pk, Kind.PROMPT_FAILED, at=failed_at, errors=list(errors))
+    return Outcome(errors=errors)
 
 
 def _send_on_channel(
@@ -196,44 +174,24 @@ def _send_on_channel(
 
 def _finish(delivery: Delivery, status: str, *, error: str = "", provider_id: str = "") -> None:
     finished = timezone.now()
-    Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
-        status=status, error=error[:500], provider_id=provider_id[:255], finished_at=finished, updated_at=finished
-    )
+    sending = Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING)
+    finish_attempt(sending, status, error=error, at=finished, provider_id=provider_id[:255], updated_at=finished)
 
 
-def _audit(request_id: UUID, kind: str, *, at: datetime, **detail: object) -> None:
-    AuditEvent.objects.create(request_id=request_id, kind=kind, at=at, detail=detail)
-
-
-def approval_request_sweep_unprompted(*, now: datetime | None = None, limit: int = 500) -> int:
-    """Enqueue the prompt again for pending requests whose prompt is overdue (run by Celery beat)."""
-    from approvals.tasks import prompt_approver_task
-
+def approval_request_sweep_unprompted(
+    *, enqueue: Callable[[str], object], now: datetime | None = None, limit: int = 500
+) -> int:
+    """Enqueue the prompt again, through `enqueue` (the prompt task's delay), for pending requests whose prompt is
+    overdue (run by Celery beat)."""
     now = now or timezone.now()
-    due = list(
-        ApprovalRequest.objects.filter(
-            status=Status.PENDING,
-            prompted_at__isnull=True,
-            prompt_failed_at__isnull=True,
-            prompt_due_at__lte=now,
-            expires_at__gt=now,
-        )
-        .order_by("prompt_due_at")  # the longest overdue first, along approvals_unprompted_idx
-        .values_list("pk", flat=True)[:limit]
+    return queue.sweep(
+        due=_waiting(now),  # along approvals_unprompted_idx
+        now=now,
+        next_due_at=due_after(0, now),
+        enqueue=lambda pk: enqueue(str(pk)),
+        limit=limit,
+        what="prompts",
     )
-    enqueued = 0
-    for pk in due:
-        # Moving prompt_due_at first keeps two sweepers (or two beats by mistake) from enqueueing it twice.
-        moved = ApprovalRequest.objects.filter(pk=pk, prompt_due_at__lte=now).update(prompt_due_at=due_after(0, now))
-        if not moved:
-            continue
-        try:
-            prompt_approver_task.delay(str(pk))
-        except Exception:
-            logger.exception("The broker is still unavailable; prompts stay due")
-            break
-        enqueued += 1
-    return enqueued
 
 
 # --- abuse limit ------------------------------------------------------------------------------------------------------

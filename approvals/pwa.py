@@ -1,4 +1,5 @@
-"""The approver's phone: the pending list as JSON, the Web Push enrolment page, the service worker and the manifest.
+"""The approver's phone: the Web Push enrolment page, the service worker and the manifest. The JSON endpoints the
+pages' scripts call are approvals.api.
 
 The pages themselves are plain templates; everything dynamic is in approvals/static/approvals/*.js, loaded as
 files (never inline), so the site can send a strict Content-Security-Policy.
@@ -18,9 +19,8 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
-from approvals import selectors
 from approvals.conf import approvals_settings
-from approvals.models import ApprovalRequest
+from approvals.views import AuthenticatedHttpRequest
 
 SERVICE_WORKER = Path(__file__).resolve().parent / "static" / "approvals" / "sw.js"
 THEME_COLOR = "#1d3557"
@@ -29,38 +29,7 @@ BACKGROUND_COLOR = "#f6f7f9"
 
 @login_required
 @require_GET
-def pending_json(request: HttpRequest) -> JsonResponse:
-    """One page of the signed-in approver's pending requests, newest first, for the inbox to refresh itself."""
-    page = selectors.approval_requests_pending_page(user=request.user, page=request.GET.get("page"))
-
-    def scopes(approval_request: ApprovalRequest) -> list[str]:
-        return [description for _scope, description in selectors.scope_descriptions(approval_request.scopes)]
-
-    response = JsonResponse(
-        {
-            "requests": [
-                {
-                    "id": str(approval_request.pk),
-                    "agent": approval_request.client.name or approval_request.client.client_id,
-                    "binding_message": approval_request.binding_message,
-                    "scopes": scopes(approval_request),
-                    "expires_at": approval_request.expires_at.isoformat(),
-                    "url": reverse("approvals:detail", args=[approval_request.pk]),
-                }
-                for approval_request in page.object_list
-            ],
-            "count": page.paginator.count,
-            "page": page.number,
-            "pages": page.paginator.num_pages,
-        }
-    )
-    response["Cache-Control"] = "no-store"
-    return response
-
-
-@login_required
-@require_GET
-def enrol(request: HttpRequest) -> HttpResponse:
+def enrol(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The enrolment page: subscribes this browser to Web Push and lists the approver's devices."""
     # Without the Web Push channel the JSON endpoints answer 404: say so at once instead of asking them.
     webpush_enabled = "webpush" in approvals_settings.channel_names()

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from uuid import UUID
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -12,7 +13,7 @@ from oauth2_provider.settings import oauth2_settings
 from approvals.models import ApprovalRequest
 
 
-def approval_requests_pending_for(*, user: AbstractBaseUser, now: datetime | None = None) -> QuerySet[ApprovalRequest]:
+def approval_requests_pending_for(*, user: User, now: datetime | None = None) -> QuerySet[ApprovalRequest]:
     now = now or timezone.now()
     return (
         ApprovalRequest.objects.filter(user=user, status=ApprovalRequest.Status.PENDING, expires_at__gt=now)
@@ -26,7 +27,9 @@ def approval_requests_pending_for(*, user: AbstractBaseUser, now: datetime | Non
 INBOX_PAGE_SIZE = 20
 
 
-def approval_requests_pending_page(*, user: AbstractBaseUser, page: object, now: datetime | None = None) -> Page:
+def approval_requests_pending_page(
+    *, user: User, page: int | str | None, now: datetime | None = None
+) -> Page[ApprovalRequest]:
     """One page of the person's pending requests, newest first. A missing, malformed or out-of-range page number
     gives the nearest page (Paginator.get_page), so no query string can make the inbox fail."""
     pending = approval_requests_pending_for(user=user, now=now)
@@ -39,7 +42,7 @@ def scope_descriptions(scopes: list[str]) -> list[tuple[str, str]]:
     return [(scope, str(known.get(scope, scope))) for scope in scopes]
 
 
-def approval_request_poll_key(*, approval_request_id: object) -> tuple[str, datetime]:
+def approval_request_poll_key(*, approval_request_id: UUID | str) -> tuple[str, datetime]:
     """(auth_req_id, expires_at) of one request: what the poll mirror names it by and how long it lasts."""
     return ApprovalRequest.objects.filter(pk=approval_request_id).values_list("auth_req_id", "expires_at").get()
 

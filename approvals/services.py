@@ -15,12 +15,12 @@ from uuid import UUID
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import check_password, make_password
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
 from approvals import attempts
-from approvals.audit import audit
+from approvals.audit import audit, audit_many
 from approvals.conf import approvals_settings
 from approvals.models import ApprovalRequest, Approver, AuditEvent
 from approvals.signals import approval_request_changed
@@ -66,11 +66,13 @@ def _changed(
 def approval_request_create(
     *,
     client: Any,
-    user: AbstractBaseUser,
+    user: User,
     scope: str,
     hint_type: str,
     binding_message: str = "",
     acr_values: str = "",
+    expires_in: int,
+    interval: int,
     requested_expiry: int | None = None,
     client_notification_token: str = "",
     notification_mode: str = "",
@@ -80,11 +82,13 @@ def approval_request_create(
 ) -> ApprovalRequest:
     """Store a new pending request and, once committed, hand it to the prompt task.
 
-    authorization_details must already be validated (authz.tokens.details): they are shown to the approver as they are.
-    notification_mode and notification_endpoint: the ping or push client's registered callback as it is now, which
-    this request's callback goes to whatever the registration says later (authz.ciba.notify)."""
+    expires_in (its lifetime in seconds) and interval (between polls) are the protocol's to choose; requested_expiry
+    is only kept as what the client asked for.
+
+    authorization_details must already be validated by the caller: they are shown to the approver as they are.
+    notification_mode, notification_endpoint and client_notification_token are kept for the caller, opaque here:
+    the callback a ping or push client registered when it asked, whatever its registration says later."""
     now = now or timezone.now()
-    lifetime = min(requested_expiry or approvals_settings.DEFAULT_EXPIRY_SECONDS, approvals_settings.MAX_EXPIRY_SECONDS)
     with transaction.atomic():
         _check_pending_cap(user, now=now)
         approval_request = ApprovalRequest.objects.create(
@@ -100,9 +104,9 @@ def approval_request_create(
             notification_mode=notification_mode,
             notification_endpoint=notification_endpoint,
             authorization_details=authorization_details or [],
-            interval=approvals_settings.POLL_INTERVAL_SECONDS,
+            interval=interval,
             created_at=now,
-            expires_at=now + timedelta(seconds=lifetime),
+            expires_at=now + timedelta(seconds=expires_in),
             # Should the prompt task never run (the broker is down), the sweeper takes over from then on.
             prompt_due_at=now + timedelta(seconds=approvals_settings.PROMPT_SWEEP_GRACE_SECONDS),
         )
@@ -111,7 +115,7 @@ def approval_request_create(
     return approval_request
 
 
-def _check_pending_cap(user: AbstractBaseUser, *, now: datetime) -> None:
+def _check_pending_cap(user: User, *, now: datetime) -> None:
     """Raise TooManyPending if the person has APPROVALS["MAX_PENDING_PER_PERSON"] live requests (0: no cap).
 
     Requests past expires_at do not count, whether or not the sweeper has marked them expired yet. The person's user
@@ -129,7 +133,7 @@ def _check_pending_cap(user: AbstractBaseUser, *, now: datetime) -> None:
 def approval_request_decide(
     *,
     approval_request_id: UUID | str,
-    user: AbstractBaseUser,
+    user: User,
     approve: bool,
     acr: str = "",
     auth_time: datetime | None = None,
@@ -181,13 +185,13 @@ def approval_request_consume(*, approval_request_id: UUID | str, now: datetime |
 def approval_request_attach_token(*, approval_request_id: UUID | str, access_token: Any) -> None:
     """Link the issued access token to its request, for the audit trail in admin."""
     ApprovalRequest.objects.filter(pk=approval_request_id, status=Status.CONSUMED).update(access_token=access_token)
-    AuditEvent.objects.filter(request_id=approval_request_id, kind=Kind.CONSUMED).update(
+    AuditEvent.objects.filter(request__pk=approval_request_id, kind=Kind.CONSUMED).update(
         detail={"access_token_id": access_token.pk, "token_checksum_prefix": access_token.token_checksum[:12]}
     )
 
 
 def approval_request_cancel(
-    *, approval_request_id: UUID | str, actor: AbstractBaseUser | None, now: datetime | None = None
+    *, approval_request_id: UUID | str, actor: User | None, now: datetime | None = None
 ) -> bool:
     """PENDING → CANCELLED, e.g. by an admin stopping a suspicious request. Never approves anything."""
     now = now or timezone.now()
@@ -223,7 +227,7 @@ def approval_request_expire_due(*, now: datetime | None = None, batch_size: int 
             )
             previous = dict(ApprovalRequest.objects.filter(pk__in=won_ids).values_list("pk", "status"))
             ApprovalRequest.objects.filter(pk__in=won_ids).update(status=Status.EXPIRED)
-            AuditEvent.objects.bulk_create([AuditEvent(request_id=pk, kind=Kind.EXPIRED, at=now) for pk in won_ids])
+            audit_many(won_ids, Kind.EXPIRED, at=now)
             for pk in won_ids:
                 _changed(pk, Status.EXPIRED, previous=previous[pk], at=now)
             expired += len(won_ids)
@@ -241,7 +245,7 @@ def approver_set_phone(*, approver: Approver, phone_number: str) -> None:
     approver.refresh_from_db(fields=["phone_number", "phone_disabled_at", "phone_disabled_reason"])
 
 
-def approver_may_be_asked(*, user: AbstractBaseUser) -> bool:
+def approver_may_be_asked(*, user: User) -> bool:
     """Whether agents may send this person requests at all (bc-authorize answers unknown_user_id otherwise).
 
     Staff and superuser accounts may not, unless APPROVALS["STAFF_APPROVERS"]: any client can name anyone in
@@ -253,7 +257,7 @@ def approver_may_be_asked(*, user: AbstractBaseUser) -> bool:
     return not privileged or bool(approvals_settings.STAFF_APPROVERS)
 
 
-def approver_check_step_up_password(*, user: AbstractBaseUser, password: str) -> bool:
+def approver_check_step_up_password(*, user: User, password: str) -> bool:
     """The password typed to reach the higher authentication level. It shares its count of wrong guesses with
     sign-in (approvals.attempts.password_limits), so signing in again cannot get round a locked step-up."""
     limits = attempts.password_limits(username=user.get_username())

@@ -1,5 +1,5 @@
-"""approval_request_changed: how a transition leaves approvals. authz listens (the poll mirror, ping and push);
-approvals knows nothing of who listens or of the client's delivery mode.
+"""approval_request_changed: how a transition leaves approvals. The OAuth side listens (the poll mirror, ping and
+push); approvals knows nothing of who listens.
 
 Sent by approvals.services inside the transaction that makes the transition, right after its conditional UPDATE
 won, with:

@@ -1,5 +1,5 @@
 """The default cache's Redis server, reached through a redis-py client of our own, for the few places that need
-more than Django's cache API: Lua scripts (approvals.attempts, authz.ciba.poll) and pipelined writes.
+more than Django's cache API: Lua scripts (approvals.attempts, the pending-poll fast path) and pipelined writes.
 
 Built from the public CACHES setting (LOCATION, OPTIONS, KEY_PREFIX), so nothing here depends on the private
 internals of Django's RedisCache. One client per process and cache location; redis-py's pool reconnects after a fork.

@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 
 @shared_task(bind=True, ignore_result=True, max_retries=12)
-def prompt_approver_task(self: Task, approval_request_id: str) -> None:
+def prompt_approver_task(self: Task[Any, Any], approval_request_id: str) -> None:
     outcome = prompts.approval_request_prompt(approval_request_id=approval_request_id, attempt=self.request.retries + 1)
     if outcome.retry_in is None:
         return
@@ -30,7 +30,7 @@ def prompt_approver_task(self: Task, approval_request_id: str) -> None:
 
 @shared_task(ignore_result=True)
 def sweep_unprompted_task() -> int:
-    return prompts.approval_request_sweep_unprompted()
+    return prompts.approval_request_sweep_unprompted(enqueue=prompt_approver_task.delay)
 
 
 @shared_task(ignore_result=True)

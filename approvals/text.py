@@ -10,6 +10,7 @@ differently on every device, or not at all). A client name also may not claim to
 from __future__ import annotations
 
 import unicodedata
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -127,3 +128,20 @@ def agent_label(client: Any, profile: agents.AgentProfile | None = None) -> str:
     unverified mark first, so that shortening a long name (the SMS) never cuts the mark off."""
     name = client.name or client.client_id
     return f"{UNVERIFIED_MARK} {name}" if client_unverified(client, profile) else name
+
+
+def readable_iso_datetime(value: Any) -> str:
+    """`2026-12-03T10:00:00+01:00` → `Thu 3 Dec 2026, 10:00 (UTC+01:00)`: the time as the agent stated it, with its
+    offset, since the person's own time zone is not known here. Anything else is shown unchanged."""
+    if not isinstance(value, str):
+        return "" if value is None else str(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    text = f"{moment:%a} {moment.day} {moment:%b %Y, %H:%M}"
+    offset = moment.strftime("%z")
+    if not offset:
+        return text
+    zone = "UTC" if offset == "+0000" else f"UTC{offset[:3]}:{offset[3:]}"
+    return f"{text} ({zone})"

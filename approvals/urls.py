@@ -1,6 +1,6 @@
 from django.urls import path
 
-from approvals import pwa, views
+from approvals import api, pwa, views
 
 app_name = "approvals"
 
@@ -11,10 +11,10 @@ urlpatterns = [
     path("<uuid:pk>/decide/", views.decide, name="decide"),
     path("l/<str:token>/", views.link, name="link"),
     path("automated/", views.automated_decision, name="automated"),
-    path("devices/", views.device_list, name="devices"),
-    path("devices/<int:pk>/remove/", views.device_remove, name="device-remove"),
-    path("devices/vapid-public-key/", views.vapid_public_key, name="vapid-public-key"),
+    path("devices/", api.DeviceListView.as_view(), name="devices"),
+    path("devices/<int:pk>/remove/", api.DeviceRemoveView.as_view(), name="device-remove"),
+    path("devices/vapid-public-key/", api.VapidPublicKeyView.as_view(), name="vapid-public-key"),
     path("hooks/twilio/<uuid:delivery_id>/", views.twilio_status, name="twilio-status"),
     path("devices/enrol/", pwa.enrol, name="enrol"),
-    path("pending.json", pwa.pending_json, name="pending-json"),
+    path("pending.json", api.PendingRequestsView.as_view(), name="pending-json"),
 ]

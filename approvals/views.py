@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-import json
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -22,12 +21,17 @@ from twilio.request_validator import RequestValidator
 from approvals import agents, attempts, devices, links, selectors, services, text
 from approvals.conf import approvals_settings
 from approvals.forms import DecisionForm, UserCodeForm
-from approvals.models import ApprovalRequest, Approver, PushSubscription
+from approvals.models import ApprovalRequest, Approver
 from approvals.templatetags import approver_ui
 
 
+class AuthenticatedHttpRequest(HttpRequest):
+    # What a login_required view is handed: the decorator lets no anonymous user through (django-stubs' idiom).
+    user: User
+
+
 @login_required
-def inbox(request: HttpRequest) -> HttpResponse:
+def inbox(request: AuthenticatedHttpRequest) -> HttpResponse:
     page = selectors.approval_requests_pending_page(user=request.user, page=request.GET.get("page"))
     return render(request, "approvals/inbox.html", {"pending": page.object_list, "page": page})
 
@@ -109,7 +113,8 @@ def _decide(request: HttpRequest, approval_request: ApprovalRequest, hold: links
         return back
     approve = form.cleaned_data["decision"] == "approve"
     now = timezone.now()
-    person = approval_request.user if hold is not None else request.user
+    # Without a hold, _owner_or_link found the request by the signed-in user.
+    person = approval_request.user if hold is not None else cast(User, request.user)
     achieved = _achieved_acr(request, hold, now)
     auth_time = hold.opened_at if hold is not None else links.auth_time(request.session)
     if approve and not links.satisfies(achieved, links.required_acr(approval_request.acr_values)):
@@ -197,7 +202,7 @@ def link(request: HttpRequest, token: str) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def user_code(request: HttpRequest) -> HttpResponse:
+def user_code(request: AuthenticatedHttpRequest) -> HttpResponse:
     approver, _created = Approver.objects.get_or_create(user=request.user)
     form = UserCodeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -205,66 +210,6 @@ def user_code(request: HttpRequest) -> HttpResponse:
         messages.success(request, _("Your user code is saved."))
         return redirect("approvals:user-code")
     return render(request, "approvals/user_code.html", {"form": form, "approver": approver})
-
-
-# --- Web Push devices (JSON, for the page that subscribes) ------------------------------------------------------------
-
-
-def _webpush_enabled() -> bool:
-    return "webpush" in approvals_settings.channel_names()
-
-
-@require_GET
-def vapid_public_key(request: HttpRequest) -> JsonResponse:
-    """The applicationServerKey a page passes to PushManager.subscribe()."""
-    if not _webpush_enabled():
-        raise Http404
-    return JsonResponse({"publicKey": approvals_settings.WEBPUSH["VAPID_PUBLIC_KEY"]})
-
-
-@login_required
-@require_http_methods(["GET", "POST"])
-def device_list(request: HttpRequest) -> JsonResponse:
-    if not _webpush_enabled():
-        raise Http404
-    approver, _created = Approver.objects.get_or_create(user=request.user)
-    if request.method == "POST":
-        if len(request.body) > 8192:
-            return JsonResponse({"error": _("The subscription is too large.")}, status=413)
-        try:
-            subscription = json.loads(request.body)
-            if not isinstance(subscription, dict):
-                raise ValidationError(_("Send the PushSubscription as a JSON object."))
-            saved = devices.push_subscription_save(
-                approver=approver, subscription=subscription, user_agent=request.headers.get("User-Agent", "")
-            )
-        except (ValueError, RecursionError, ValidationError) as exc:
-            # RecursionError: JSON nested deeper than the parser's recursion limit still fits in 8 KiB.
-            message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else _("The body is not JSON.")
-            return JsonResponse({"error": message}, status=400)
-        return JsonResponse(_device_json(saved), status=201)
-    subscriptions = PushSubscription.objects.filter(approver=approver)
-    return JsonResponse({"devices": [_device_json(subscription) for subscription in subscriptions]})
-
-
-@login_required
-@require_POST
-def device_remove(request: HttpRequest, pk: int) -> HttpResponse:
-    approver = get_object_or_404(Approver, user=request.user)
-    if not devices.push_subscription_remove(approver=approver, subscription_id=pk):
-        raise Http404
-    return HttpResponse(status=204)
-
-
-def _device_json(subscription: PushSubscription) -> dict[str, object]:
-    return {
-        "id": subscription.pk,
-        "service": subscription.service_host,
-        "user_agent": subscription.user_agent,
-        "created_at": subscription.created_at.isoformat(),
-        "last_success_at": subscription.last_success_at.isoformat() if subscription.last_success_at else None,
-        "disabled": subscription.disabled_at is not None,
-    }
 
 
 # --- Twilio delivery reports ------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeAlias
 
 from django import forms
 from django.contrib import admin
@@ -84,7 +84,8 @@ class CibaClientInline(admin.StackedInline):
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
 
-BaseApplicationAdmin = oauth2_settings.APPLICATION_ADMIN_CLASS
+# DOT's client admin, chosen in its settings at run time.
+BaseApplicationAdmin: TypeAlias = oauth2_settings.APPLICATION_ADMIN_CLASS
 
 if admin.site.is_registered(Application):
     admin.site.unregister(Application)
@@ -99,13 +100,14 @@ class ApplicationAdmin(BaseApplicationAdmin):
 
     def save_related(self, request: Any, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
-        # What an administrator saves bounds the client's own registration updates (RFC 7592, authz.clients.registration).
+        # What an administrator saves bounds the client's own registration updates
+        # (RFC 7592, authz.clients.registration).
         ciba = CibaClient.objects.filter(application=form.instance).first()
         if ciba is not None:
             ciba.admin_limits_record(now=timezone.now())
 
     @admin.display(description="CIBA delivery")
-    def ciba_mode(self, obj) -> str:
+    def ciba_mode(self, obj: Any) -> str:
         ciba = getattr(obj, "ciba", None)
         return ciba.backchannel_token_delivery_mode if ciba and ciba.ciba_enabled else "—"
 
@@ -126,7 +128,7 @@ class AuthorizationDetailTypeForm(forms.ModelForm):
         }
 
     def clean_type(self) -> str:
-        value = self.cleaned_data["type"]
+        value: str = self.cleaned_data["type"]
         for message in details.type_name_errors(value):
             raise forms.ValidationError(message)
         return value
@@ -188,7 +190,8 @@ def _pretty(value: Any) -> str:
     return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
 
 
-BaseAccessTokenAdmin = oauth2_settings.ACCESS_TOKEN_ADMIN_CLASS
+# DOT's token admin, chosen in its settings at run time.
+BaseAccessTokenAdmin: TypeAlias = oauth2_settings.ACCESS_TOKEN_ADMIN_CLASS
 
 if admin.site.is_registered(AccessToken):
     admin.site.unregister(AccessToken)

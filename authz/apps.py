@@ -16,15 +16,16 @@ class AuthzConfig(AppConfig):
         from approvals.signals import approval_request_changed
         from approvals.text import validate_client_name
         from authz import checks  # noqa: F401  (registers system checks)
-        from authz.ciba import notify, poll
+        from authz.ciba import poll
         from authz.clients.directory import CibaDirectory
         from authz.models import CibaClient
+        from authz.tasks import notify_client_on_change
 
         # What approvals shows of an agent comes from here (approvals.agents), and decisions come back by signal:
         # the poll mirror first (it settles before the commit), then the ping or push owed to the client.
         agents.use_directory(CibaDirectory())
         approval_request_changed.connect(poll.on_approval_request_changed, dispatch_uid="countersign-poll-mirror")
-        approval_request_changed.connect(notify.on_approval_request_changed, dispatch_uid="countersign-notify")
+        approval_request_changed.connect(notify_client_on_change, dispatch_uid="countersign-notify")
 
         # DOT's Application is not swapped, so its name field gets the one client-name rule here: registration, the
         # admin and create_agent_client all validate through it (approvals.text).

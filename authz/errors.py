@@ -105,10 +105,6 @@ class UnknownUserId(OAuthError):
     default_description = "The hint does not identify a known user."
 
 
-class ExpiredLoginHintToken(OAuthError):
-    error = "expired_login_hint_token"
-
-
 class MissingUserCode(OAuthError):
     error = "missing_user_code"
     default_description = "This client must send the user's user_code."
@@ -132,18 +128,8 @@ class BackchannelAccessDenied(AccessDenied):
     status_code = 403
 
 
-class AuthorizationPending(OAuthError):
-    error = "authorization_pending"
-    default_description = "The user has not yet decided."
-
-
 class SlowDown(OAuthError):
     error = "slow_down"
-
-
-class ExpiredToken(OAuthError):
-    error = "expired_token"
-    default_description = "The request expired before tokens were issued."
 
 
 class MethodNotAllowed(OAuthError):

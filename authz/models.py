@@ -2,12 +2,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from oauth2_provider.settings import oauth2_settings
+
+from approvals import outbound
+from approvals.conf import approvals_settings
+from authz.clients.keys import JwksError, parse_jwks
+from authz.constants import (
+    CIBA_GRANT_TYPE,
+    CLIENT_CREDENTIALS_GRANT_TYPE,
+    REFRESH_TOKEN_GRANT_TYPE,
+    TOKEN_EXCHANGE_GRANT_TYPE,
+)
+from authz.tokens.resources import resource_indicator_error
 
 
 class CibaClient(models.Model):
@@ -92,7 +102,8 @@ class CibaClient(models.Model):
         default=True,
         help_text=_("Allows RFC 8693 token exchange of this client's tokens for narrower downstream tokens."),
     )
-    # RFC 7662 section 4: who besides the token's own client may introspect it (authz.tokens.introspection.may_introspect).
+    # RFC 7662 section 4: who besides the token's own client may introspect it
+    # (authz.tokens.introspection.may_introspect).
     resource_server = models.BooleanField(
         _("resource server"),
         default=False,
@@ -154,9 +165,6 @@ class CibaClient(models.Model):
         return f"CIBA settings for {self.application}"
 
     def clean(self) -> None:
-        from approvals import outbound
-        from approvals.conf import approvals_settings
-
         endpoint = self.backchannel_client_notification_endpoint
         if self.backchannel_token_delivery_mode != self.DeliveryMode.POLL:
             if not endpoint:
@@ -180,9 +188,6 @@ class CibaClient(models.Model):
             )
 
     def _clean_keys(self) -> None:
-        from approvals import outbound
-        from authz.clients.keys import JwksError, parse_jwks
-
         if self.jwks and self.jwks_uri:
             raise ValidationError({"jwks_uri": _("Register keys inline (jwks) or by URL (jwks_uri), not both.")})
         if self.jwks:
@@ -205,8 +210,6 @@ class CibaClient(models.Model):
             )
 
     def _clean_resources(self) -> None:
-        from authz.tokens.exchange import resource_indicator_error
-
         if not isinstance(self.resources, list) or not all(isinstance(r, str) for r in self.resources):
             raise ValidationError({"resources": _("A JSON list of resource URIs.")})
         problems = [problem for problem in map(resource_indicator_error, self.resources) if problem]
@@ -262,28 +265,36 @@ class CibaClient(models.Model):
 
         Refresh tokens come only from a person's CIBA approval, so refreshing needs CIBA as well as refresh tokens:
         an administrator who turns either off stops every refresh token the client holds."""
-        if grant_type == settings.CIBA_GRANT_TYPE:
+        if grant_type == CIBA_GRANT_TYPE:
             return self.ciba_enabled
-        if grant_type == "refresh_token":
+        if grant_type == REFRESH_TOKEN_GRANT_TYPE:
             return self.ciba_enabled and self.refresh_tokens
-        if grant_type == "client_credentials":
+        if grant_type == CLIENT_CREDENTIALS_GRANT_TYPE:
             return self.client_credentials_enabled
-        if grant_type == settings.TOKEN_EXCHANGE_GRANT_TYPE:
+        if grant_type == TOKEN_EXCHANGE_GRANT_TYPE:
             return self.token_exchange_enabled
         return False  # authorization_code, password, device_code: never for an agent
 
 
+def ciba_client_of(application: Any) -> CibaClient | None:
+    """The application's CibaClient row, or None for no application or one without CIBA metadata (not an agent)."""
+    if application is None:
+        return None
+    try:
+        ciba: CibaClient = application.ciba
+    except CibaClient.DoesNotExist:
+        return None
+    return ciba
+
+
 def client_allows_grant(application: Any, grant_type: str) -> bool:
     """The client-capability policy every grant asks: bc-authorize and the CIBA grant, refresh, client credentials and
-    token exchange (authz.views, CountersignValidator.validate_grant_type, authz.tokens.exchange), and token_active for the
-    tokens a client already holds. An agent's CibaClient decides; an application without one (an OAuth client an
-    administrator added in DOT's admin) keeps DOT's rules for DOT's grants and gets none of Countersign's."""
+    token exchange (authz.views, CountersignValidator.validate_grant_type, authz.tokens.exchange), and token_active
+    for the tokens a client already holds. An agent's CibaClient decides; an application without one (an OAuth client
+    an administrator added in DOT's admin) keeps DOT's rules for DOT's grants and gets none of Countersign's."""
     if application is None:
         return False
-    try:
-        ciba = application.ciba
-    except CibaClient.DoesNotExist:
-        ciba = None
+    ciba = ciba_client_of(application)
     if ciba is not None:
         return ciba.allows_grant(grant_type)
     from oauth2_provider.oauth2_validators import GRANT_TYPE_MAPPING  # needs the app registry: imported on use
@@ -324,7 +335,7 @@ class TokenDetails(models.Model):
     audience it was exchanged for and who acts for whom (RFC 8693 §4.1), and the token it came from."""
 
     access_token = models.OneToOneField(
-        oauth2_settings.ACCESS_TOKEN_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="countersign"
+        oauth2_settings.ACCESS_TOKEN_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="token_details"
     )
     authorization_details = models.JSONField(default=list, blank=True)
     audience = models.JSONField(default=list, blank=True)

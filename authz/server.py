@@ -1,30 +1,44 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest
 from oauth2_provider.oauth2_backends import OAuthLibCore
 from oauthlib.openid import Server
 
 from authz.ciba.grant import OpenIDCibaGrant
+from authz.constants import CIBA_GRANT_TYPE, REFRESH_TOKEN_GRANT_TYPE, TOKEN_EXCHANGE_GRANT_TYPE
 from authz.errors import wire_safe_error_body
 from authz.tokens import exchange
+
+if TYPE_CHECKING:
+    from oauthlib.common import _HTTPMethod
+    from oauthlib.oauth2 import RequestValidator
 
 
 class CountersignServer(Server):
     """oauthlib's OpenID Connect server with the CIBA and token exchange (RFC 8693) grants registered at the token
     endpoint, and revocation that reaches the tokens exchanged from a revoked one."""
 
-    def __init__(self, request_validator, *args, **kwargs) -> None:
+    # oauthlib's token endpoint keeps its grants by grant_type here; the stubs leave the private attribute out.
+    _grant_types: dict[str, Any]
+
+    def __init__(self, request_validator: RequestValidator, *args: Any, **kwargs: Any) -> None:
         super().__init__(request_validator, *args, **kwargs)
         self.ciba_grant = OpenIDCibaGrant(request_validator)
-        self._grant_types[settings.CIBA_GRANT_TYPE] = self.ciba_grant
+        self._grant_types[CIBA_GRANT_TYPE] = self.ciba_grant
         self.token_exchange_grant = exchange.TokenExchangeGrant(request_validator)
-        self._grant_types[exchange.TOKEN_EXCHANGE_GRANT_TYPE] = self.token_exchange_grant
+        self._grant_types[TOKEN_EXCHANGE_GRANT_TYPE] = self.token_exchange_grant
 
-    def create_revocation_response(self, uri, http_method="POST", body=None, headers=None):
+    def create_revocation_response(
+        self,
+        uri: str,
+        http_method: _HTTPMethod = "POST",
+        body: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[dict[str, str], str, int]:
         # RFC 7009 plus our decision in authz.tokens.exchange.token_family_lock: exchanged tokens go with their subject.
         token_value = _body_param(body, "token")
         if not token_value:
@@ -37,12 +51,26 @@ class CountersignServer(Server):
                 exchange.exchanged_tokens_revoke(root_id=root_id, downstream_ids=downstream_ids)
         return resp_headers, resp_body, status
 
-    def create_token_response(self, uri, http_method="POST", body=None, headers=None, *args, **kwargs):
-        # A rotated refresh token deletes the access token it was issued with (DOT's RefreshToken.revoke): the
-        # tokens exchanged from that access token go with it, as on revocation (authz.tokens.exchange.token_family_lock).
-        refresh_value = _body_param(body, "refresh_token") if _body_param(body, "grant_type") == "refresh_token" else ""
+    def create_token_response(
+        self,
+        uri: str,
+        http_method: _HTTPMethod = "POST",
+        body: str | dict[str, str] | list[tuple[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> tuple[dict[str, str], str, int]:
+        # A rotated refresh token deletes the access token it was issued with (DOT's RefreshToken.revoke): the tokens
+        # exchanged from that access token go with it, as on revocation (authz.tokens.exchange.token_family_lock).
+        form = body if isinstance(body, str) else None  # DOT hands oauthlib the body urlencoded
+        refresh_value = (
+            _body_param(form, "refresh_token") if _body_param(form, "grant_type") == REFRESH_TOKEN_GRANT_TYPE else ""
+        )
         if not refresh_value:
-            return super().create_token_response(uri, http_method, body, headers, *args, **kwargs)
+            response: tuple[dict[str, str], str, int] = super().create_token_response(
+                uri, http_method, body, headers, *args, **kwargs
+            )
+            return response
         with transaction.atomic():
             family = exchange.token_family_lock(refresh_value)
             resp_headers, resp_body, status = super().create_token_response(
@@ -66,10 +94,11 @@ class CountersignOAuthLibCore(OAuthLibCore):
     """DOT's glue to oauthlib, keeping every value of a repeated parameter in a token exchange request: RFC 8693
     §2.1 lets `audience` repeat like `resource`, and repeats of the other parameters must be refused, not merged."""
 
-    def extract_body(self, request):
-        if request.POST.get("grant_type") == exchange.TOKEN_EXCHANGE_GRANT_TYPE:
+    def extract_body(self, request: HttpRequest) -> list[tuple[str, str]]:
+        if request.POST.get("grant_type") == TOKEN_EXCHANGE_GRANT_TYPE:
             return [(key, value) for key, values in request.POST.lists() for value in values]
-        return super().extract_body(request)
+        body: list[tuple[str, str]] = super().extract_body(request)
+        return body
 
     # DOT's token and revocation views get oauthlib's answers here, errors included (also those oauthlib raises
     # before a grant runs, which DOT's core renders itself): the one place to make them wire-safe.

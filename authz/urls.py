@@ -5,7 +5,7 @@ from django.urls import path, re_path
 from oauth2_provider import views as dot_views
 
 from authz import views
-from authz.clients import registration
+from authz.clients.registration.views import RegistrationManagementView, RegistrationView
 from authz.tokens.introspection import IntrospectTokenView
 
 oauth_patterns = [
@@ -25,10 +25,10 @@ oauth_patterns = [
     path("oauth/userinfo/", views.UserInfoView.as_view(), name="user-info"),
     path("oauth/jwks/", dot_views.JwksInfoView.as_view(), name="jwks-info"),
     # RFC 7591 and RFC 7592; DOT's names, so its metadata and registration_client_uri find them.
-    path("oauth/register/", registration.RegistrationView.as_view(), name="dcr-register"),
+    path("oauth/register/", RegistrationView.as_view(), name="dcr-register"),
     path(
         "oauth/register/<str:client_id>/",
-        registration.RegistrationManagementView.as_view(),
+        RegistrationManagementView.as_view(),
         name="dcr-register-management",
     ),
 ]

@@ -4,6 +4,7 @@ import base64
 import hashlib
 import logging
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from django.db import transaction
@@ -20,9 +21,14 @@ from authz.clients.auth import (
     authenticate_client,
     extract_credentials,
 )
+from authz.constants import REFRESH_TOKEN_GRANT_TYPE
 from authz.errors import OAuthError
 from authz.models import TokenDetails, client_allows_grant
 from authz.tokens.policy import token_active, user_active
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+    from oauthlib.common import Request
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +42,7 @@ SCOPE_CLAIMS: dict[str, tuple[str, ...]] = {
 }
 
 
-def standard_claims(user, scopes: list[str]) -> dict[str, object]:
+def standard_claims(user: User | None, scopes: list[str]) -> dict[str, object]:
     """The claims of OIDC Core 5.4 for the approved `scopes`, from the user's record; nothing for other scopes,
     and nothing the record does not have (an empty name is no claim)."""
     claims: dict[str, object] = {}
@@ -61,7 +67,7 @@ def standard_claims(user, scopes: list[str]) -> dict[str, object]:
 class CountersignValidator(OAuth2Validator):
     """DOT's validator with Countersign's client authentication, the CIBA grant and CIBA's ID token claims."""
 
-    def authenticate_client(self, request, *args, **kwargs) -> bool:
+    def authenticate_client(self, request: Request, *args: Any, **kwargs: Any) -> bool:
         Application = get_application_model()
         # vars(), not getattr(): oauthlib's Request answers any unknown attribute with the body parameter of that
         # name, so only an attribute our own code set can mark an internal push issuance (authz.ciba.notify).
@@ -92,12 +98,14 @@ class CountersignValidator(OAuth2Validator):
         request.client_id = application.client_id
         return True
 
-    def validate_grant_type(self, client_id, grant_type, client, request, *args, **kwargs) -> bool:
+    def validate_grant_type(
+        self, client_id: str, grant_type: str, client: Any, request: Request, *args: Any, **kwargs: Any
+    ) -> bool:
         # Every agent's DOT grant type is client-credentials (create_agent_client), and DOT maps refresh_token to it:
         # DOT alone would let every agent refresh and act on its own behalf. The one policy decides instead.
         return client_allows_grant(client, grant_type)
 
-    def validate_bearer_token(self, token, scopes, request) -> bool:
+    def validate_bearer_token(self, token: str, scopes: list[str], request: Request) -> bool:
         # RFC 9700 section 4.3.2: never from a query string (access logs, browser history). DOT's
         # COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT gate guards its resource views only; userinfo comes here.
         if oauth2_settings.COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT and "access_token" in parse_qs(
@@ -110,7 +118,9 @@ class CountersignValidator(OAuth2Validator):
             return False
         return token_active(request.access_token)
 
-    def validate_refresh_token(self, refresh_token, client, request, *args, **kwargs) -> bool:
+    def validate_refresh_token(
+        self, refresh_token: str, client: Any, request: Request, *args: Any, **kwargs: Any
+    ) -> bool:
         """DOT's checks (the token exists, is the client's, is not revoked or rotated away), then ours: the person is
         still active, and the grant is younger than REFRESH_TOKEN_EXPIRE_SECONDS counted from the person's approval.
 
@@ -121,7 +131,7 @@ class CountersignValidator(OAuth2Validator):
             raise oauth_errors.InvalidGrantError(
                 description="The refresh token is unknown, expired, revoked or already used.", request=request
             )
-        refresh = request.refresh_token_instance
+        refresh = vars(request)["refresh_token_instance"]  # DOT's check above found it
         if not user_active(refresh.user):
             raise oauth_errors.InvalidGrantError(description="The user is no longer active.", request=request)
         lifetime = refresh_token_expire_timedelta()
@@ -132,15 +142,17 @@ class CountersignValidator(OAuth2Validator):
             )
         return True
 
-    def _create_access_token(self, expires, request, token, source_refresh_token=None):
+    def _create_access_token(
+        self, expires: datetime, request: Request, token: dict[str, Any], source_refresh_token: Any = None
+    ) -> Any:
         access_token = super()._create_access_token(expires, request, token, source_refresh_token)
-        request.issued_access_token = access_token
+        vars(request)["issued_access_token"] = access_token
         return access_token
 
-    def save_bearer_token(self, token, request, *args, **kwargs):
+    def save_bearer_token(self, token: dict[str, Any], request: Request, *args: Any, **kwargs: Any) -> object:
         """A refreshed token keeps the authorization_details the person approved (RFC 9396 §7): read them before
         DOT's rotation deletes the old access token, copy them to the new one, and answer with them."""
-        source = vars(request).get("refresh_token_instance") if request.grant_type == "refresh_token" else None
+        source = vars(request).get("refresh_token_instance") if request.grant_type == REFRESH_TOKEN_GRANT_TYPE else None
         if source is None:
             return super().save_bearer_token(token, request, *args, **kwargs)
         with transaction.atomic():
@@ -166,7 +178,7 @@ class CountersignValidator(OAuth2Validator):
                 token["authorization_details"] = details.authorization_details
         return result
 
-    def get_userinfo_claims(self, request) -> dict[str, object]:
+    def get_userinfo_claims(self, request: Request) -> dict[str, object]:
         # The person approved these scopes on the page ("See your name and username"): userinfo answers them. The
         # ID token keeps to sub (OIDC Core 5.4: with an access token issued, these claims come from userinfo), so
         # personal data stays out of push callbacks and the logs of clients that only need to know who approved.
@@ -175,14 +187,14 @@ class CountersignValidator(OAuth2Validator):
             raise oauth_errors.InvalidTokenError(
                 description="This access token was issued to the client itself and names no user.", request=request
             )
-        claims = super().get_userinfo_claims(request)
+        claims: dict[str, object] = super().get_userinfo_claims(request)
         claims.update(standard_claims(request.user, list(request.scopes or [])))
         return claims
 
-    def get_discovery_claims(self, request) -> list[str]:
+    def get_discovery_claims(self, request: Request) -> list[str]:
         return ["sub", *(claim for claims in SCOPE_CLAIMS.values() for claim in claims)]
 
-    def get_oidc_issuer_endpoint(self, request) -> str:
+    def get_oidc_issuer_endpoint(self, request: Request) -> str:
         issuer = vars(request).get("countersign_issuer")  # set by authz.ciba.notify only (see authenticate_client)
         if (
             isinstance(issuer, str)
@@ -190,9 +202,12 @@ class CountersignValidator(OAuth2Validator):
             and isinstance(vars(request).get("countersign_push"), get_application_model())
         ):
             return issuer
-        return super().get_oidc_issuer_endpoint(request)
+        endpoint: str = super().get_oidc_issuer_endpoint(request)
+        return endpoint
 
-    def get_id_token_dictionary(self, token, token_handler, request):
+    def get_id_token_dictionary(
+        self, token: dict[str, Any], token_handler: Any, request: Request
+    ) -> tuple[dict[str, Any], datetime]:
         claims, expiration_time = super().get_id_token_dictionary(token, token_handler, request)
         approval_request = vars(request).get("approval_request")  # not a body parameter (see authenticate_client)
         if isinstance(approval_request, ApprovalRequest):
@@ -209,7 +224,7 @@ class CountersignValidator(OAuth2Validator):
         return claims, expiration_time
 
 
-def grant_started(refresh_token) -> datetime:
+def grant_started(refresh_token: Any) -> datetime:
     """When the person approved the grant `refresh_token` belongs to (TokenDetails.granted_at of its access token).
     Tokens issued before that was recorded count from their access token's details, else from the refresh token."""
     access_token_id = refresh_token.access_token_id
@@ -224,7 +239,8 @@ def grant_started(refresh_token) -> datetime:
     details = TokenDetails.objects.filter(access_token_id=access_token_id).first() if access_token_id else None
     if details is not None:
         return details.granted_at or details.created_at
-    return refresh_token.created
+    created: datetime = refresh_token.created
+    return created
 
 
 def _left_hash(value: str) -> str:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import BadRequest, RequestDataTooBig, TooManyFieldsSent
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.utils import timezone
@@ -18,23 +18,23 @@ from oauth2_provider.settings import oauth2_settings
 
 from approvals import links, prompts
 from approvals import services as approval_services
-from approvals.conf import approvals_settings
 from approvals.models import ApprovalRequest, effective_status
 from authz.ciba import answers, poll
-from authz.ciba.request import validate_backchannel_request
+from authz.ciba.request import request_lifetime, validate_backchannel_request
 from authz.clients import keys
 from authz.clients.auth import (
     AUTHENTICATED_CLIENT_META,
     assertion_audience,
     authenticate_client,
     check_presented_client_id,
-    ciba_settings,
     credential_params,
     extract_credentials,
     load_ciba_client,
     verify_client,
 )
 from authz.clients.request_objects import authentication_request_params
+from authz.conf import authz_settings
+from authz.constants import CIBA_GRANT_TYPE, CLIENT_CREDENTIALS_GRANT_TYPE
 from authz.errors import (
     BackchannelAccessDenied,
     InvalidGrant,
@@ -48,9 +48,9 @@ from authz.errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
-from authz.models import CibaClient, client_allows_grant
+from authz.models import CibaClient, ciba_client_of, client_allows_grant
 from authz.tokens import details
-from authz.tokens.exchange import resource_indicator_error
+from authz.tokens.resources import resource_indicator_error
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def read_form(request: HttpRequest) -> dict[str, str]:
     content_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise InvalidRequest("The body must be application/x-www-form-urlencoded.")
-    limit = approvals_settings.MAX_REQUEST_BYTES
+    limit = authz_settings.MAX_REQUEST_BYTES
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError as exc:
@@ -91,7 +91,8 @@ def read_form(request: HttpRequest) -> dict[str, str]:
 
 
 def issuer_for(request: HttpRequest) -> str:
-    return oauth2_settings.oidc_issuer(request)
+    issuer: str = oauth2_settings.oidc_issuer(request)
+    return issuer
 
 
 def assertion_audience_for(request: HttpRequest) -> list[str]:
@@ -120,8 +121,8 @@ class BackchannelAuthenticationView(View):
             extract_credentials(request.META.get("HTTP_AUTHORIZATION"), params),
             audience=assertion_audience_for(request),
         )
-        ciba = ciba_settings(client)
-        if ciba is None or not client_allows_grant(client, settings.CIBA_GRANT_TYPE):
+        ciba = ciba_client_of(client)
+        if ciba is None or not client_allows_grant(client, CIBA_GRANT_TYPE):
             raise UnauthorizedClient()
         # CIBA Core §7.1.1: a signed request's parameters are its JWT's claims; FAPI-CIBA's request rules apply here.
         params = authentication_request_params(params, ciba=ciba, issuer=issuer_for(request))
@@ -141,6 +142,8 @@ class BackchannelAuthenticationView(View):
                 hint_type=validated.hint_type,
                 binding_message=validated.binding_message,
                 acr_values=validated.acr_values,
+                expires_in=request_lifetime(validated.requested_expiry),
+                interval=authz_settings.POLL_INTERVAL_SECONDS,
                 requested_expiry=validated.requested_expiry,
                 client_notification_token=validated.client_notification_token,
                 notification_mode=validated.notification_mode,
@@ -183,12 +186,13 @@ class TokenView(dot_views.TokenView):
                 # flow, which reads device_code before any check, and password): the metadata's list is the one
                 # answer to which grants exist here, for unknown and merely unoffered grant types alike.
                 raise UnsupportedGrantType("Use a grant_type listed in grant_types_supported in the server metadata.")
-            if grant_type == settings.CIBA_GRANT_TYPE:
+            if grant_type == CIBA_GRANT_TYPE:
                 return self.ciba_token_response(request)
             self.authenticate_presented_client(request, grant_type)
         except OAuthError as exc:
             return exc.response()
-        return super().post(request, *args, **kwargs)
+        response: HttpResponse = super().post(request, *args, **kwargs)
+        return response
 
     def authenticate_presented_client(self, request: HttpRequest, grant_type: str | None) -> None:
         """Authenticate a client that presented credentials, with errors that say what is wrong, and hand it to the
@@ -199,7 +203,7 @@ class TokenView(dot_views.TokenView):
             return
         application = authenticate_client(credentials, audience=assertion_audience_for(request))
         _check_resource_indicators(request.POST.getlist("resource"))
-        if grant_type == "client_credentials":
+        if grant_type == CLIENT_CREDENTIALS_GRANT_TYPE:
             _check_client_credentials(application, request.POST.get("scope"))
         request.META[AUTHENTICATED_CLIENT_META] = application
 
@@ -241,7 +245,7 @@ class TokenView(dot_views.TokenView):
             raise UnauthorizedClient()
         if not auth_req_id:
             raise InvalidRequest("auth_req_id is required.")
-        if record.request_id is None:
+        if record.request_id is None or record.expires_at is None:
             # Unknown, or another client's: the same answer, so ids cannot be probed (CIBA Core §11).
             raise InvalidGrant()
         status = effective_status(record.status, record.expires_at, now)
@@ -278,12 +282,12 @@ class TokenView(dot_views.TokenView):
         return response
 
 
-def _check_client_credentials(application, scope: str | None) -> None:
+def _check_client_credentials(application: Any, scope: str | None) -> None:
     """An agent acting on its own behalf (client_credentials): only if allowed, only within its allowed scopes."""
-    ciba = ciba_settings(application)
+    ciba = ciba_client_of(application)
     if ciba is None:
         return  # not an agent: DOT's rules for its own clients
-    if not client_allows_grant(application, "client_credentials"):
+    if not client_allows_grant(application, CLIENT_CREDENTIALS_GRANT_TYPE):
         raise UnauthorizedClient(
             "This client may not use client_credentials; an administrator can allow it to act on its own behalf."
         )
@@ -301,7 +305,7 @@ def _check_resource_indicators(values: list[str]) -> None:
             raise InvalidTarget(problem)
 
 
-# The server's most frequent answer, encoded once (the same bytes AuthorizationPending().response() writes).
+# The server's most frequent answer, encoded once (the same bytes AnswerError(answers.PENDING).response() writes).
 _PENDING_BODY = json.dumps({"error": answers.PENDING.error, "error_description": answers.PENDING.description}).encode()
 
 
@@ -316,6 +320,10 @@ def _pending_answer(permitted: bool, wait: int) -> HttpResponse:
 
 
 class DiscoveryMixin:
+    # Provided by the DOT metadata views this is mixed into.
+    request: HttpRequest
+    _get_endpoint_url: Callable[..., str]
+
     def ciba_metadata(self) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         # OpenID Connect Discovery §3 / RFC 8414 §2: DOT adds this only to its RFC 8414 document.
@@ -325,7 +333,7 @@ class DiscoveryMixin:
             **extra,
             "backchannel_authentication_endpoint": self._get_endpoint_url(self.request, "bc-authorize", required=True),
             "backchannel_token_delivery_modes_supported": ["poll", "ping", "push"],
-            "backchannel_user_code_parameter_supported": bool(approvals_settings.USER_CODE_SUPPORTED),
+            "backchannel_user_code_parameter_supported": bool(authz_settings.USER_CODE_SUPPORTED),
             # The levels an approver can reach before approving (approvals.links); agents ask with acr_values.
             "acr_values_supported": list(links.ACR_VALUES_SUPPORTED),
             # private_key_jwt (RFC 7523; the backchannel endpoint takes the same methods as the token endpoint).
@@ -368,7 +376,7 @@ class UserInfoView(dot_views.UserInfoView):
     travel in WWW-Authenticate, which oauthlib sets."""
 
     def _create_userinfo_response(self, request: HttpRequest) -> HttpResponse:
-        response = super()._create_userinfo_response(request)
+        response: HttpResponse = super()._create_userinfo_response(request)
         if response.status_code != 200 and response.content.startswith(b"{"):
             response["Content-Type"] = "application/json"
             response["Cache-Control"] = "no-store"

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, overload
 
 import environ
 from csp.constants import NONE, SELF
+
+# Grant type URNs; plain strings, importable before Django is set up.
+from authz import constants
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("COUNTERSIGN_VAR_DIR", BASE_DIR / "var"))
@@ -21,12 +25,22 @@ env = environ.Env()
 DEV_SECRET_KEY = "django-insecure-countersign-development-only"
 
 
-def env_secret(name: str, default: str = "") -> str:
+@overload
+def env_secret(name: str, default: str = "") -> str: ...
+@overload
+def env_secret(name: str, default: None) -> str | None: ...
+def env_secret(name: str, default: str | None = "") -> str | None:
     """A secret from NAME, or from the file named by NAME_FILE (Docker/Kubernetes secrets)."""
     path = os.environ.get(f"{name}_FILE")
     if path:
         return Path(path).read_text().strip()
     return os.environ.get(name, default)
+
+
+def env_set(**values: Any) -> dict[str, Any]:
+    """The settings whose variable is set (a reader called with default=None gives None for one that is not): the
+    others are left out, so that an app's conf.py holds each default once."""
+    return {key: value for key, value in values.items() if value is not None}
 
 
 DEBUG = env.bool("DEBUG", default=True)
@@ -149,6 +163,16 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "approvals:inbox"
 LOGOUT_REDIRECT_URL = "login"
 
+# Django REST framework serves the approver's JSON endpoints (approvals.api) and checks registration metadata
+# (authz.clients.registration.serializers). JSON only (no browsable API), the signed-in session only (with its CSRF
+# check; no Basic passwords), and nobody without one unless a view says so.
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+}
+
 # Security headers; the approver pages tighten these further in later issues.
 SECURE_CONTENT_TYPE_NOSNIFF = True
 # same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on form posts, which Django's CSRF
@@ -203,17 +227,15 @@ def _oidc_private_key() -> str:
     return pem
 
 
-CIBA_GRANT_TYPE = "urn:openid:params:grant-type:ciba"
-TOKEN_EXCHANGE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
-
-# RFC 7591 §3: who may register clients at /oauth/register/ (authz.clients.registration). "initial_access_token" (default):
-# a bearer token from `manage.py create_registration_token`; "open": anyone; "off": no registration endpoint.
+# RFC 7591 §3: who may register clients at /oauth/register/ (authz.clients.registration). "initial_access_token"
+# (default): a bearer token from `manage.py create_registration_token`; "open": anyone; "off": no registration endpoint.
 REGISTRATION_MODE = env.str("COUNTERSIGN_REGISTRATION_MODE", default="initial_access_token")
 if REGISTRATION_MODE not in ("initial_access_token", "open", "off"):
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured("COUNTERSIGN_REGISTRATION_MODE must be initial_access_token, open or off.")
-# Registrations a client address, and all addresses together, may attempt per hour (authz.clients.registration); 0: no limit.
+# Registrations a client address, and all addresses together, may attempt per hour (authz.clients.registration);
+# 0: no limit.
 REGISTRATIONS_PER_ADDRESS_PER_HOUR = env.int("COUNTERSIGN_REGISTRATIONS_PER_ADDRESS_PER_HOUR", default=10)
 REGISTRATIONS_PER_HOUR = env.int("COUNTERSIGN_REGISTRATIONS_PER_HOUR", default=100)
 
@@ -285,11 +307,11 @@ OAUTH2_PROVIDER = {
     "REFRESH_TOKEN_GRACE_PERIOD_SECONDS": 0,
     # CIBA clients have no redirect URIs; none may be plain http.
     "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
-    # Dynamic client registration (RFC 7591/7592) through authz.clients.registration; DCR_ENABLED puts registration_endpoint
-    # in the metadata. Registration access tokens (RFC 7592 section 3) rotate on every update and expire
-    # REGISTRATION_ACCESS_TOKEN_EXPIRE_SECONDS after they were issued (docs/agents.md).
+    # Dynamic client registration (RFC 7591/7592) through authz.clients.registration; DCR_ENABLED puts
+    # registration_endpoint in the metadata. Registration access tokens (RFC 7592 section 3) rotate on every update
+    # and expire REGISTRATION_ACCESS_TOKEN_EXPIRE_SECONDS after they were issued (docs/agents.md).
     "DCR_ENABLED": REGISTRATION_MODE != "off",
-    "DCR_REGISTRATION_PERMISSION_CLASSES": ("authz.clients.registration.RegistrationModePermission",),
+    "DCR_REGISTRATION_PERMISSION_CLASSES": ("authz.clients.registration.tokens.RegistrationModePermission",),
     "DCR_REGISTRATION_SCOPE": "oauth2_provider:registration",
     "DCR_REGISTRATION_TOKEN_EXPIRE_SECONDS": env.int("REGISTRATION_ACCESS_TOKEN_EXPIRE_SECONDS", default=30 * 86400),
     "DCR_ROTATE_REGISTRATION_TOKEN_ON_UPDATE": True,
@@ -298,64 +320,61 @@ OAUTH2_PROVIDER = {
     "OIDC_RESPONSE_TYPES_SUPPORTED": ["code"],
     "OAUTH2_RESPONSE_TYPES_SUPPORTED": ["code"],
     "OAUTH2_GRANT_TYPES_SUPPORTED": [
-        "authorization_code",
-        "client_credentials",
-        "refresh_token",
-        CIBA_GRANT_TYPE,
-        TOKEN_EXCHANGE_GRANT_TYPE,
+        constants.AUTHORIZATION_CODE_GRANT_TYPE,
+        constants.CLIENT_CREDENTIALS_GRANT_TYPE,
+        constants.REFRESH_TOKEN_GRANT_TYPE,
+        constants.CIBA_GRANT_TYPE,
+        constants.TOKEN_EXCHANGE_GRANT_TYPE,
     ],
     # Keeps repeated audience values of token exchange requests (RFC 8693 §2.1); see authz.server.
     "OAUTH2_BACKEND_CLASS": "authz.server.CountersignOAuthLibCore",
     **ACCESS_TOKEN_GENERATORS,
 }
 
-# Countersign's own tunables; read them through approvals.conf.approvals_settings.
-APPROVALS = {
-    "PROMPT_CHANNELS": env.list("APPROVALS_PROMPT_CHANNELS", default=["approvals.channels.console.ConsoleChannel"]),
-    "DEFAULT_EXPIRY_SECONDS": env.int("APPROVALS_DEFAULT_EXPIRY_SECONDS", default=300),
-    "MAX_EXPIRY_SECONDS": env.int("APPROVALS_MAX_EXPIRY_SECONDS", default=3600),
-    "POLL_INTERVAL_SECONDS": env.int("APPROVALS_POLL_INTERVAL_SECONDS", default=5),
-    "USER_CODE_SUPPORTED": env.bool("APPROVALS_USER_CODE_SUPPORTED", default=True),
-    "MAX_REQUEST_BYTES": env.int("APPROVALS_MAX_REQUEST_BYTES", default=64 * 1024),
+# Countersign's own tunables, one namespace per app, each default written once in the app's conf.py: AUTHZ, the
+# protocol's (authz.conf.authz_settings), and APPROVALS, the human side's (approvals.conf.approvals_settings). Only
+# the variables that are set appear here; their names predate the split, so AUTHZ's keep the APPROVALS_ prefix.
+AUTHZ = env_set(
+    DEFAULT_EXPIRY_SECONDS=env.int("APPROVALS_DEFAULT_EXPIRY_SECONDS", default=None),
+    MAX_EXPIRY_SECONDS=env.int("APPROVALS_MAX_EXPIRY_SECONDS", default=None),
+    POLL_INTERVAL_SECONDS=env.int("APPROVALS_POLL_INTERVAL_SECONDS", default=None),
+    USER_CODE_SUPPORTED=env.bool("APPROVALS_USER_CODE_SUPPORTED", default=None),
+    MAX_REQUEST_BYTES=env.int("APPROVALS_MAX_REQUEST_BYTES", default=None),
+    NOTIFICATION_DEADLINE_SECONDS=env.int("APPROVALS_NOTIFICATION_DEADLINE_SECONDS", default=None),
+)
+APPROVALS = env_set(
+    PROMPT_CHANNELS=env.list("APPROVALS_PROMPT_CHANNELS", default=None),
     # Development only: let ping/push clients register http://127.0.0.1 callbacks (system check E108 with DEBUG off).
-    "OUTBOUND_ALLOW_LOOPBACK_HTTP": env.bool("APPROVALS_OUTBOUND_ALLOW_LOOPBACK_HTTP", default=False),
-    "NOTIFICATION_DEADLINE_SECONDS": env.int("APPROVALS_NOTIFICATION_DEADLINE_SECONDS", default=600),
-    "AUTOMATED_APPROVAL_SECRET": env_secret("APPROVALS_AUTOMATED_APPROVAL_SECRET"),
-    "AUTOMATED_APPROVAL_IN_PRODUCTION": env.bool("APPROVALS_AUTOMATED_APPROVAL_IN_PRODUCTION", default=False),
-    "PROMPTS_PER_MINUTE": env.int("APPROVALS_PROMPTS_PER_MINUTE", default=5),
-    "PROMPTS_PER_PERSON_PER_MINUTE": env.int("APPROVALS_PROMPTS_PER_PERSON_PER_MINUTE", default=10),
-    "MAX_PENDING_PER_PERSON": env.int("APPROVALS_MAX_PENDING_PER_PERSON", default=50),
-    "PROMPT_TIMEOUT_SECONDS": env.float("APPROVALS_PROMPT_TIMEOUT_SECONDS", default=5.0),
+    OUTBOUND_ALLOW_LOOPBACK_HTTP=env.bool("APPROVALS_OUTBOUND_ALLOW_LOOPBACK_HTTP", default=None),
+    AUTOMATED_APPROVAL_SECRET=env_secret("APPROVALS_AUTOMATED_APPROVAL_SECRET", None),
+    AUTOMATED_APPROVAL_IN_PRODUCTION=env.bool("APPROVALS_AUTOMATED_APPROVAL_IN_PRODUCTION", default=None),
+    PROMPTS_PER_MINUTE=env.int("APPROVALS_PROMPTS_PER_MINUTE", default=None),
+    PROMPTS_PER_PERSON_PER_MINUTE=env.int("APPROVALS_PROMPTS_PER_PERSON_PER_MINUTE", default=None),
+    MAX_PENDING_PER_PERSON=env.int("APPROVALS_MAX_PENDING_PER_PERSON", default=None),
+    PROMPT_TIMEOUT_SECONDS=env.float("APPROVALS_PROMPT_TIMEOUT_SECONDS", default=None),
     # Off by default: staff and superuser accounts are not people agents may ask (docs/approvers.md).
-    "STAFF_APPROVERS": env.bool("APPROVALS_STAFF_APPROVERS", default=False),
+    STAFF_APPROVERS=env.bool("APPROVALS_STAFF_APPROVERS", default=None),
     # Client addresses for lockouts and audit: a client's own X-Forwarded-For is never believed unless a trusted
     # proxy is configured to set this header (docs/configuration.md).
-    "CLIENT_IP_HEADER": env.str("COUNTERSIGN_CLIENT_IP_HEADER", default=""),
-    "TRUSTED_PROXY_COUNT": env.int("COUNTERSIGN_TRUSTED_PROXY_COUNT", default=1),
-    "TWILIO": {
-        "ACCOUNT_SID": env.str("TWILIO_ACCOUNT_SID", default=""),
-        "AUTH_TOKEN": env_secret("TWILIO_AUTH_TOKEN"),
-        "FROM_NUMBER": env.str("TWILIO_FROM_NUMBER", default=""),
-        "MESSAGING_SERVICE_SID": env.str("TWILIO_MESSAGING_SERVICE_SID", default=""),
-        "API_BASE": env.str("TWILIO_API_BASE", default="https://api.twilio.com"),
-        "STATUS_CALLBACKS": env.bool("TWILIO_STATUS_CALLBACKS", default=True),
-    },
-    "WEBPUSH": {
-        "VAPID_PRIVATE_KEY": env_secret("VAPID_PRIVATE_KEY"),
-        "VAPID_PUBLIC_KEY": env.str("VAPID_PUBLIC_KEY", default=""),
-        "VAPID_SUBJECT": env.str("VAPID_SUBJECT", default=""),
-        "ALLOWED_SERVICES": env.list(
-            "WEBPUSH_ALLOWED_SERVICES",
-            default=[
-                "fcm.googleapis.com",
-                "updates.push.services.mozilla.com",
-                "web.push.apple.com",
-                ".notify.windows.com",
-            ],
-        ),
-        "ALLOW_LOOPBACK_HTTP": env.bool("WEBPUSH_ALLOW_LOOPBACK_HTTP", default=False),
-    },
-}
+    CLIENT_IP_HEADER=env.str("COUNTERSIGN_CLIENT_IP_HEADER", default=None),
+    TRUSTED_PROXY_COUNT=env.int("COUNTERSIGN_TRUSTED_PROXY_COUNT", default=None),
+    # Always present (maybe empty): approvals_settings merges a partial dict into its defaults.
+    TWILIO=env_set(
+        ACCOUNT_SID=env.str("TWILIO_ACCOUNT_SID", default=None),
+        AUTH_TOKEN=env_secret("TWILIO_AUTH_TOKEN", None),
+        FROM_NUMBER=env.str("TWILIO_FROM_NUMBER", default=None),
+        MESSAGING_SERVICE_SID=env.str("TWILIO_MESSAGING_SERVICE_SID", default=None),
+        API_BASE=env.str("TWILIO_API_BASE", default=None),
+        STATUS_CALLBACKS=env.bool("TWILIO_STATUS_CALLBACKS", default=None),
+    ),
+    WEBPUSH=env_set(
+        VAPID_PRIVATE_KEY=env_secret("VAPID_PRIVATE_KEY", None),
+        VAPID_PUBLIC_KEY=env.str("VAPID_PUBLIC_KEY", default=None),
+        VAPID_SUBJECT=env.str("VAPID_SUBJECT", default=None),
+        ALLOWED_SERVICES=env.list("WEBPUSH_ALLOWED_SERVICES", default=None),
+        ALLOW_LOOPBACK_HTTP=env.bool("WEBPUSH_ALLOW_LOOPBACK_HTTP", default=None),
+    ),
+)
 
 # Celery: with no broker configured, tasks run in-process (the embedded default). Eager tasks still pass through a
 # producer of the broker connection; a memory:// URL without a host makes kombu warn "No hostname was supplied" on

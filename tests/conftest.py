@@ -7,11 +7,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from django.conf import settings
 from django.core.cache import cache
 from django.test import Client
 
 from approvals.channels import locmem
+from authz.constants import CIBA_GRANT_TYPE
 from tests import factories
 
 CIBA = "urn:openid:params:grant-type:ciba"
@@ -95,7 +95,7 @@ def approver_client(approver) -> Client:
 
 @pytest.fixture
 def ciba_grant_type() -> str:
-    assert settings.CIBA_GRANT_TYPE == CIBA
+    assert CIBA_GRANT_TYPE == CIBA
     return CIBA
 
 

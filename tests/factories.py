@@ -10,6 +10,8 @@ from oauth2_provider.models import get_application_model
 
 from approvals import services
 from approvals.models import ApprovalRequest, Approver
+from authz.ciba.request import request_lifetime
+from authz.conf import authz_settings
 from authz.models import CibaClient
 
 PASSWORD = "correct horse battery staple"
@@ -86,6 +88,16 @@ def assert_oauth_error(response: Any, status: int, error: str) -> dict[str, str]
     return body
 
 
+def as_bc_authorize(**kwargs: Any) -> dict[str, Any]:
+    """approval_request_create's arguments with the lifetime and poll interval bc-authorize would choose (authz
+    decides them, approvals stores them), unless given."""
+    return {
+        "expires_in": request_lifetime(kwargs.get("requested_expiry")),
+        "interval": authz_settings.POLL_INTERVAL_SECONDS,
+        **kwargs,
+    }
+
+
 def make_approval_request(
     approver: Approver, agent: Any, *, scope: str = "openid", created_ago: int = 0, **kwargs: Any
 ) -> ApprovalRequest:
@@ -96,5 +108,5 @@ def make_approval_request(
         scope=scope,
         hint_type="login_hint",
         now=timezone.now() - timedelta(seconds=created_ago),
-        **kwargs,
+        **as_bc_authorize(**kwargs),
     )

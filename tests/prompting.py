@@ -81,5 +81,5 @@ def make_request(
         scope="openid",
         hint_type="login_hint",
         binding_message=binding_message,
-        **kwargs,
+        **factories.as_bc_authorize(**kwargs),
     )

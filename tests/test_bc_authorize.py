@@ -17,11 +17,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
-from jwcrypto.jwk import JWK
 from oauth2_provider.models import get_application_model
 
 from approvals.conf import approvals_settings
 from approvals.models import ApprovalRequest
+from authz.conf import authz_settings
 from authz.models import CibaClient
 from tests import factories
 from tests.conftest import FORM
@@ -51,12 +51,18 @@ def approval_request_for(response) -> ApprovalRequest:
     return ApprovalRequest.objects.get(auth_req_id=response.json()["auth_req_id"])
 
 
-def server_id_token(*, aud: str, sub: str, exp: int, iss: str = ISSUER, pem: str | None = None, **claims) -> str:
-    """An ID token signed like the server signs them (RS256, kid = the key's JWK thumbprint)."""
+def published_kids() -> list[str]:
+    """The kids DOT publishes at the JWKS endpoint, the active key first."""
+    return [key["kid"] for key in Client().get("/oauth/jwks/").json()["keys"]]
+
+
+def server_id_token(
+    *, aud: str, sub: str, exp: int, iss: str = ISSUER, pem: str | None = None, kid: str | None = None, **claims
+) -> str:
+    """An ID token signed like the server signs them (RS256, kid = the active key's, as published)."""
     server_pem = settings.OAUTH2_PROVIDER["OIDC_RSA_PRIVATE_KEY"]
-    kid = JWK.from_pem(server_pem.encode()).thumbprint()
     payload = {"iss": iss, "sub": sub, "aud": aud, "iat": exp - 600, "auth_time": exp - 600, "exp": exp, **claims}
-    return jwt.encode(payload, pem or server_pem, algorithm="RS256", headers={"kid": kid})
+    return jwt.encode(payload, pem or server_pem, algorithm="RS256", headers={"kid": kid or published_kids()[0]})
 
 
 # --- success ----------------------------------------------------------------------------------------------------------
@@ -73,7 +79,7 @@ def test_acknowledges_a_request_with_client_secret_basic(agent, approver):
     assert approval_request.scope == "openid profile"
     assert approval_request.status == ApprovalRequest.Status.PENDING
     assert approval_request.hint_type == ApprovalRequest.HintType.LOGIN_HINT
-    assert body["expires_in"] == approvals_settings.DEFAULT_EXPIRY_SECONDS
+    assert body["expires_in"] == authz_settings.DEFAULT_EXPIRY_SECONDS
 
 
 def test_acknowledges_a_request_with_client_secret_post(make_agent, approver):
@@ -436,6 +442,20 @@ def _other_key_pem() -> str:
     ).decode()
 
 
+def test_id_token_hint_signed_with_a_rotated_out_key_is_accepted(agent, approver, settings):
+    # DOT still publishes OIDC_RSA_PRIVATE_KEYS_INACTIVE, so ID tokens they signed still verify.
+    retired = _other_key_pem()
+    settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "OIDC_RSA_PRIVATE_KEYS_INACTIVE": [retired]}
+    active_kid, retired_kid = published_kids()
+    claims = {"aud": agent.client_id, "sub": str(approver.user.pk), "exp": int(time.time()) + 600}
+
+    response = agent.bc_authorize(scope="openid", id_token_hint=server_id_token(**claims, pem=retired, kid=retired_kid))
+
+    assert_acknowledged(response)
+    assert approval_request_for(response).user == approver.user
+    assert active_kid != retired_kid
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -551,7 +571,7 @@ def test_requested_expiry_sets_expires_in(agent, approver):
 
 @pytest.mark.parametrize("requested", ["3601", "86400", "999999999", "99999999999999999999"])
 def test_requested_expiry_above_the_maximum_is_capped(agent, approver, requested):
-    maximum = approvals_settings.MAX_EXPIRY_SECONDS
+    maximum = authz_settings.MAX_EXPIRY_SECONDS
     assert int(requested) > maximum
 
     response = agent.bc_authorize(scope="openid", login_hint="alice", requested_expiry=requested)
@@ -560,7 +580,7 @@ def test_requested_expiry_above_the_maximum_is_capped(agent, approver, requested
 
 
 def test_requested_expiry_cap_follows_the_setting(settings, agent, approver):
-    settings.APPROVALS = {**settings.APPROVALS, "MAX_EXPIRY_SECONDS": 60}
+    settings.AUTHZ = {**settings.AUTHZ, "MAX_EXPIRY_SECONDS": 60}
 
     response = agent.bc_authorize(scope="openid", login_hint="alice", requested_expiry="120")
 
@@ -680,7 +700,7 @@ def test_user_code_lockout_is_per_approver(code_agent, bob):
 
 @pytest.mark.parametrize("user_code", [None, "0000", "4711"])
 def test_user_code_is_ignored_when_the_server_does_not_support_it(settings, code_agent, bob, user_code):
-    settings.APPROVALS = {**settings.APPROVALS, "USER_CODE_SUPPORTED": False}
+    settings.AUTHZ = {**settings.AUTHZ, "USER_CODE_SUPPORTED": False}
     params = {"scope": "openid", "login_hint": "bob"}
     if user_code is not None:
         params["user_code"] = user_code
@@ -753,7 +773,7 @@ def _raw(body: bytes | str, content_type: str = FORM, path: str = BC_AUTHORIZE, 
 
 
 def _one_byte_over_the_limit(agent):
-    return _too_large(approvals_settings.MAX_REQUEST_BYTES + 1)(agent)
+    return _too_large(authz_settings.MAX_REQUEST_BYTES + 1)(agent)
 
 
 def _multipart(agent):
@@ -814,13 +834,13 @@ def test_head_is_refused_without_writing(agent, approver):
 
 
 def test_body_at_the_size_limit_is_read(agent, approver):
-    response = _too_large(approvals_settings.MAX_REQUEST_BYTES)(agent)
+    response = _too_large(authz_settings.MAX_REQUEST_BYTES)(agent)
 
     assert_acknowledged(response)
 
 
 def test_payload_limit_follows_the_setting(settings, agent, approver):
-    settings.APPROVALS = {**settings.APPROVALS, "MAX_REQUEST_BYTES": 1024}
+    settings.AUTHZ = {**settings.AUTHZ, "MAX_REQUEST_BYTES": 1024}
 
     assert_oauth_error(_too_large(1025)(agent), 413, "invalid_request")
     assert_acknowledged(_too_large(1024)(agent))

@@ -217,7 +217,7 @@ def test_prompt_is_sent_once_and_recorded(harness: Harness, person: Approver) ->
 
     outcome = approval_request_prompt(approval_request_id=approval_request.pk, attempt=1)
 
-    assert outcome.prompted and outcome.retry_in is None and outcome.errors == ()
+    assert outcome.delivered and outcome.retry_in is None and outcome.errors == ()
     assert harness.received() == 1
     [delivery] = Delivery.objects.filter(request=approval_request)
     assert (delivery.channel, delivery.status, delivery.attempt, delivery.error) == (harness.name, "sent", 1, "")
@@ -227,7 +227,7 @@ def test_prompt_is_sent_once_and_recorded(harness: Harness, person: Approver) ->
 
     again = approval_request_prompt(approval_request_id=approval_request.pk, attempt=2)
 
-    assert not again.prompted and again.retry_in is None
+    assert not again.delivered and again.retry_in is None
     assert harness.received() == 1
     assert Delivery.objects.filter(request=approval_request).count() == 1
     assert AuditEvent.objects.filter(request=approval_request, kind=AuditEvent.Kind.PROMPTED).count() == 1
@@ -240,7 +240,7 @@ def test_destination_gone_is_rejected_disabled_and_not_retried(harness: Harness,
 
     outcome = approval_request_prompt(approval_request_id=approval_request.pk, attempt=1)
 
-    assert not outcome.prompted and outcome.retry_in is None and outcome.errors
+    assert not outcome.delivered and outcome.retry_in is None and outcome.errors
     assert harness.received() == 0
     [delivery] = Delivery.objects.filter(request=approval_request)
     assert delivery.status == "rejected" and delivery.error and delivery.finished_at is not None
@@ -263,7 +263,7 @@ def test_transient_failure_is_retried_and_the_retry_sends_once(harness: Harness,
 
     outcome = approval_request_prompt(approval_request_id=approval_request.pk, attempt=1)
 
-    assert not outcome.prompted and outcome.errors
+    assert not outcome.delivered and outcome.errors
     assert outcome.retry_in is not None and outcome.retry_in > 0
     assert harness.received() == 0
     [failed] = Delivery.objects.filter(request=approval_request)
@@ -274,7 +274,7 @@ def test_transient_failure_is_retried_and_the_retry_sends_once(harness: Harness,
 
     retried = approval_request_prompt(approval_request_id=approval_request.pk, attempt=2)
 
-    assert retried.prompted and retried.retry_in is None
+    assert retried.delivered and retried.retry_in is None
     assert harness.received() == 1
     statuses = list(Delivery.objects.filter(request=approval_request).values_list("attempt", "status"))
     assert statuses == [(1, "failed"), (2, "sent")]

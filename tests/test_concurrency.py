@@ -57,7 +57,11 @@ def run_together(*calls: Callable[[], Any], timeout: float = 60) -> list[Any]:
 
 def new_request(approver, client_application, **kwargs: Any) -> ApprovalRequest:
     return services.approval_request_create(
-        client=client_application, user=approver.user, scope="openid", hint_type="login_hint", **kwargs
+        client=client_application,
+        user=approver.user,
+        scope="openid",
+        hint_type="login_hint",
+        **factories.as_bc_authorize(**kwargs),
     )
 
 

@@ -74,7 +74,7 @@ def test_metadata_issuer_follows_the_request_host(client, path):
 
 @pytest.mark.parametrize("path", DOCUMENTS)
 def test_user_code_support_follows_the_setting(client, settings, path):
-    settings.APPROVALS = {**django_settings.APPROVALS, "USER_CODE_SUPPORTED": False}
+    settings.AUTHZ = {**django_settings.AUTHZ, "USER_CODE_SUPPORTED": False}
     assert fetch(client, path)["backchannel_user_code_parameter_supported"] is False
 
 

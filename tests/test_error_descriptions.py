@@ -1249,7 +1249,7 @@ reg("reg-unknown-details-type-hostile", "authorization_details_types", authoriza
 
 @case("reg-user-code-not-supported", 400, "invalid_client_metadata", "does not support")
 def _(w: World) -> HttpResponse:
-    w.settings.APPROVALS = {**w.settings.APPROVALS, "USER_CODE_SUPPORTED": False}
+    w.settings.AUTHZ = {**w.settings.AUTHZ, "USER_CODE_SUPPORTED": False}
     return w.register(poll_client(backchannel_user_code_parameter=True))
 
 
@@ -1494,7 +1494,7 @@ def _subclass_names(cls: type) -> set[str]:
 
 
 def wire_bound_callables() -> set[str]:
-    import authz.clients.registration  # noqa: F401 (its error classes)
+    import authz.clients.registration.views  # noqa: F401 (its error classes, and those of the modules it imports)
     import authz.views  # noqa: F401
 
     return {"OAuthError", "OAuth2Error"} | _subclass_names(OAuthError) | _subclass_names(OAuth2Error) | EMBEDDED

@@ -22,9 +22,11 @@ from django.utils import timezone
 from oauth2_provider.models import AccessToken, RefreshToken
 
 from approvals import services
+from approvals.delivery import Outcome
 from approvals.models import ApprovalRequest
 from authz.ciba import notify as notifications
 from authz.models import Notification, NotificationAttempt
+from authz.tasks import notify_client_task
 from tests import factories
 from tests.fakes.agent_endpoint import REDIRECT_PATH, FakeAgentEndpoint
 
@@ -67,8 +69,12 @@ def notification_of(approval_request: ApprovalRequest) -> Notification:
     return Notification.objects.get(request=approval_request)
 
 
-def deliver(approval_request: ApprovalRequest) -> notifications.DeliveryOutcome:
+def deliver(approval_request: ApprovalRequest) -> Outcome:
     return notifications.notification_deliver(notification_id=notification_of(approval_request).pk)
+
+
+def sweep(**kwargs: Any) -> int:
+    return notifications.notification_sweep_due(enqueue=notify_client_task.delay, **kwargs)
 
 
 def attempt_log(approval_request: ApprovalRequest) -> list[tuple[int, str, int | None]]:
@@ -174,7 +180,7 @@ def test_ping_on_approval_then_the_one_token_request_gets_the_tokens(ping_agent,
 
     factories.decide(approval_request.auth_req_id)
     assert endpoint.received == []  # nothing is sent before the transaction commits and the task runs
-    assert deliver(approval_request) == notifications.DeliveryOutcome(delivered=True)
+    assert deliver(approval_request) == Outcome(delivered=True)
 
     (ping,) = endpoint.wait_for(1)
     assert_ping(ping, approval_request.auth_req_id)
@@ -190,7 +196,7 @@ def test_ping_on_approval_then_the_one_token_request_gets_the_tokens(ping_agent,
     factories.assert_oauth_error(ping_agent.poll(approval_request.auth_req_id), 400, "invalid_grant")
 
     # A delivered notification is never sent again.
-    assert deliver(approval_request) == notifications.DeliveryOutcome()
+    assert deliver(approval_request) == Outcome()
     assert_no_more_requests(endpoint, 1)
 
 
@@ -280,8 +286,8 @@ def test_transient_failures_are_retried_with_backoff(settings, ping_agent, appro
 
 
 def test_retry_delays_back_off_up_to_the_maximum(settings):
-    settings.APPROVALS = {
-        **settings.APPROVALS,
+    settings.AUTHZ = {
+        **settings.AUTHZ,
         "NOTIFICATION_RETRY_BASE_SECONDS": 2,
         "NOTIFICATION_RETRY_MAX_SECONDS": 10,
     }
@@ -297,13 +303,13 @@ def test_401_and_403_are_recorded_and_not_retried(ping_agent, approver, endpoint
     approval_request = ask(ping_agent)
     factories.decide(approval_request.auth_req_id)
 
-    assert deliver(approval_request) == notifications.DeliveryOutcome()
+    assert deliver(approval_request) == Outcome()
     notification = notification_of(approval_request)
     assert notification.status == NStatus.UNDELIVERABLE and notification.attempts == 1
     assert str(http_status) in notification.error and notification.finished_at is not None
     assert attempt_log(approval_request) == [(1, AStatus.REJECTED, http_status)]
 
-    assert deliver(approval_request) == notifications.DeliveryOutcome()
+    assert deliver(approval_request) == Outcome()
     assert_no_more_requests(endpoint, 1)
     assert notification_of(approval_request).attempts == 1
 
@@ -313,7 +319,7 @@ def test_a_redirect_is_not_followed_and_not_retried(ping_agent, approver, endpoi
     approval_request = ask(ping_agent)
     factories.decide(approval_request.auth_req_id)
 
-    assert deliver(approval_request) == notifications.DeliveryOutcome()
+    assert deliver(approval_request) == Outcome()
     assert_no_more_requests(endpoint, 1)
     assert [r.path for r in endpoint.received] == ["/cb"]
     assert not any(r.path == REDIRECT_PATH for r in endpoint.received)
@@ -321,7 +327,7 @@ def test_a_redirect_is_not_followed_and_not_retried(ping_agent, approver, endpoi
     assert notification.status == NStatus.UNDELIVERABLE
     assert "301" in notification.error and "redirect" in notification.error
     assert attempt_log(approval_request) == [(1, AStatus.REJECTED, 301)]
-    assert deliver(approval_request) == notifications.DeliveryOutcome()
+    assert deliver(approval_request) == Outcome()
     assert_no_more_requests(endpoint, 1, grace=0.1)
 
 
@@ -336,7 +342,7 @@ def test_retries_stop_at_the_deadline_and_the_notification_is_kept_undeliverable
     assert len(endpoint.wait_for(3)) == 3
 
     Notification.objects.filter(request=approval_request).update(deadline=timezone.now() - timedelta(seconds=1))
-    assert deliver(approval_request) == notifications.DeliveryOutcome()
+    assert deliver(approval_request) == Outcome()
     assert_no_more_requests(endpoint, 3)  # past the deadline, nothing more is sent
     notification = notification_of(approval_request)
     assert notification.status == NStatus.UNDELIVERABLE and notification.attempts == 3
@@ -344,20 +350,20 @@ def test_retries_stop_at_the_deadline_and_the_notification_is_kept_undeliverable
     assert attempt_log(approval_request) == [(n, AStatus.FAILED, 500) for n in (1, 2, 3)]
 
     # Kept, and never sent again (not even by the sweeper).
-    assert notifications.notification_sweep_due(now=timezone.now() + timedelta(days=1)) == 0
-    assert deliver(approval_request) == notifications.DeliveryOutcome()
+    assert sweep(now=timezone.now() + timedelta(days=1)) == 0
+    assert deliver(approval_request) == Outcome()
     assert_no_more_requests(endpoint, 3, grace=0.1)
     assert Notification.objects.filter(request=approval_request, status=NStatus.UNDELIVERABLE).exists()
 
 
 def test_a_retry_that_would_fall_after_the_deadline_gives_up_at_once(settings, ping_agent, approver, endpoint):
-    settings.APPROVALS = {**settings.APPROVALS, "NOTIFICATION_RETRY_BASE_SECONDS": 30}
+    settings.AUTHZ = {**settings.AUTHZ, "NOTIFICATION_RETRY_BASE_SECONDS": 30}
     endpoint.respond_with("server_error")
     approval_request = ask(ping_agent)
     factories.decide(approval_request.auth_req_id)
     Notification.objects.filter(request=approval_request).update(deadline=timezone.now() + timedelta(seconds=5))
 
-    assert deliver(approval_request) == notifications.DeliveryOutcome()
+    assert deliver(approval_request) == Outcome()
     notification = notification_of(approval_request)
     assert notification.status == NStatus.UNDELIVERABLE and notification.error == "HTTP 500"
     assert attempt_log(approval_request) == [(1, AStatus.FAILED, 500)]
@@ -381,14 +387,14 @@ def test_a_notification_held_by_another_worker_is_not_sent_twice(ping_agent, app
 def test_the_sweeper_delivers_a_notification_whose_task_was_lost(ping_agent, approver, endpoint):
     approval_request = ask(ping_agent)
     factories.decide(approval_request.auth_req_id)  # the commit's task never runs here (no on_commit)
-    assert notifications.notification_sweep_due() == 0  # not yet due
+    assert sweep() == 0  # not yet due
     Notification.objects.filter(request=approval_request).update(due_at=timezone.now() - timedelta(seconds=1))
 
-    assert notifications.notification_sweep_due() == 1  # eager: the task runs at once
+    assert sweep() == 1  # eager: the task runs at once
     (ping,) = endpoint.wait_for(1)
     assert_ping(ping, approval_request.auth_req_id)
     assert notification_of(approval_request).status == NStatus.DELIVERED
-    assert notifications.notification_sweep_due(now=timezone.now() + timedelta(days=1)) == 0
+    assert sweep(now=timezone.now() + timedelta(days=1)) == 0
 
 
 # --- push (CIBA Core §10.3) -------------------------------------------------------------------------------------------
@@ -572,7 +578,7 @@ def test_an_undeliverable_push_is_kept_and_shown_in_admin_without_its_tokens(
     access_token = pushes[0].json["access_token"]
     refresh_token = pushes[0].json["refresh_token"]
     Notification.objects.filter(request=approval_request).update(deadline=timezone.now() - timedelta(seconds=1))
-    assert deliver(approval_request) == notifications.DeliveryOutcome()
+    assert deliver(approval_request) == Outcome()
     notification = notification_of(approval_request)
     assert notification.status == NStatus.UNDELIVERABLE
     assert notification.payload_encrypted == ""  # given up: the stored token response is dropped
@@ -582,9 +588,7 @@ def test_an_undeliverable_push_is_kept_and_shown_in_admin_without_its_tokens(
     html = listing.content.decode()
     assert "Undeliverable" in html and "push" in html
     filtered = admin_client.get("/admin/authz/notification/?status__exact=undeliverable")
-    assert (
-        filtered.status_code == 200 and f"/admin/authz/notification/{notification.pk}/" in filtered.content.decode()
-    )
+    assert filtered.status_code == 200 and f"/admin/authz/notification/{notification.pk}/" in filtered.content.decode()
 
     detail = admin_client.get(f"/admin/authz/notification/{notification.pk}/change/")
     assert detail.status_code == 200
@@ -630,12 +634,12 @@ def test_an_endpoint_that_now_points_at_a_refused_address_is_rejected_without_se
     ApprovalRequest.objects.filter(pk=approval_request.pk).update(notification_endpoint=url)
     factories.decide(approval_request.auth_req_id)
 
-    assert deliver(approval_request) == notifications.DeliveryOutcome()
+    assert deliver(approval_request) == Outcome()
     notification = notification_of(approval_request)
     assert notification.status == NStatus.UNDELIVERABLE and notification.attempts == 1
     (attempt,) = NotificationAttempt.objects.filter(notification=notification)
     assert attempt.status == AStatus.REJECTED and attempt.http_status is None and attempt.error
-    assert deliver(approval_request) == notifications.DeliveryOutcome()
+    assert deliver(approval_request) == Outcome()
     assert NotificationAttempt.objects.filter(notification=notification).count() == 1
     assert endpoint.received == []
 

@@ -26,9 +26,9 @@ def endpoint() -> Iterator[FakeAgentEndpoint]:
 
 @pytest.fixture
 def worker(settings) -> Iterator[None]:
-    # The worker is a thread of this process: it reads these overrides through approvals_settings.
-    settings.APPROVALS = {
-        **settings.APPROVALS,
+    # The worker is a thread of this process: it reads these overrides through authz_settings.
+    settings.AUTHZ = {
+        **settings.AUTHZ,
         "NOTIFICATION_RETRY_BASE_SECONDS": 0.2,
         "NOTIFICATION_RETRY_MAX_SECONDS": 0.5,
     }

@@ -16,9 +16,10 @@ from approvals import prompts, services, tasks
 from approvals.channels.base import Channel, ChannelError, Destination, Prompt
 from approvals.channels.locmem import failures
 from approvals.conf import approvals_settings
+from approvals.delivery import Outcome
 from approvals.links import link_url
 from approvals.models import ApprovalRequest, Approver, AuditEvent, Delivery
-from approvals.prompts import PromptOutcome, approval_request_prompt
+from approvals.prompts import approval_request_prompt
 from tests import factories
 from tests.celery_worker import published_tasks
 from tests.factories import assert_oauth_error
@@ -82,6 +83,10 @@ def use_channels(settings, fake_twilio):
     return configure
 
 
+def sweep(**kwargs) -> int:
+    return prompts.approval_request_sweep_unprompted(enqueue=tasks.prompt_approver_task.delay, **kwargs)
+
+
 def new_request(approver, agent, **kwargs) -> ApprovalRequest:
     # The on_commit hook that enqueues the prompt does not run inside the test's transaction: no prompt yet.
     return factories.make_approval_request(approver, agent, **kwargs)
@@ -114,7 +119,7 @@ def test_channel_without_destination_falls_back_to_the_next(use_channels, agent,
 
     outcome = approval_request_prompt(approval_request_id=approval_request.pk)
 
-    assert outcome.prompted and outcome.retry_in is None
+    assert outcome.delivered and outcome.retry_in is None
     assert outcome.errors == ("sms: no destination",)
     assert [p.approval_request_id for p in outbox] == [str(approval_request.pk)]
     assert fake_twilio.attempts == []
@@ -131,7 +136,7 @@ def test_permanent_failure_on_the_first_channel_falls_back_and_disables_the_numb
 
     outcome = approval_request_prompt(approval_request_id=approval_request.pk)
 
-    assert outcome.prompted
+    assert outcome.delivered
     assert len(fake_twilio.attempts) == 1 and fake_twilio.messages == []
     assert len(outbox) == 1
     assert deliveries(approval_request) == [("sms", Status.REJECTED), ("locmem", Status.SENT)]
@@ -149,7 +154,7 @@ def test_the_first_channel_that_reaches_the_person_ends_the_round(
     use_channels(*order)
     approval_request = new_request(approver, agent)
 
-    assert approval_request_prompt(approval_request_id=approval_request.pk).prompted
+    assert approval_request_prompt(approval_request_id=approval_request.pk).delivered
 
     assert len(fake_twilio.messages) == (1 if sent_on == "sms" else 0)
     assert len(outbox) == (1 if sent_on == "locmem" else 0)
@@ -162,7 +167,7 @@ def test_the_clients_channel_order_overrides_the_servers(use_channels, make_agen
     agent = make_agent(name="SMS first", prompt_channels="sms,locmem")
     approval_request = new_request(approver, agent)
 
-    assert approval_request_prompt(approval_request_id=approval_request.pk).prompted
+    assert approval_request_prompt(approval_request_id=approval_request.pk).delivered
 
     (sms,) = fake_twilio.messages
     assert sms.to == PHONE and link_url(approval_request) in sms.body
@@ -180,7 +185,7 @@ def test_unknown_or_unconfigured_channel_names_of_a_client_are_ignored(
 
     outcome = approval_request_prompt(approval_request_id=approval_request.pk)
 
-    assert outcome.prompted and outcome.errors == ()
+    assert outcome.delivered and outcome.errors == ()
     assert len(fake_twilio.messages) == 1 and outbox == []
     assert deliveries(approval_request) == [("sms", Status.SENT)]
 
@@ -190,7 +195,7 @@ def test_a_client_whose_channels_are_all_gone_is_prompted_the_servers_way(use_ch
     agent = make_agent(name="Set up for SMS", prompt_channels="sms")  # then the server dropped SMS
     approval_request = new_request(approver, agent)
 
-    assert approval_request_prompt(approval_request_id=approval_request.pk).prompted
+    assert approval_request_prompt(approval_request_id=approval_request.pk).delivered
 
     assert len(outbox) == 1
     assert deliveries(approval_request) == [("locmem", Status.SENT)]
@@ -204,7 +209,7 @@ def test_every_channel_failing_permanently_gives_up_without_retry(use_channels, 
 
     outcome = approval_request_prompt(approval_request_id=approval_request.pk)
 
-    assert not outcome.prompted and outcome.retry_in is None
+    assert not outcome.delivered and outcome.retry_in is None
     assert len(outcome.errors) == 2
     approval_request.refresh_from_db()
     assert approval_request.prompt_failed_at is not None and approval_request.prompted_at is None
@@ -215,7 +220,7 @@ def test_every_channel_failing_permanently_gives_up_without_retry(use_channels, 
     assert deliveries(approval_request) == [("locmem", Status.REJECTED), ("sms", Status.REJECTED)]
     # Given up: neither the task nor the sweeper tries again.
     tasks.prompt_approver_task.delay(str(approval_request.pk))
-    assert prompts.approval_request_sweep_unprompted(now=timezone.now() + timedelta(hours=1)) == 0
+    assert sweep(now=timezone.now() + timedelta(hours=1)) == 0
     assert outbox == [] and fake_twilio.messages == []
     assert len(fake_twilio.attempts) == 1
 
@@ -226,7 +231,7 @@ def test_a_person_no_channel_can_reach_is_given_up_on(use_channels, agent, outbo
 
     outcome = approval_request_prompt(approval_request_id=approval_request.pk)
 
-    assert outcome == PromptOutcome(errors=("sms: no destination",))
+    assert outcome == Outcome(errors=("sms: no destination",))
     approval_request.refresh_from_db()
     assert approval_request.prompt_failed_at is not None
     assert events(approval_request, AuditEvent.Kind.PROMPT_FAILED)[0].detail["errors"] == ["sms: no destination"]
@@ -247,7 +252,7 @@ def test_transient_failure_retries_with_bounded_backoff(use_channels, agent, app
     # Full jitter between base/2 and min(max, base * 2^(attempt-1)).
     assert outcome.retry_in is not None
     assert 2 <= outcome.retry_in <= min(20, 4 * 2 ** (attempt - 1))
-    assert not outcome.prompted and "503 from the provider" in outcome.errors[0]
+    assert not outcome.delivered and "503 from the provider" in outcome.errors[0]
     approval_request.refresh_from_db()
     assert approval_request.prompted_at is None and approval_request.prompt_failed_at is None
     assert approval_request.prompt_claimed_until is None
@@ -276,7 +281,7 @@ def test_transient_failure_whose_retry_would_come_after_expiry_gives_up(use_chan
 
     outcome = approval_request_prompt(approval_request_id=approval_request.pk, now=now)
 
-    assert outcome.retry_in is None and not outcome.prompted
+    assert outcome.retry_in is None and not outcome.delivered
     approval_request.refresh_from_db()
     assert approval_request.prompt_failed_at is not None
     assert events(approval_request, AuditEvent.Kind.PROMPT_FAILED)[0].detail["errors"] == ["locmem alice: timeout"]
@@ -288,9 +293,9 @@ def test_transient_failure_whose_retry_would_come_after_expiry_gives_up(use_chan
 def test_a_second_round_after_success_sends_nothing(use_channels, agent, approver, outbox, fake_twilio):
     use_channels(SMS, LOCMEM)
     approval_request = new_request(approver, agent)
-    assert approval_request_prompt(approval_request_id=approval_request.pk).prompted
+    assert approval_request_prompt(approval_request_id=approval_request.pk).delivered
 
-    assert approval_request_prompt(approval_request_id=approval_request.pk) == PromptOutcome()
+    assert approval_request_prompt(approval_request_id=approval_request.pk) == Outcome()
     tasks.prompt_approver_task.delay(str(approval_request.pk))
 
     assert len(fake_twilio.attempts) == 1 and outbox == []
@@ -304,7 +309,7 @@ def test_a_destination_that_already_took_the_prompt_is_not_texted_again(
     again (redelivery or the sweeper), sends no second SMS and marks the request prompted."""
     use_channels(SMS, LOCMEM)
     approval_request = new_request(approver, agent)
-    assert approval_request_prompt(approval_request_id=approval_request.pk).prompted
+    assert approval_request_prompt(approval_request_id=approval_request.pk).delivered
     ApprovalRequest.objects.filter(pk=approval_request.pk).update(prompted_at=None)
     AuditEvent.objects.filter(request=approval_request, kind=AuditEvent.Kind.PROMPTED).delete()
 
@@ -333,7 +338,7 @@ def test_a_row_left_sending_by_a_dead_worker_is_marked_interrupted_and_the_promp
     )
     ApprovalRequest.objects.filter(pk=approval_request.pk).update(prompt_claimed_until=now - timedelta(seconds=1))
 
-    assert approval_request_prompt(approval_request_id=approval_request.pk).prompted
+    assert approval_request_prompt(approval_request_id=approval_request.pk).delivered
 
     stale.refresh_from_db()
     assert stale.status == Status.INTERRUPTED and stale.finished_at is not None
@@ -352,7 +357,7 @@ def test_a_claim_held_by_another_worker_sends_nothing_and_looks_again_when_it_la
 
     outcome = approval_request_prompt(approval_request_id=approval_request.pk, now=now)
 
-    assert not outcome.prompted
+    assert not outcome.delivered
     assert outcome.retry_in is not None and 12 <= outcome.retry_in <= 13.5
     assert outbox == [] and deliveries(approval_request) == []
     approval_request.refresh_from_db()
@@ -395,7 +400,7 @@ def test_requests_that_are_not_waiting_for_a_prompt_are_not_prompted(use_channel
     else:
         rows.delete()
 
-    assert approval_request_prompt(approval_request_id=request_id, now=now) == PromptOutcome()
+    assert approval_request_prompt(approval_request_id=request_id, now=now) == Outcome()
     tasks.prompt_approver_task.delay(str(request_id))
 
     assert outbox == []
@@ -413,7 +418,7 @@ def test_an_unexpected_exception_in_a_channel_leaves_the_delivery_failed_and_lat
 
     outcome = approval_request_prompt(approval_request_id=approval_request.pk)
 
-    assert outcome.prompted
+    assert outcome.delivered
     assert outcome.errors == ("exploding alice: unexpected RuntimeError",)
     exploded = Delivery.objects.get(request=approval_request, channel="exploding")
     assert exploded.status == Status.FAILED and exploded.finished_at is not None
@@ -455,7 +460,7 @@ def test_the_sweeper_enqueues_only_overdue_unprompted_pending_requests_once(
     rows(pk=made["no_due_date"].pk).update(prompt_due_at=None)
 
     with published_tasks() as take:
-        assert prompts.approval_request_sweep_unprompted(now=now) == 2
+        assert sweep(now=now) == 2
         queued = take()
         assert sorted(queued) == sorted(
             [("approvals.tasks.prompt_approver_task", [str(made[name].pk)]) for name in ("due", "due_too")]
@@ -464,11 +469,11 @@ def test_the_sweeper_enqueues_only_overdue_unprompted_pending_requests_once(
         for name in ("due", "due_too"):
             made[name].refresh_from_db()
             assert made[name].prompt_due_at == now + timedelta(seconds=20)
-        assert prompts.approval_request_sweep_unprompted(now=now) == 0
-        assert prompts.approval_request_sweep_unprompted(now=now + timedelta(seconds=4)) == 0
+        assert sweep(now=now) == 0
+        assert sweep(now=now + timedelta(seconds=4)) == 0
         assert take() == []
         # Once the new due time passes with a request still unprompted, it is enqueued again (with not_yet, now due).
-        assert prompts.approval_request_sweep_unprompted(now=now + timedelta(seconds=21)) == 3
+        assert sweep(now=now + timedelta(seconds=21)) == 3
         assert len(take()) == 3
     assert outbox == []
 
@@ -483,7 +488,7 @@ def test_a_transient_failure_during_an_eager_sweep_does_not_stop_the_sweep(use_c
     ApprovalRequest.objects.filter(pk=second.pk).update(prompt_due_at=now - timedelta(seconds=1))
     failures.append(ChannelError("busy"))
 
-    assert prompts.approval_request_sweep_unprompted(now=now) == 2
+    assert sweep(now=now) == 2
 
     assert [p.approval_request_id for p in outbox] == [str(second.pk)]
     first.refresh_from_db()

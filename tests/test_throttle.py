@@ -66,7 +66,6 @@ def test_the_gate_lasts_exactly_the_interval_on_redis():
 @pytest.mark.redis
 def test_pacing_survives_redis_forgetting_its_scripts():
     """After a Redis restart or SCRIPT FLUSH, EVALSHA answers NOSCRIPT; the poll must still be paced, not fail."""
-    backend = caches["default"]
     request_id = str(uuid.uuid4())
     redis_store().client.script_flush()
 

@@ -99,7 +99,7 @@ def test_exchange_narrows_scope_and_authorization_details(agent, approver):
     assert issued.user == approver.user
     assert issued.resource == [BANK]
     assert not get_refresh_token_model().objects.filter(access_token=issued).exists()
-    details = issued.countersign
+    details = issued.token_details
     assert details.subject_token == token_row(subject)
     assert details.act == {"sub": agent.client_id}
     assert details.authorization_details == [narrower]

@@ -42,7 +42,7 @@ def person() -> Approver:
 
 
 def prompt_by_sms(approval_request: ApprovalRequest, fake: FakeTwilio) -> ReceivedSms:
-    assert approval_request_prompt(approval_request_id=approval_request.pk).prompted
+    assert approval_request_prompt(approval_request_id=approval_request.pk).delivered
     [message] = fake.wait_for_messages(1, timeout=2)
     return message
 
@@ -144,7 +144,7 @@ def test_wrong_credentials_are_a_permanent_failure_that_keeps_the_number(
 
     outcome = approval_request_prompt(approval_request_id=approval_request.pk)
 
-    assert not outcome.prompted and outcome.retry_in is None
+    assert not outcome.delivered and outcome.retry_in is None
     assert [(r.status, r.code) for r in fake.rejected] == [(401, 20003)]
     [delivery] = Delivery.objects.filter(request=approval_request)
     assert delivery.status == "rejected" and "20003" in delivery.error
@@ -157,7 +157,7 @@ def test_no_sms_without_a_phone_number(sms: FakeTwilio) -> None:
 
     outcome = approval_request_prompt(approval_request_id=prompting.make_request(approver).pk)
 
-    assert not outcome.prompted and outcome.retry_in is None
+    assert not outcome.delivered and outcome.retry_in is None
     assert sms.attempts == [] and sms.rejected == []
 
 

@@ -47,7 +47,7 @@ def test_payload_names_the_agent_and_binding_message_and_links_the_request(
     subscribe(push, person, "phone")
     approval_request = prompting.make_request(person, agent_name="Travel agent", binding_message="Pay 420 EUR")
 
-    assert approval_request_prompt(approval_request_id=approval_request.pk).prompted
+    assert approval_request_prompt(approval_request_id=approval_request.pk).delivered
 
     [received] = push.wait_for_pushes(1, timeout=2)
     assert received.json() == {
@@ -106,7 +106,7 @@ def test_every_active_subscription_gets_the_prompt(push: FakePushService, person
 
     outcome = approval_request_prompt(approval_request_id=approval_request.pk)
 
-    assert outcome.prompted
+    assert outcome.delivered
     pushes = push.wait_for_pushes(2, timeout=2)
     assert sorted(p.endpoint for p in pushes) == sorted([phone.endpoint, laptop.endpoint])
     deliveries = Delivery.objects.filter(request=approval_request).order_by("subscription_id")
@@ -137,7 +137,7 @@ def test_gone_subscription_is_disabled_alone(push: FakePushService, person: Appr
 
     outcome = approval_request_prompt(approval_request_id=approval_request.pk)
 
-    assert outcome.prompted and outcome.retry_in is None
+    assert outcome.delivered and outcome.retry_in is None
     assert [(a.push.endpoint, a.status) for a in push.attempts] == [(phone.endpoint, 410), (laptop.endpoint, 201)]
     phone.refresh_from_db()
     laptop.refresh_from_db()
@@ -169,8 +169,8 @@ def test_retry_skips_the_subscription_that_already_has_the_prompt(
     first = approval_request_prompt(approval_request_id=approval_request.pk, attempt=1)
     second = approval_request_prompt(approval_request_id=approval_request.pk, attempt=2)
 
-    assert first.retry_in is not None and not first.prompted
-    assert second.prompted
+    assert first.retry_in is not None and not first.delivered
+    assert second.delivered
     assert sorted(p.endpoint for p in push.pushes) == sorted([phone.endpoint, laptop.endpoint])
     rows = Delivery.objects.filter(request=approval_request).order_by("attempt", "subscription_id")
     assert [(d.attempt, d.status) for d in rows] == [(1, "failed"), (1, "failed"), (2, "sent"), (2, "sent")]
@@ -188,7 +188,7 @@ def test_subscription_for_another_server_key_is_refused_for_good(
 
         outcome = approval_request_prompt(approval_request_id=approval_request.pk)
 
-        assert not outcome.prompted and outcome.retry_in is None
+        assert not outcome.delivered and outcome.retry_in is None
         assert [r.status for r in fake.rejected] == [401]
     delivery = Delivery.objects.get(request=approval_request)
     assert delivery.status == "rejected" and "401" in delivery.error
@@ -210,7 +210,7 @@ def test_vapid_subject_py_vapid_refuses_is_a_permanent_failure(
 
     outcome = approval_request_prompt(approval_request_id=approval_request.pk)
 
-    assert not outcome.prompted and outcome.retry_in is None
+    assert not outcome.delivered and outcome.retry_in is None
     assert push.attempts == [] and push.rejected == []
     assert Delivery.objects.get(request=approval_request).status == "rejected"
 
@@ -220,6 +220,6 @@ def test_no_subscription_means_no_push(push: FakePushService, person: Approver) 
 
     outcome = approval_request_prompt(approval_request_id=approval_request.pk)
 
-    assert not outcome.prompted and outcome.retry_in is None
+    assert not outcome.delivered and outcome.retry_in is None
     assert outcome.errors == ("webpush: no destination",)
     assert push.attempts == [] and not Delivery.objects.filter(request=approval_request).exists()

@@ -12,10 +12,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
 from approvals.agents import AgentProfile
+from approvals.links import link_url
 from approvals.text import agent_label
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
     from approvals.models import ApprovalRequest
 
@@ -56,8 +57,6 @@ class Prompt:
 
     @classmethod
     def for_request(cls, approval_request: ApprovalRequest, agent: AgentProfile | None = None) -> Prompt:
-        from approvals.links import link_url
-
         return cls(
             approval_request_id=str(approval_request.pk),
             username=approval_request.user.get_username(),
@@ -75,7 +74,7 @@ class Channel:
 
     name: ClassVar[str] = "base"
 
-    def destinations(self, user: AbstractBaseUser) -> list[Destination]:
+    def destinations(self, user: User) -> list[Destination]:
         """Where this channel can reach the user now (enabled destinations only)."""
         return [Destination(key=f"{self.name}:{user.pk}", label=user.get_username())]
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 from approvals.channels.base import Channel, ChannelError, Destination, Prompt
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
 outbox: list[Prompt] = []
 failures: list[ChannelError] = []
@@ -22,7 +22,7 @@ disabled: list[tuple[str, str]] = []
 class LocmemChannel(Channel):
     name: ClassVar[str] = "locmem"
 
-    def destinations(self, user: AbstractBaseUser) -> list[Destination]:
+    def destinations(self, user: User) -> list[Destination]:
         gone = {key for key, _reason in disabled}
         return [destination for destination in super().destinations(user) if destination.key not in gone]
 

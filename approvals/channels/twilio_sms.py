@@ -25,7 +25,7 @@ from approvals.conf import approvals_settings
 from approvals.models import Approver
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
 DEFAULT_API_BASE = "https://api.twilio.com"
 # https://www.twilio.com/docs/api/errors: the number is invalid (21211), has opted out with STOP (21610) or cannot
@@ -107,7 +107,7 @@ def status_callback_url(delivery_id: str) -> str:
 class TwilioSmsChannel(Channel):
     name: ClassVar[str] = "sms"
 
-    def destinations(self, user: AbstractBaseUser) -> list[Destination]:
+    def destinations(self, user: User) -> list[Destination]:
         approver = Approver.objects.filter(user=user).only("phone_number", "phone_disabled_at").first()
         if approver is None or not approver.phone_number or approver.phone_disabled_at is not None:
             return []

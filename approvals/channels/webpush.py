@@ -15,7 +15,7 @@ import re
 import time
 from datetime import datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from django.db.models import F
@@ -29,7 +29,7 @@ from approvals.conf import approvals_settings
 from approvals.models import PushSubscription
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
 # RFC 8030 §5: the push service answers 404/410 for a subscription that has expired or was unsubscribed; 403 means
 # it was made for another application server key, 400 that it is malformed. None of them can ever succeed.
@@ -103,6 +103,11 @@ def push_payload(prompt: Prompt) -> dict[str, str]:
     return {"title": "Approval requested", "body": body, "url": prompt.link, "tag": prompt.approval_request_id}
 
 
+def _subscription_pk(destination: Destination) -> int:
+    # Every destination of this channel names its subscription (WebPushChannel.destinations).
+    return cast(int, destination.subscription_id)
+
+
 class WebPushChannel(Channel):
     """One instance per prompt round (approvals.prompts): the round's time budget for one person starts at its first
     send, so that however many subscriptions the person has, or however slowly their push services answer, one prompt
@@ -113,7 +118,7 @@ class WebPushChannel(Channel):
     def __init__(self) -> None:
         self._round_ends: float | None = None
 
-    def destinations(self, user: AbstractBaseUser) -> list[Destination]:
+    def destinations(self, user: User) -> list[Destination]:
         # Devices that worked most recently first: they get the prompt before dead ones can spend the budget.
         subscriptions = PushSubscription.objects.filter(approver__user=user, disabled_at__isnull=True).order_by(
             F("last_success_at").desc(nulls_last=True), "pk"
@@ -125,7 +130,7 @@ class WebPushChannel(Channel):
 
     def send(self, prompt: Prompt, destination: Destination, *, delivery_id: str) -> str:
         config = approvals_settings.WEBPUSH
-        subscription = PushSubscription.objects.filter(pk=destination.subscription_id).first()
+        subscription = PushSubscription.objects.filter(pk=_subscription_pk(destination)).first()
         if subscription is None:
             raise ChannelError("The subscription was removed.", permanent=True)
         problem = push_endpoint_problem(subscription.endpoint)
@@ -189,9 +194,9 @@ class WebPushChannel(Channel):
         raise ChannelError(description, permanent=True)
 
     def disable(self, destination: Destination, *, reason: str, now: datetime) -> None:
-        PushSubscription.objects.filter(pk=destination.subscription_id, disabled_at__isnull=True).update(
+        PushSubscription.objects.filter(pk=_subscription_pk(destination), disabled_at__isnull=True).update(
             disabled_at=now, disabled_reason=reason[:255]
         )
 
     def succeeded(self, destination: Destination, *, now: datetime) -> None:
-        PushSubscription.objects.filter(pk=destination.subscription_id).update(last_success_at=now)
+        PushSubscription.objects.filter(pk=_subscription_pk(destination)).update(last_success_at=now)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,7 +15,7 @@ from django.utils.safestring import SafeString
 from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
 
-from approvals import agents, display, selectors
+from approvals import agents, display, selectors, text
 
 logger = logging.getLogger(__name__)
 
@@ -96,20 +95,7 @@ def detail_type(detail: Any) -> str:
 
 @register.filter
 def iso_datetime(value: Any) -> str:
-    """`2026-12-03T10:00:00+01:00` → `Thu 3 Dec 2026, 10:00 (UTC+01:00)`: the time as the agent stated it, with its
-    offset, since the person's own time zone is not known here. Anything else is shown unchanged."""
-    if not isinstance(value, str):
-        return "" if value is None else str(value)
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    text = f"{moment:%a} {moment.day} {moment:%b %Y, %H:%M}"
-    offset = moment.strftime("%z")
-    if not offset:
-        return text
-    zone = "UTC" if offset == "+0000" else f"UTC{offset[:3]}:{offset[3:]}"
-    return f"{text} ({zone})"
+    return text.readable_iso_datetime(value)
 
 
 @dataclass(frozen=True)
@@ -132,7 +118,8 @@ def displayed_details(details: list[Any]) -> list[DisplayedDetail]:
     types = agents.detail_types(names)
     shown = []
     for detail in details:
-        kind = types.get(detail.get("type")) if isinstance(detail, dict) else None
+        type_name = detail.get("type") if isinstance(detail, dict) else None
+        kind = types.get(type_name) if isinstance(type_name, str) else None
         heading = kind.name if kind is not None and kind.name else detail_type(detail)
         html: SafeString | str = ""
         if kind is not None and kind.display_template.strip():

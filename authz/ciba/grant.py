@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from oauthlib.oauth2.rfc6749 import errors
@@ -20,8 +21,15 @@ from oauthlib.openid.connect.core.grant_types.base import GrantTypeBase as OIDCG
 from approvals import services as approval_services
 from approvals.models import ApprovalRequest
 from authz.ciba import answers
+from authz.constants import CIBA_GRANT_TYPE, REFRESH_TOKEN_GRANT_TYPE
 from authz.models import TokenDetails, client_allows_grant
 from authz.tokens.policy import user_active
+
+if TYPE_CHECKING:
+    from oauthlib.common import Request
+    from oauthlib.oauth2 import RequestValidator
+    from oauthlib.oauth2.rfc6749.grant_types.base import _TokenModifier
+    from oauthlib.oauth2.rfc6749.tokens import TokenBase
 
 logger = logging.getLogger(__name__)
 
@@ -29,25 +37,30 @@ Status = ApprovalRequest.Status
 
 
 class CibaTokenError(errors.OAuth2Error):
-    def __init__(self, error: str, description: str, request=None) -> None:
+    def __init__(self, error: str, description: str, request: Request | None = None) -> None:
         self.error = error
         super().__init__(description=description, request=request)
 
 
 class CibaGrant(GrantTypeBase):
-    def create_token_response(self, request, token_handler):
+    # Always built with DOT's validator (CountersignServer); the private members are oauthlib's, left out of its stubs.
+    request_validator: RequestValidator
+    _token_modifiers: list[_TokenModifier]
+    _get_default_headers: Callable[[], dict[str, str]]
+
+    def create_token_response(self, request: Request, token_handler: TokenBase) -> tuple[dict[str, str], str, int]:
         headers = self._get_default_headers()
         try:
-            self.validate_token_request(request)
+            approval_request = self.validate_token_request(request)
             with transaction.atomic():
-                approval_request = request.approval_request
                 if not approval_services.approval_request_consume(approval_request_id=approval_request.pk):
                     # Another poll won the race, or the request expired meanwhile.
                     answer = answers.CONSUMED
                     raise CibaTokenError(answer.error, answer.description, request)
                 # The client-capability policy: refresh tokens only while the client may refresh.
-                refresh = client_allows_grant(request.client, "refresh_token")
-                token = token_handler.create_token(request, refresh_token=refresh)
+                refresh = client_allows_grant(request.client, REFRESH_TOKEN_GRANT_TYPE)
+                # oauthlib hands its grants a BearerToken; its stubs type it as TokenBase, which has no create_token.
+                token = token_handler.create_token(request, refresh_token=refresh)  # type: ignore[attr-defined]
                 for modifier in self._token_modifiers:
                     token = modifier(token, token_handler, request)
                 self.request_validator.save_token(token, request)
@@ -72,12 +85,12 @@ class CibaGrant(GrantTypeBase):
         logger.info("Issued tokens for approval request %s to client %s", approval_request.pk, request.client_id)
         return headers, json.dumps(token), 200
 
-    def validate_token_request(self, request) -> None:
-        if request.grant_type != settings.CIBA_GRANT_TYPE:
+    def validate_token_request(self, request: Request) -> ApprovalRequest:
+        if request.grant_type != CIBA_GRANT_TYPE:
             raise errors.UnsupportedGrantTypeError(request=request)
         if not request.auth_req_id:
             raise errors.InvalidRequestError(description="auth_req_id is required.", request=request)
-        if not self.request_validator.authenticate_client(request):
+        if not self.request_validator.authenticate_client(request) or request.client is None:
             raise errors.InvalidClientError(request=request)
         self.validate_grant_type(request)
         request.client_id = request.client_id or request.client.client_id
@@ -92,16 +105,17 @@ class CibaGrant(GrantTypeBase):
         if not user_active(approval_request.user):
             # A person deactivated after approving: their tokens would stand nowhere (authz.tokens.policy).
             raise errors.InvalidGrantError(description="The user is no longer active.", request=request)
-        request.approval_request = approval_request
+        vars(request)["approval_request"] = approval_request  # ours, not a body parameter (CountersignValidator)
         request.user = approval_request.user
         request.scopes = approval_request.scopes
         request.claims = None
         request.nonce = None
+        return approval_request
 
 
 class OpenIDCibaGrant(OIDCGrantTypeBase):
     """Adds the ID token (CIBA Core §10.1.1: the token response is an OIDC one)."""
 
-    def __init__(self, request_validator=None, **kwargs) -> None:
+    def __init__(self, request_validator: RequestValidator | None = None, **kwargs: Any) -> None:
         self.proxy_target = CibaGrant(request_validator=request_validator, **kwargs)
         self.register_token_modifier(self.add_id_token)

@@ -1,10 +1,11 @@
 """Ping and push callbacks to agents (CIBA Core §10.2, §10.3), through the SSRF-safe helper (approvals.outbound).
 
 When a ping or push client's request stops being pending (approved, denied, cancelled, expired), approvals' signal
-(approval_request_changed) reaches `on_approval_request_changed` inside the transition's transaction, which writes a
-Notification; once it commits a Celery task delivers it, and the beat sweeper re-enqueues any that are due (broker
-down, worker lost). The mode and the endpoint are those the client had registered when it made the request
-(stored with it), so a registration update meanwhile cannot redirect the callback. Delivery:
+(approval_request_changed) reaches authz.tasks inside the transition's transaction, and `notification_for_change`
+writes a Notification; once it commits a Celery task delivers it, and the beat sweeper re-enqueues any that are due
+(broker down, worker lost); claim, attempt rows, retry and sweep are approvals.delivery's. The mode and the endpoint
+are those the client had registered when it made the request (stored with it), so a registration update meanwhile
+cannot redirect the callback. Delivery:
 - ping: `{"auth_req_id": …}` and nothing else; the client then redeems it at the token endpoint (or gets the error);
 - push: on approval the token response itself, with the ID token's auth_req_id claim, at_hash and rt_hash (issued
   once, encrypted at rest, resent unchanged on retries, dropped once delivered or given up); otherwise the error
@@ -22,7 +23,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -38,10 +39,12 @@ from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request
 
 from approvals import outbound
-from approvals.backoff import full_jitter
 from approvals.conf import approvals_settings
+from approvals.delivery import ERROR_LENGTH, Outcome, Queue, finish_attempt, full_jitter
 from approvals.models import ApprovalRequest
 from authz.ciba import answers
+from authz.conf import authz_settings
+from authz.constants import CIBA_GRANT_TYPE
 from authz.models import Notification, NotificationAttempt
 
 logger = logging.getLogger(__name__)
@@ -51,12 +54,10 @@ NStatus = Notification.Status
 AStatus = NotificationAttempt.Status
 
 CLAIM_SECONDS = 30
+# How long after a task was meant to run the sweeper concludes it was lost.
+SWEEP_GRACE_SECONDS = 30
 
-
-@dataclass(frozen=True)
-class DeliveryOutcome:
-    delivered: bool = False
-    retry_in: float | None = None
+queue = Queue(Notification, claimed_until="claimed_until", due_at="due_at")
 
 
 def _fernet() -> Fernet:
@@ -64,23 +65,26 @@ def _fernet() -> Fernet:
     return Fernet(base64.urlsafe_b64encode(key))
 
 
-def on_approval_request_changed(
+def notification_for_change(
     *, approval_request_id: UUID | str, status: str, previous: str | None, at: datetime, **kwargs: Any
-) -> None:
-    """approval_request_changed receiver: a request that stops being pending owes its ping or push client a
-    callback (an approved one that expires unredeemed had its callback at approval)."""
+) -> Notification | None:
+    """On approval_request_changed (authz.tasks receives it): a request that stops being pending owes its ping or push
+    client a callback (an approved one that expires unredeemed had its callback at approval). Returns the
+    notification written, for the caller to enqueue once the transition commits."""
     if previous == Status.PENDING and status != Status.PENDING:
-        notification_create(approval_request_id=approval_request_id, outcome=status, now=at)
+        return notification_create(approval_request_id=approval_request_id, outcome=status, now=at)
+    return None
 
 
 def notification_create(*, approval_request_id: UUID | str, outcome: str, now: datetime) -> Notification | None:
-    """Inside the transition's transaction: the callback a ping or push client is owed for this outcome."""
+    """Inside the transition's transaction: the callback a ping or push client is owed for this outcome, or None
+    when the client is owed none or already has it."""
     # The mode bound to the request when it was made, not the client's registration now.
     row = ApprovalRequest.objects.filter(pk=approval_request_id).values("notification_mode").first()
     mode = row and row["notification_mode"]
     if mode not in Notification.Mode.values:
         return None
-    deadline = now + timedelta(seconds=approvals_settings.NOTIFICATION_DEADLINE_SECONDS)
+    deadline = now + timedelta(seconds=authz_settings.NOTIFICATION_DEADLINE_SECONDS)
     notification, created = Notification.objects.get_or_create(
         request_id=approval_request_id,
         # due_at: when the sweeper may take over, should the task enqueued at commit never run.
@@ -89,65 +93,49 @@ def notification_create(*, approval_request_id: UUID | str, outcome: str, now: d
             "outcome": outcome,
             "created_at": now,
             "deadline": deadline,
-            "due_at": now + timedelta(seconds=30),
+            "due_at": now + timedelta(seconds=SWEEP_GRACE_SECONDS),
         },
     )
-    if created:
-        transaction.on_commit(lambda: _enqueue(notification.pk))
-    return notification
-
-
-def _enqueue(notification_id: int) -> None:
-    from authz.tasks import notify_client_task
-
-    try:
-        notify_client_task.delay(notification_id)
-    except Exception:
-        # The row is committed; the sweeper delivers it once the broker is back.
-        logger.exception("Could not enqueue client notification %s", notification_id)
+    return notification if created else None
 
 
 def _retry_delay(attempt: int) -> float:
     return full_jitter(
         attempt,
-        base=float(approvals_settings.NOTIFICATION_RETRY_BASE_SECONDS),
-        maximum=float(approvals_settings.NOTIFICATION_RETRY_MAX_SECONDS),
+        base=float(authz_settings.NOTIFICATION_RETRY_BASE_SECONDS),
+        maximum=float(authz_settings.NOTIFICATION_RETRY_MAX_SECONDS),
     )
 
 
-def notification_deliver(*, notification_id: int, now: datetime | None = None) -> DeliveryOutcome:
+def notification_deliver(*, notification_id: int, now: datetime | None = None) -> Outcome:
     """One delivery attempt (called by the Celery task). Only one worker at a time holds a notification."""
     now = now or timezone.now()
     # The hold outlasts the call (its timeout), so that no other worker sends the same notification meanwhile.
     claim = now + timedelta(seconds=CLAIM_SECONDS + float(approvals_settings.OUTBOUND_TIMEOUT_SECONDS))
-    claimed = (
-        Notification.objects.filter(pk=notification_id, status=NStatus.PENDING)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
-        .update(claimed_until=claim, due_at=claim + timedelta(seconds=5))
+    pending = Q(status=NStatus.PENDING)
+    return queue.run(
+        notification_id,
+        lambda: _attempt(notification_id, now),
+        now=now,
+        until=claim,
+        due_at=claim + timedelta(seconds=5),
+        eligible=pending,
+        watched=pending,
     )
-    if not claimed:
-        held = Notification.objects.filter(pk=notification_id, status=NStatus.PENDING).values("claimed_until").first()
-        if held and held["claimed_until"] and held["claimed_until"] > now:
-            return DeliveryOutcome(retry_in=(held["claimed_until"] - now).total_seconds() + 1)
-        return DeliveryOutcome()
-    try:
-        return _attempt(notification_id, now)
-    finally:
-        Notification.objects.filter(pk=notification_id, claimed_until=claim).update(claimed_until=None)
 
 
-def _attempt(notification_id: int, now: datetime) -> DeliveryOutcome:
+def _attempt(notification_id: int, now: datetime) -> Outcome:
     notification = Notification.objects.select_related("request").get(pk=notification_id)
     approval_request = notification.request
     if now >= notification.deadline:
         _give_up(notification, "The deadline passed before the notification could be delivered.")
-        return DeliveryOutcome()
+        return Outcome()
     try:
         payload = _payload(notification)
     except Exception as exc:
         logger.exception("Could not build the %s notification %s", notification.mode, notification.pk)
         _give_up(notification, f"Could not build the payload: {type(exc).__name__}")
-        return DeliveryOutcome()
+        return Outcome()
     number = notification.attempts + 1
     Notification.objects.filter(pk=notification.pk).update(attempts=number)
     attempt = NotificationAttempt.objects.create(notification=notification, attempt=number, created_at=timezone.now())
@@ -169,20 +157,25 @@ def _attempt(notification_id: int, now: datetime) -> DeliveryOutcome:
             Notification.objects.filter(pk=notification.pk).update(
                 status=NStatus.DELIVERED, finished_at=finished, error="", payload_encrypted=""
             )
-            return DeliveryOutcome(delivered=True)
+            return Outcome(delivered=True)
         retry = response.status == 429 or response.status >= 500
         error = f"HTTP {response.status}" + (" (redirects are not followed)" if 300 <= response.status < 400 else "")
         status = AStatus.FAILED if retry else AStatus.REJECTED
         _finish_attempt(attempt, status, http_status=response.status, latency=response.elapsed_ms, error=error)
     if retry:
         delay = _retry_delay(number)
-        if now + timedelta(seconds=delay) < notification.deadline:
-            Notification.objects.filter(pk=notification.pk).update(
-                error=error[:500], due_at=now + timedelta(seconds=delay + 30)
-            )
-            return DeliveryOutcome(retry_in=delay)
+        scheduled = queue.retry(
+            notification.pk,
+            delay=delay,
+            now=now,
+            deadline=notification.deadline,
+            grace=SWEEP_GRACE_SECONDS,
+            error=error[:ERROR_LENGTH],
+        )
+        if scheduled:
+            return Outcome(retry_in=delay)
     _give_up(notification, error)
-    return DeliveryOutcome()
+    return Outcome()
 
 
 def _finish_attempt(
@@ -193,20 +186,19 @@ def _finish_attempt(
     latency: int | None = None,
     error: str = "",
 ) -> None:
-    NotificationAttempt.objects.filter(pk=attempt.pk).update(
-        status=status, http_status=http_status, latency_ms=latency, error=error[:500], finished_at=timezone.now()
-    )
+    rows = NotificationAttempt.objects.filter(pk=attempt.pk)
+    finish_attempt(rows, status, error=error, http_status=http_status, latency_ms=latency)
 
 
 def _give_up(notification: Notification, error: str) -> None:
     # Never sent again: the token response of a push is not kept either.
     Notification.objects.filter(pk=notification.pk, status=NStatus.PENDING).update(
-        status=NStatus.UNDELIVERABLE, error=error[:500], finished_at=timezone.now(), payload_encrypted=""
+        status=NStatus.UNDELIVERABLE, error=error[:ERROR_LENGTH], finished_at=timezone.now(), payload_encrypted=""
     )
     logger.warning("Client notification %s is undeliverable: %s", notification.pk, error)
 
 
-def _payload(notification: Notification) -> dict[str, object]:
+def _payload(notification: Notification) -> Mapping[str, object]:
     approval_request = notification.request
     auth_req_id = approval_request.auth_req_id
     if notification.mode == Notification.Mode.PING:
@@ -226,9 +218,10 @@ def _payload(notification: Notification) -> dict[str, object]:
             raise
         notification.refresh_from_db(fields=["payload_encrypted"])
     try:
-        return json.loads(_fernet().decrypt(notification.payload_encrypted.encode()))
+        token_response: dict[str, object] = json.loads(_fernet().decrypt(notification.payload_encrypted.encode()))
     except InvalidToken as exc:  # SECRET_KEY rotated since the tokens were issued
         raise ValueError("The stored token response cannot be decrypted.") from exc
+    return token_response
 
 
 def _issue_push_tokens(notification: Notification) -> None:
@@ -243,27 +236,18 @@ def _issue_push_tokens(notification: Notification) -> None:
         locked.save(update_fields=["payload_encrypted"])
 
 
-def notification_sweep_due(*, now: datetime | None = None, limit: int = 500) -> int:
-    """Enqueue pending notifications whose delivery is overdue (run by Celery beat)."""
-    from authz.tasks import notify_client_task
-
+def notification_sweep_due(*, enqueue: Callable[[int], object], now: datetime | None = None, limit: int = 500) -> int:
+    """Enqueue, through `enqueue` (the notify task's delay), pending notifications whose delivery is overdue (run by
+    Celery beat)."""
     now = now or timezone.now()
-    due = list(
-        Notification.objects.filter(status=NStatus.PENDING, due_at__lte=now)
-        .order_by("due_at")
-        .values_list("pk", flat=True)[:limit]
+    return queue.sweep(
+        due=Q(status=NStatus.PENDING),  # along authz_notify_due_idx
+        now=now,
+        next_due_at=now + timedelta(seconds=SWEEP_GRACE_SECONDS),
+        enqueue=enqueue,
+        limit=limit,
+        what="notifications",
     )
-    enqueued = 0
-    for pk in due:
-        if not Notification.objects.filter(pk=pk, due_at__lte=now).update(due_at=now + timedelta(seconds=30)):
-            continue
-        try:
-            notify_client_task.delay(pk)
-        except Exception:
-            logger.exception("The broker is still unavailable; notifications stay due")
-            break
-        enqueued += 1
-    return enqueued
 
 
 class PushTokenError(Exception):
@@ -273,19 +257,20 @@ class PushTokenError(Exception):
 def issue_push_tokens(approval_request: ApprovalRequest) -> dict[str, Any]:
     server = get_oauthlib_core().server
     issuer = oauth2_settings.OIDC_ISS_ENDPOINT or settings.PUBLIC_URL
-    body = urlencode({"grant_type": settings.CIBA_GRANT_TYPE, "auth_req_id": approval_request.auth_req_id})
+    body = urlencode({"grant_type": CIBA_GRANT_TYPE, "auth_req_id": approval_request.auth_req_id})
     request = Request(
         f"{issuer}/oauth/token/", http_method="POST", body=body,
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )  # fmt: skip
-    request.countersign_push = approval_request.client
+    # Ours, not body parameters: the validator reads them with vars() (CountersignValidator.authenticate_client).
+    vars(request)["countersign_push"] = approval_request.client
     # No HTTP request to derive the issuer from (DOT would build one from the missing Host header): the ID token
     # names the configured public issuer (CountersignValidator.get_oidc_issuer_endpoint).
-    request.countersign_issuer = issuer
+    vars(request)["countersign_issuer"] = issuer
     request.client = approval_request.client
     request.client_id = approval_request.client.client_id
-    request.grant_type = settings.CIBA_GRANT_TYPE
-    request.auth_req_id = approval_request.auth_req_id
+    request.grant_type = CIBA_GRANT_TYPE
+    vars(request)["auth_req_id"] = approval_request.auth_req_id  # CIBA's; oauthlib's Request declares no such attribute
     _headers, response_body, status = server.ciba_grant.create_token_response(request, server.default_token_type)
     token = json.loads(response_body)
     if status != 200:

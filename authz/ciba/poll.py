@@ -29,12 +29,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache, lru_cache
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from django.conf import settings
 from django.core.cache import caches
 from django.db import connection, transaction
+from django.db.models import Field
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from oauth2_provider.models import get_application_model
@@ -45,6 +46,9 @@ from approvals.models import ApprovalRequest
 from approvals.store import RedisStore, redis_store
 from authz.clients.auth import ClientCredentials
 from authz.models import CibaClient
+
+if TYPE_CHECKING:
+    from django.db.models.options import Options
 
 logger = logging.getLogger(__name__)
 
@@ -325,8 +329,10 @@ class PollRecord:
 def _sql() -> str:
     app, ciba, req = get_application_model()._meta, CibaClient._meta, ApprovalRequest._meta
 
-    def col(meta, name: str) -> str:
-        return connection.ops.quote_name(meta.get_field(name).column)
+    def col(meta: Options[Any], name: str) -> str:
+        field = meta.get_field(name)
+        assert isinstance(field, Field) and field.column is not None  # a concrete field: it has a column
+        return connection.ops.quote_name(field.column)
 
     q = connection.ops.quote_name
     # Only quoted identifiers from the models' metadata are interpolated; values are query parameters.

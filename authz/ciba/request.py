@@ -5,21 +5,18 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import jwt
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
-from jwcrypto.jwk import JWK
+from django.contrib.auth.models import User
 from oauth2_provider.scopes import get_scopes_backend
-from oauth2_provider.settings import oauth2_settings
 
 from approvals import services as approval_services
-from approvals.conf import approvals_settings
 from approvals.models import Approver
 from approvals.phones import normalize_e164
 from approvals.text import MAX_COMBINING_MARKS, disallowed_character, stacks_marks
+from authz.conf import authz_settings
 from authz.errors import (
     BackchannelAccessDenied,
     InvalidBindingMessage,
@@ -31,6 +28,7 @@ from authz.errors import (
 )
 from authz.models import CibaClient
 from authz.tokens.details import parse_authorization_details
+from authz.tokens.signing import server_public_keys
 
 HINTS = ("login_hint", "id_token_hint", "login_hint_token")
 BINDING_MESSAGE_MAX = 64
@@ -38,7 +36,7 @@ BINDING_MESSAGE_MAX = 64
 
 @dataclass(frozen=True)
 class BackchannelRequest:
-    user: AbstractBaseUser
+    user: User
     scope: str
     hint_type: str
     binding_message: str
@@ -53,7 +51,7 @@ class BackchannelRequest:
 
 
 def validate_backchannel_request(
-    params: dict[str, Any], *, client, ciba: CibaClient, issuer: str
+    params: dict[str, Any], *, client: Any, ciba: CibaClient, issuer: str
 ) -> BackchannelRequest:
     scopes = _validate_scope(params, client=client, ciba=ciba)
     # A JSON string as a form parameter, or a list already decoded from a signed request object's claims.
@@ -99,7 +97,7 @@ def _validate_notification_token(value: str | None, *, ciba: CibaClient) -> str:
     return value
 
 
-def _validate_scope(params: dict[str, str], *, client, ciba: CibaClient) -> list[str]:
+def _validate_scope(params: dict[str, str], *, client: Any, ciba: CibaClient) -> list[str]:
     raw = params.get("scope")
     if raw is None or not raw.strip():
         raise InvalidRequest("scope is required and must contain openid.")
@@ -118,7 +116,7 @@ def _validate_scope(params: dict[str, str], *, client, ciba: CibaClient) -> list
     return scopes
 
 
-def _resolve_user(params: dict[str, str], *, client, issuer: str) -> tuple[str, AbstractBaseUser]:
+def _resolve_user(params: dict[str, str], *, client: Any, issuer: str) -> tuple[str, User]:
     present = [h for h in HINTS if h in params]
     if len(present) != 1:
         raise InvalidRequest("Send exactly one of login_hint, id_token_hint and login_hint_token.")
@@ -137,16 +135,16 @@ def _resolve_user(params: dict[str, str], *, client, issuer: str) -> tuple[str, 
     return hint_type, user
 
 
-def resolve_login_hint(hint: str) -> AbstractBaseUser | None:
+def resolve_login_hint(hint: str) -> User | None:
     """A username, an email address (if it names exactly one user) or an E.164 phone number."""
-    User = get_user_model()
+    UserModel = get_user_model()
     if len(hint) > 254:
         return None
-    user = User.objects.filter(**{User.USERNAME_FIELD: hint}).first()
+    user = UserModel.objects.filter(**{UserModel.USERNAME_FIELD: hint}).first()
     if user is not None:
         return user
     if "@" in hint:
-        matches = list(User.objects.filter(email__iexact=hint)[:2])
+        matches = list(UserModel.objects.filter(email__iexact=hint)[:2])
         return matches[0] if len(matches) == 1 else None
     if hint.startswith("+"):
         phone = normalize_e164(hint)
@@ -156,24 +154,13 @@ def resolve_login_hint(hint: str) -> AbstractBaseUser | None:
     return None
 
 
-@lru_cache(maxsize=8)
-def _public_key(pem: str) -> tuple[str, bytes]:
-    key = JWK.from_pem(pem.encode())
-    return key.thumbprint(), key.public().export_to_pem()
-
-
-def _server_public_keys() -> dict[str, bytes]:
-    pems = [oauth2_settings.OIDC_RSA_PRIVATE_KEY, *oauth2_settings.OIDC_RSA_PRIVATE_KEYS_INACTIVE]
-    return dict(_public_key(pem) for pem in pems if pem)
-
-
-def resolve_id_token_hint(token: str, *, client_id: str, issuer: str) -> AbstractBaseUser | None:
+def resolve_id_token_hint(token: str, *, client_id: str, issuer: str) -> User | None:
     """The user of an ID token this server issued to this client. An expired one is fine (CIBA Core §7.1)."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
         raise InvalidRequest("id_token_hint is not a JWT.") from exc
-    keys = _server_public_keys()
+    keys = server_public_keys()
     key = keys.get(header.get("kid", "")) if header.get("kid") else next(iter(keys.values()), None)
     if key is None or header.get("alg") != "RS256":
         raise InvalidRequest("id_token_hint was not issued by this server.")
@@ -190,9 +177,9 @@ def resolve_id_token_hint(token: str, *, client_id: str, issuer: str) -> Abstrac
         raise InvalidRequest("id_token_hint was issued to another client.") from exc
     except jwt.PyJWTError as exc:
         raise InvalidRequest("id_token_hint is not a valid ID token from this server.") from exc
-    User = get_user_model()
+    UserModel = get_user_model()
     try:
-        return User.objects.filter(pk=claims["sub"]).first()
+        return UserModel.objects.filter(pk=claims["sub"]).first()
     except (ValueError, TypeError):
         return None
 
@@ -228,11 +215,16 @@ def _validate_requested_expiry(value: str | None) -> int | None:
     if seconds <= 0:
         raise InvalidRequest("requested_expiry must be a positive integer number of seconds.")
     # Longer requests are shortened to the server's maximum; expires_in in the answer says so.
-    return min(seconds, approvals_settings.MAX_EXPIRY_SECONDS)
+    return min(seconds, authz_settings.MAX_EXPIRY_SECONDS)
+
+
+def request_lifetime(requested_expiry: int | None) -> int:
+    """CIBA Core §7.3 expires_in: what the client asked for, else the server's default, never beyond the maximum."""
+    return min(requested_expiry or authz_settings.DEFAULT_EXPIRY_SECONDS, authz_settings.MAX_EXPIRY_SECONDS)
 
 
 def _validate_user_code(value: str | None, *, ciba: CibaClient, approver: Approver | None) -> None:
-    if not (approvals_settings.USER_CODE_SUPPORTED and ciba.backchannel_user_code_parameter):
+    if not (authz_settings.USER_CODE_SUPPORTED and ciba.backchannel_user_code_parameter):
         # CIBA Core §7.1: ignored unless both the OP and the client support it.
         return
     if not value:

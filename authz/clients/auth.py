@@ -9,24 +9,26 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
 import jwt
 from django.conf import settings
+from django.http import QueryDict
 from django.urls import reverse
 from oauth2_provider.models import get_application_model
 from oauth2_provider.settings import oauth2_settings
 
 from authz.clients.hashers import burn_verification, verify_client_secret
 from authz.clients.keys import CLOCK_LEEWAY_SECONDS, JoseError, consume_jti, is_numeric_date, verify_client_jwt
+from authz.constants import JWT_BEARER
 from authz.errors import InvalidClient, InvalidRequest
-from authz.models import CibaClient
+from authz.models import CibaClient, ciba_client_of
 
 logger = logging.getLogger(__name__)
 
 AuthMethod = CibaClient.AuthMethod
 
-JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"  # RFC 7523 §2.2
 # The body parameters that carry client credentials; none of them may be repeated (RFC 6749 §3.2).
 CREDENTIAL_PARAMS = ("client_id", "client_secret", "client_assertion", "client_assertion_type")
 MAX_ASSERTION_LIFETIME_SECONDS = 300
@@ -194,7 +196,8 @@ def verify_assertion(credentials: ClientCredentials, *, ciba: CibaClient, audien
 
 
 def default_issuer() -> str:
-    return (oauth2_settings.OIDC_ISS_ENDPOINT or settings.PUBLIC_URL).rstrip("/")
+    issuer: str = oauth2_settings.OIDC_ISS_ENDPOINT or settings.PUBLIC_URL
+    return issuer.rstrip("/")
 
 
 def assertion_audience(issuer: str, *endpoints: str) -> list[str]:
@@ -221,11 +224,11 @@ def assertion_audience(issuer: str, *endpoints: str) -> list[str]:
 
 def authenticate_client(
     credentials: ClientCredentials | None, *, audience: Iterable[str] | None = None
-):  # -> Application
+) -> Any:  # an Application (DOT ships no types)
     """The Application these credentials prove, or InvalidClient. Never runs the slow password hasher."""
     credentials = check_presented_client_id(credentials)
     application = get_application_model().objects.select_related("ciba").filter(client_id=credentials.client_id).first()
-    ciba = ciba_settings(application) if application else None
+    ciba = ciba_client_of(application)
     verify_client(
         credentials,
         client_type=application.client_type if application else None,
@@ -238,11 +241,11 @@ def authenticate_client(
 
 
 def load_ciba_client(client_id: str) -> CibaClient | None:
-    """A client's CIBA settings with its Application, for verifying an assertion on the poll's database path."""
+    """A client's CibaClient row with its Application, for verifying an assertion on the poll's database path."""
     return CibaClient.objects.select_related("application").filter(application__client_id=client_id).first()
 
 
-def credential_params(data) -> dict[str, str]:  # data: a QueryDict
+def credential_params(data: QueryDict) -> dict[str, str]:
     """The credential parameters of a form body, refusing repeats (RFC 6749 §3.2)."""
     params: dict[str, str] = {}
     for key in CREDENTIAL_PARAMS:
@@ -254,12 +257,3 @@ def credential_params(data) -> dict[str, str]:  # data: a QueryDict
                 raise InvalidRequest("Parameters must not contain NUL characters.")
             params[key] = values[0]
     return params
-
-
-def ciba_settings(application) -> CibaClient | None:
-    if application is None:
-        return None
-    try:
-        return application.ciba
-    except CibaClient.DoesNotExist:
-        return None

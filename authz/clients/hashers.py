@@ -9,15 +9,21 @@ OAUTH2_PROVIDER["CLIENT_SECRET_HASHER"].
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.hashers import BasePasswordHasher, mask_hash
 from django.utils.crypto import constant_time_compare
 from django.utils.translation import gettext_noop as _
 
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
 
 class ClientSecretHasher(BasePasswordHasher):
     algorithm = "countersign_sha256"
+    # Django's hashers' shared argument check; private, so django-stubs leave it out.
+    _check_encode_args: Callable[[str, str], None]
 
     def encode(self, password: str, salt: str) -> str:
         self._check_encode_args(password, salt)
@@ -33,7 +39,7 @@ class ClientSecretHasher(BasePasswordHasher):
         decoded = self.decode(encoded)
         return constant_time_compare(encoded, self.encode(password, decoded["salt"]))
 
-    def safe_summary(self, encoded: str) -> dict[str, str]:
+    def safe_summary(self, encoded: str) -> dict[StrOrPromise, Any]:
         decoded = self.decode(encoded)
         return {
             _("algorithm"): decoded["algorithm"],

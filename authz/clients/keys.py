@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jwt
 from django.core.cache import cache
@@ -28,6 +28,9 @@ from redis.exceptions import RedisError
 
 from approvals import outbound
 from approvals.conf import approvals_settings
+
+if TYPE_CHECKING:
+    from authz.models import CibaClient
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +106,7 @@ def parse_jwks(data: Any) -> list[PyJWK]:
         if alg is not None and alg not in SUPPORTED_ALGS:
             raise JwksError(f"{where}: alg {str(alg)[:20]} is not supported ({', '.join(SUPPORTED_ALGS)}).")
         try:
-            key = PyJWK(raw, algorithm=alg or _default_alg(kty))
+            key = PyJWK(raw, algorithm=alg or _default_alg(cast(str, kty)))  # one of the key types just checked
         except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
             raise JwksError(f"{where} is not a valid {kty} public key.") from exc
         if kty == "RSA" and key.key.key_size < MIN_RSA_BITS:
@@ -194,7 +197,7 @@ def _fetch_jwks(uri: str, *, timeout: float) -> dict[str, Any]:
     if response.status != 200:
         raise JwksError(f"The client's jwks_uri answered HTTP {response.status}.")
     try:
-        data = json.loads(response.body)
+        data: dict[str, Any] = json.loads(response.body)
     except ValueError as exc:
         raise JwksError("The client's jwks_uri did not return JSON.") from exc
     parse_jwks(data)  # refuse a bad set before caching it
@@ -215,7 +218,7 @@ def _fetch_guarded(client_id: str, uri: str, *, refresh: bool) -> dict[str, Any]
         raise JwksError("The client's jwks_uri is being fetched for another request; try again in a few seconds.")
     try:
         # The request that held the lock until now may have just cached the keys, or the failure.
-        data = None if refresh else _cache_get(keys_key)
+        data: dict[str, Any] | None = None if refresh else _cache_get(keys_key)
         if data is not None:
             return data
         _raise_recent_failure(failure_key)
@@ -245,7 +248,7 @@ def _raise_recent_failure(failure_key: str) -> None:
         raise JwksError(f"{failure} The jwks_uri is fetched again at most every {JWKS_FAILURE_SECONDS} seconds.")
 
 
-def client_keys(ciba, *, kid: str | None = None) -> list[PyJWK]:
+def client_keys(ciba: CibaClient, *, kid: str | None = None) -> list[PyJWK]:
     """The client's registered signing keys; for a jwks_uri client, fetched again if `kid` is not among them."""
     if ciba.jwks:
         return parse_jwks(ciba.jwks)
@@ -285,7 +288,7 @@ def select_key(keys: Iterable[PyJWK], *, kid: str | None, alg: str) -> PyJWK:
 def verify_client_jwt(
     token: str,
     *,
-    ciba,
+    ciba: CibaClient,
     algorithms: Iterable[str],
     audience: list[str],
     require: Iterable[str] = ("exp", "iss", "aud"),

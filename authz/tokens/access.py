@@ -13,28 +13,26 @@ approval request, the token exchange grant's `countersign_exchange`, the refresh
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from typing import Any
 
-from jwcrypto import jwt
+import jwt
 from oauth2_provider.settings import oauth2_settings
-from oauth2_provider.utils import jwk_from_pem
 
 from approvals.models import ApprovalRequest
+from authz.constants import REFRESH_TOKEN_GRANT_TYPE
 from authz.models import TokenDetails
+from authz.tokens.signing import server_signing_key
 
 JWT_HEADER_TYPE = "at+jwt"  # RFC 9068 §2.1
 
 
 def signed_access_token(request: Any) -> str:
     """An RFC 9068 access token for the token oauthlib is about to issue (a DOT ACCESS_TOKEN_GENERATOR)."""
-    key = jwk_from_pem(oauth2_settings.OIDC_RSA_PRIVATE_KEY)
-    header = {"alg": "RS256", "typ": JWT_HEADER_TYPE, "kid": key.thumbprint()}
-    token = jwt.JWT(header=json.dumps(header), claims=json.dumps(access_token_claims(request)))
-    token.make_signed_token(key)
-    return token.serialize()
+    kid, key = server_signing_key()
+    claims = access_token_claims(request)
+    return jwt.encode(claims, key, algorithm="RS256", headers={"typ": JWT_HEADER_TYPE, "kid": kid})
 
 
 def access_token_claims(request: Any) -> dict[str, Any]:
@@ -79,7 +77,7 @@ def _resources(request: Any) -> list[str]:
         if key == "resource" and value.strip() and value not in values:
             values.append(value)
     refresh_token = vars(request).get("refresh_token_instance")
-    if not values and request.grant_type == "refresh_token" and refresh_token is not None:
+    if not values and request.grant_type == REFRESH_TOKEN_GRANT_TYPE and refresh_token is not None:
         # A refresh that names no resource keeps the grant's (DOT stores the refresh token's), so `aud` must too.
         return list(refresh_token.resource or [])
     return values
@@ -87,7 +85,8 @@ def _resources(request: Any) -> list[str]:
 
 def _authorization_details(attrs: dict[str, Any], exchange: dict[str, Any]) -> list[dict[str, Any]]:
     if "authorization_details" in exchange:
-        return exchange["authorization_details"]
+        narrowed: list[dict[str, Any]] = exchange["authorization_details"]
+        return narrowed
     approval_request = attrs.get("approval_request")
     if isinstance(approval_request, ApprovalRequest):
         return list(approval_request.authorization_details or [])

@@ -13,12 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Literal, overload
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_application_model, get_refresh_token_model
@@ -26,14 +25,17 @@ from oauth2_provider.settings import oauth2_settings
 from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc6749.grant_types.base import GrantTypeBase
 
-from authz.clients.auth import ciba_settings
-from authz.models import TokenDetails, client_allows_grant
+from authz.constants import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT_TYPE
+from authz.models import TokenDetails, ciba_client_of, client_allows_grant
 from authz.tokens.policy import MAX_CHAIN_DEPTH, details_of, token_active
+from authz.tokens.resources import resource_indicator_error
+
+if TYPE_CHECKING:
+    from oauthlib.common import Request
+    from oauthlib.oauth2 import RequestValidator
+    from oauthlib.oauth2.rfc6749.tokens import TokenBase
 
 logger = logging.getLogger(__name__)
-
-TOKEN_EXCHANGE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 
 # RFC 8693 §2.1: resource and audience may repeat; every other parameter appears at most once.
 REPEATABLE = ("resource", "audience")
@@ -41,12 +43,12 @@ MAX_TARGETS = 10
 MAX_PARAM_LENGTH = 16 * 1024
 
 
-class InvalidTarget(errors.OAuth2Error):
+class InvalidTargetError(errors.OAuth2Error):
     # RFC 8693 §2.2.2: a resource or audience the server will not issue a token for.
     error = "invalid_target"
 
 
-class InvalidAuthorizationDetails(errors.OAuth2Error):
+class InvalidAuthorizationDetailsError(errors.OAuth2Error):
     # RFC 9396 §5: requested authorization_details that are malformed, unknown or wider than approved.
     error = "invalid_authorization_details"
 
@@ -92,7 +94,7 @@ class Restrictions:
         scope: str | None,
         authorization_details: str | None,
         ciba: Any,
-        request: Any,
+        request: Request,
     ) -> Restrictions:
         return Restrictions(
             # RFC 8707 section 2.2: a token limited to some resources cannot be exchanged for others.
@@ -117,17 +119,22 @@ class ExchangeRequest:
 class TokenExchangeGrant(GrantTypeBase):
     """RFC 8693 §2: grant_type=urn:ietf:params:oauth:grant-type:token-exchange at the token endpoint."""
 
-    def create_token_response(self, request, token_handler):
+    # Always built with DOT's validator (CountersignServer); the private member is oauthlib's, left out of its stubs.
+    request_validator: RequestValidator
+    _get_default_headers: Callable[[], dict[str, str]]
+
+    def create_token_response(self, request: Request, token_handler: TokenBase) -> tuple[dict[str, str], str, int]:
         headers = self._get_default_headers()
         try:
             with transaction.atomic():
                 exchange = self.validate_token_request(request)
-                token = token_handler.create_token(request, refresh_token=False)
+                # oauthlib hands its grants a BearerToken; its stubs type it as TokenBase, which has no create_token.
+                token = token_handler.create_token(request, refresh_token=False)  # type: ignore[attr-defined]
                 # DOT's save_bearer_token derives `expires` from expires_in: the subject token's expiry bounds it.
                 token["expires_in"] = exchange.expires_in
                 self.request_validator.save_token(token, request)
                 issued = vars(request).get("issued_access_token") or _find_access_token(token["access_token"])
-                TokenDetails.objects.create(
+                details = TokenDetails.objects.create(
                     access_token=issued,
                     authorization_details=exchange.restrictions.authorization_details,
                     audience=exchange.restrictions.audience,
@@ -150,21 +157,21 @@ class TokenExchangeGrant(GrantTypeBase):
         logger.info(
             "Exchanged access token %s for token %s issued to client %s",
             exchange.subject.pk,
-            issued.pk,
+            details.access_token_id,
             request.client_id,
         )
         return headers, json.dumps(body), 200
 
-    def validate_token_request(self, request) -> ExchangeRequest:
+    def validate_token_request(self, request: Request) -> ExchangeRequest:
         """RFC 8693 §2.1, §2.2.2. Runs inside the issuing transaction: the subject token row stays locked until the
         new token is written, so a concurrent revocation cannot leave a token derived from a revoked one."""
         if request.grant_type != TOKEN_EXCHANGE_GRANT_TYPE:
             raise errors.UnsupportedGrantTypeError(request=request)
         params = _read_params(request)
-        if not self.request_validator.authenticate_client(request):
+        if not self.request_validator.authenticate_client(request) or request.client is None:
             raise ExchangeInvalidClient(request=request)
         request.client_id = request.client_id or request.client.client_id
-        ciba = ciba_settings(request.client)
+        ciba = ciba_client_of(request.client)
         if ciba is None or not client_allows_grant(request.client, TOKEN_EXCHANGE_GRANT_TYPE):
             raise errors.UnauthorizedClientError(
                 description="This client is not allowed to exchange tokens.", request=request
@@ -244,10 +251,10 @@ class TokenExchangeGrant(GrantTypeBase):
 
         request.user = subject.user
         request.scopes = restrictions.scopes
-        request.resource = restrictions.resources  # DOT stores it as the token's RFC 8707 resource
+        vars(request)["resource"] = restrictions.resources  # DOT stores it as the token's RFC 8707 resource
         request.claims = None
         # What a JWT access token carries (authz.tokens.access), known before the token is generated.
-        request.countersign_exchange = {
+        vars(request)["countersign_exchange"] = {
             "authorization_details": restrictions.authorization_details,
             "audience": restrictions.audience,
             "act": act,
@@ -260,22 +267,6 @@ class TokenExchangeGrant(GrantTypeBase):
             expires_in=expires_in,
             granted_at=subject_details.granted_at if subject_details else None,
         )
-
-
-def resource_indicator_error(value: str) -> str | None:
-    """Why `value` is no resource indicator this server binds tokens to, or None: RFC 8707 section 2 wants an
-    absolute URI without a fragment; this server also wants http(s) with a host, no userinfo, and https except for
-    loopback or in DEBUG. Used for every grant of the token endpoint (authz.views.TokenView) and for exchange."""
-    try:
-        parts = urlsplit(value)
-        hostname, _port = parts.hostname, parts.port  # .port raises ValueError for a port out of range
-    except ValueError:
-        return "Each resource must be an absolute http(s) URI (RFC 8707 section 2)."
-    if parts.scheme not in ("https", "http") or not hostname or parts.fragment or parts.username is not None:
-        return "Each resource must be an absolute http(s) URI (RFC 8707 section 2)."
-    if parts.scheme == "http" and not settings.DEBUG and hostname not in ("localhost", "127.0.0.1", "::1"):
-        return "Resources must use https."
-    return None
 
 
 def token_family_lock(token_value: str) -> tuple[int, list[int]] | None:
@@ -322,12 +313,13 @@ def exchanged_tokens_revoke(*, root_id: int, downstream_ids: list[int]) -> int:
     AccessToken = get_access_token_model()
     if not downstream_ids or AccessToken.objects.filter(pk=root_id).exists():
         return 0  # the revocation did not remove the root (another client's token, RFC 7009 §2.2)
+    revoked: int
     revoked, _by_model = AccessToken.objects.filter(pk__in=downstream_ids).delete()
     logger.info("Revoked %s tokens exchanged from revoked token %s", len(downstream_ids), root_id)
     return revoked
 
 
-def _read_params(request) -> dict[str, list[str]]:
+def _read_params(request: Request) -> dict[str, list[str]]:
     params: dict[str, list[str]] = {}
     for key, value in request.decoded_body or []:
         if "\x00" in key or "\x00" in value:
@@ -342,7 +334,15 @@ def _read_params(request) -> dict[str, list[str]]:
     return params
 
 
-def _single(params: dict[str, list[str]], name: str, request, *, required: bool = False) -> str | None:
+@overload
+def _single(params: dict[str, list[str]], name: str, request: Request, *, required: Literal[True]) -> str: ...
+
+
+@overload
+def _single(params: dict[str, list[str]], name: str, request: Request, *, required: bool = False) -> str | None: ...
+
+
+def _single(params: dict[str, list[str]], name: str, request: Request, *, required: bool = False) -> str | None:
     values = params.get(name)
     if not values or not values[0]:
         if required:
@@ -357,7 +357,7 @@ def _targets(params: dict[str, list[str]], name: str) -> list[str]:
         if value and value not in values:
             values.append(value)
     if len(values) > MAX_TARGETS:
-        raise InvalidTarget(description=f"At most {MAX_TARGETS} {name} values.")
+        raise InvalidTargetError(description=f"At most {MAX_TARGETS} {name} values.")
     return values
 
 
@@ -390,24 +390,26 @@ def _chain_depth(act: Any) -> int:
     return depth
 
 
-def _check_resources(resources: list[str], request) -> None:
+def _check_resources(resources: list[str], request: Request) -> None:
     for resource in resources:
         problem = resource_indicator_error(resource)
         if problem:
-            raise InvalidTarget(description=problem, request=request)
+            raise InvalidTargetError(description=problem, request=request)
 
 
-def _narrowed_targets(held: list[str], requested: list[str], name: str, request) -> list[str]:
+def _narrowed_targets(held: list[str], requested: list[str], name: str, request: Request) -> list[str]:
     """A hop's resources or audience: the subject's when the hop names none, else a subset of the subject's (any
     value when the subject is not bound yet)."""
     if not requested:
         return list(held)
     if held and any(value not in held for value in requested):
-        raise InvalidTarget(description=f"The subject_token is not valid for the requested {name}.", request=request)
+        raise InvalidTargetError(
+            description=f"The subject_token is not valid for the requested {name}.", request=request
+        )
     return requested
 
 
-def _check_audience(audience: list[str], request) -> None:
+def _check_audience(audience: list[str], request: Request) -> None:
     # The audience of an agent-to-agent exchange is the next agent, named by its client_id: an unknown name would
     # give a token nobody here can recognise (RFC 8693 §2.2.2 invalid_target).
     if not audience:
@@ -415,10 +417,10 @@ def _check_audience(audience: list[str], request) -> None:
     known = set(get_application_model().objects.filter(client_id__in=audience).values_list("client_id", flat=True))
     unknown = [a for a in audience if a not in known]
     if unknown:
-        raise InvalidTarget(description="Unknown audience; name a registered client_id.", request=request)
+        raise InvalidTargetError(description="Unknown audience; name a registered client_id.", request=request)
 
 
-def _narrowed_scopes(requested: str | None, granted: list[str], ciba: Any, request) -> list[str]:
+def _narrowed_scopes(requested: str | None, granted: list[str], ciba: Any, request: Request) -> list[str]:
     if requested is None:
         scopes = granted
     else:
@@ -433,7 +435,7 @@ def _narrowed_scopes(requested: str | None, granted: list[str], ciba: Any, reque
 
 
 def _narrowed_details(
-    requested: str | None, approved: list[dict[str, Any]], ciba: Any, request
+    requested: str | None, approved: list[dict[str, Any]], ciba: Any, request: Request
 ) -> list[dict[str, Any]]:
     if requested is None:
         details = approved
@@ -441,30 +443,30 @@ def _narrowed_details(
         try:
             details = json.loads(requested)
         except (ValueError, RecursionError) as exc:  # RecursionError: deeply nested arrays
-            raise InvalidAuthorizationDetails(
+            raise InvalidAuthorizationDetailsError(
                 description="authorization_details must be a JSON array.", request=request
             ) from exc
         if not isinstance(details, list) or not all(
             isinstance(d, dict) and isinstance(d.get("type"), str) for d in details
         ):
-            raise InvalidAuthorizationDetails(
+            raise InvalidAuthorizationDetailsError(
                 description="authorization_details must be an array of objects with a type.", request=request
             )
         for detail in details:
             if not any(_no_wider(detail, candidate) for candidate in approved):
-                raise InvalidAuthorizationDetails(
+                raise InvalidAuthorizationDetailsError(
                     description=f"The {detail['type'][:60]} authorization is wider than the subject_token's.",
                     request=request,
                 )
         if not _each_narrows_its_own(details, approved):
             # RFC 9396 section 2: each object is one authorization; two copies of one approved payment are two.
-            raise InvalidAuthorizationDetails(
+            raise InvalidAuthorizationDetailsError(
                 description="Each authorization_details object must narrow a different approved object.",
                 request=request,
             )
     allowed_types = set(ciba.authorization_details_types or [])
     if allowed_types and any(d.get("type") not in allowed_types for d in details):
-        raise InvalidAuthorizationDetails(
+        raise InvalidAuthorizationDetailsError(
             description="This client may not use these authorization_details types.", request=request
         )
     return details
@@ -472,8 +474,8 @@ def _narrowed_details(
 
 def _each_narrows_its_own(requested: list[dict[str, Any]], approved: list[dict[str, Any]]) -> bool:
     """Whether every requested object can be paired with an approved object of its own that it is no wider than
-    (a bipartite matching by augmenting paths; approved holds at most authz.tokens.details.MAX_DETAILS objects, and a longer
-    requested list is refused before any pairing)."""
+    (a bipartite matching by augmenting paths; approved holds at most authz.tokens.details.MAX_DETAILS objects, and a
+    longer requested list is refused before any pairing)."""
     owner: dict[int, int] = {}  # approved index -> the requested index paired with it
 
     def pair(index: int, tried: set[int]) -> bool:

@@ -12,7 +12,7 @@ import hashlib
 import json
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
@@ -25,12 +25,11 @@ from oauth2_provider.www_authenticate import build_bearer_challenge, challenge_s
 from authz.clients.auth import (
     assertion_audience,
     authenticate_client,
-    ciba_settings,
     credential_params,
     extract_credentials,
 )
 from authz.errors import InvalidClient, MethodNotAllowed, OAuthError
-from authz.models import TokenDetails
+from authz.models import TokenDetails, ciba_client_of
 from authz.tokens.policy import details_of, token_active
 
 
@@ -50,7 +49,7 @@ def may_introspect(token: Any, details: TokenDetails | None, caller: Any) -> boo
     audience = list(details.audience) if details else []
     if caller.client_id in audience:
         return True
-    ciba = ciba_settings(caller)
+    ciba = ciba_client_of(caller)
     if ciba is None or not ciba.resource_server:
         return False
     resources = list(token.resource or [])
@@ -65,7 +64,7 @@ def introspect(token_value: str, *, caller: Any, issuer: str = "") -> dict[str, 
     checksum = hashlib.sha256(token_value.encode("utf-8")).hexdigest()
     token = (
         get_access_token_model()
-        .objects.select_related("user", "application__ciba", "countersign")
+        .objects.select_related("user", "application__ciba", "token_details")
         .filter(token_checksum=checksum)
         .first()
     )
@@ -87,7 +86,7 @@ def introspect(token_value: str, *, caller: Any, issuer: str = "") -> dict[str, 
         data["sub"] = str(token.user.pk)  # the ID token's sub (DOT's OIDC default)
     audience = list(token.resource or [])
     try:
-        details: TokenDetails | None = token.countersign
+        details: TokenDetails | None = token.token_details
     except TokenDetails.DoesNotExist:
         details = None
     if details is not None:
@@ -111,7 +110,7 @@ class IntrospectTokenView(dot_views.IntrospectTokenView):
 
     http_method_names = ["post", "options"]
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if request.method != "POST":
             return View.dispatch(self, request, *args, **kwargs)
         try:

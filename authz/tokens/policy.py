@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from oauth2_provider.models import get_access_token_model
 
-from authz.clients.auth import ciba_settings
 from authz.clients.registration import is_registration_token
-from authz.models import TokenDetails, client_allows_grant
+from authz.constants import (
+    AUTHORIZATION_CODE_GRANT_TYPE,
+    CIBA_GRANT_TYPE,
+    CLIENT_CREDENTIALS_GRANT_TYPE,
+    TOKEN_EXCHANGE_GRANT_TYPE,
+)
+from authz.models import TokenDetails, ciba_client_of, client_allows_grant
 
 # A chain longer than this is refused: each hop nests one more `act` object in every token below it.
 MAX_CHAIN_DEPTH = 8
@@ -32,8 +36,9 @@ def token_active(token: Any) -> bool:
         if details is None or details.act is None:
             return True  # not exchanged: the root of its chain
         if details.subject_token_id is None:
-            # Revocation removes exchanged tokens with their subject (authz.tokens.exchange.token_family_lock); a subject
-            # that disappeared any other way (a rotated refresh token, an admin deleting a row) leaves this link NULL.
+            # Revocation removes exchanged tokens with their subject (authz.tokens.exchange.token_family_lock); a
+            # subject that disappeared any other way (a rotated refresh token, an admin deleting a row) leaves this
+            # link NULL.
             return False
         current = (
             get_access_token_model()
@@ -53,9 +58,10 @@ def user_active(user: Any) -> bool:
 
 def details_of(token: Any) -> TokenDetails | None:
     try:
-        return token.countersign
+        details: TokenDetails = token.token_details
     except TokenDetails.DoesNotExist:
         return None
+    return details
 
 
 def _stands(token: Any, details: TokenDetails | None) -> bool:
@@ -69,9 +75,9 @@ def _issuing_grant(token: Any, details: TokenDetails | None) -> str:
     exchanged came from their CIBA approval (refreshing it kept that origin), a token without a person from client
     credentials. DOT's own clients without CIBA settings get DOT's authorization code."""
     if details is not None and details.act is not None:
-        return settings.TOKEN_EXCHANGE_GRANT_TYPE
+        return TOKEN_EXCHANGE_GRANT_TYPE
     if token.user_id is None:
-        return "client_credentials"
-    if ciba_settings(token.application) is not None:
-        return settings.CIBA_GRANT_TYPE
-    return "authorization_code"
+        return CLIENT_CREDENTIALS_GRANT_TYPE
+    if ciba_client_of(token.application) is not None:
+        return CIBA_GRANT_TYPE
+    return AUTHORIZATION_CODE_GRANT_TYPE

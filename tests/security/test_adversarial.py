@@ -227,7 +227,8 @@ def test_nul_in_a_push_subscription_is_refused(approver_client, webpush_devices,
 @pytest.mark.postgres
 @pytest.mark.django_db
 def test_a_number_too_large_for_a_float_in_a_registered_jwks_is_invalid_client_metadata(settings):
-    """1e999 is valid JSON that Python reads as infinity, which jsonb cannot store (authz.clients.keys.strict_json_loads)."""
+    """1e999 is valid JSON that Python reads as infinity, which jsonb cannot store
+    (authz.clients.keys.strict_json_loads)."""
     settings.REGISTRATION_MODE = "open"
     jwk = json.dumps({**public_jwk(private_key("ES256"), "k1"), "ext": 1}).replace('"ext": 1', '"ext": 1e999')
     body = (

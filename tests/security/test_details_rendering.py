@@ -1,7 +1,7 @@
 """Issue 15 item 6: authorization_details values cannot be made to read as something else. Runs of combining marks
-and unusual whitespace are refused at bc-authorize (authz.tokens.details, RFC 9396 section 5); values are shown as data, each in
-its own delimited element, never run into the page's own prose or quotation marks (approvals.display); a word that
-mixes scripts or is written in look-alike letters ("АСМЕ" in Cyrillic) is flagged on the page."""
+and unusual whitespace are refused at bc-authorize (authz.tokens.details, RFC 9396 section 5); values are shown as
+data, each in its own delimited element, never run into the page's own prose or quotation marks (approvals.display);
+a word that mixes scripts or is written in look-alike letters ("АСМЕ" in Cyrillic) is flagged on the page."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Introspection answers only those a token concerns (issue 14, finding 3; RFC 7662 section 4), and a failed client
 authentication is RFC 6749 section 5.2's 401 invalid_client (RFC 7662 section 2.3), never an empty 403.
 
-Who may see `active: true` (authz.tokens.introspection.may_introspect): the client the token was issued to, a client named
-in the token's audience, and a registered resource server (`create_agent_client --no-ciba`) for a token bound to one
-of its resources or bound to nothing. Everyone else gets {"active": false}, as for an unknown token."""
+Who may see `active: true` (authz.tokens.introspection.may_introspect): the client the token was issued to, a client
+named in the token's audience, and a registered resource server (`create_agent_client --no-ciba`) for a token bound to
+one of its resources or bound to nothing. Everyone else gets {"active": false}, as for an unknown token."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The outbound helper (approvals/outbound.py), issue 14 item 12: site-local IPv6 (fec0::/10) is refused like every other
-address that is not globally routable, and name resolution counts against the call's one deadline, so a resolver that
-never answers cannot hold a worker (a Celery task, a web request fetching a jwks_uri) past it.
+"""The outbound helper (approvals/outbound.py), issue 14 item 12: site-local IPv6 (fec0::/10) is refused like every
+other address that is not globally routable, and name resolution counts against the call's one deadline, so a resolver
+that never answers cannot hold a worker (a Celery task, a web request fetching a jwks_uri) past it.
 
 Resolution is controlled as tests/test_outbound_http.py controls it: through socket.getaddrinfo, the standard
 library's seam, never through our own functions."""

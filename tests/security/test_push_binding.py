@@ -18,6 +18,7 @@ from django.test import Client
 from django.utils import timezone
 from oauth2_provider.models import get_application_model
 
+from approvals.delivery import Outcome
 from approvals.models import ApprovalRequest
 from authz.ciba import notify as notifications
 from authz.clients.registration import initial_access_token_create
@@ -91,7 +92,7 @@ class Registered:
         return ApprovalRequest.objects.get(auth_req_id=response.json()["auth_req_id"])
 
 
-def deliver(approval_request: ApprovalRequest) -> notifications.DeliveryOutcome:
+def deliver(approval_request: ApprovalRequest) -> Outcome:
     notification = Notification.objects.get(request=approval_request)
     return notifications.notification_deliver(notification_id=notification.pk)
 
@@ -148,7 +149,7 @@ def test_a_push_that_is_given_up_drops_its_stored_tokens(approver, agents_endpoi
     assert deliver(approval_request).retry_in is not None
     Notification.objects.filter(request=approval_request).update(deadline=timezone.now() - timedelta(seconds=1))
 
-    assert deliver(approval_request) == notifications.DeliveryOutcome()
+    assert deliver(approval_request) == Outcome()
     notification = Notification.objects.get(request=approval_request)
     assert notification.status == NStatus.UNDELIVERABLE
     assert notification.payload_encrypted == ""

@@ -1,7 +1,7 @@
 """Input sizes are bounded before patterns run (issue 14 item 13): an ~8 KB calendar attendee cost 0.15 to 0.25 s
-of CPU in the email pattern, because jsonschema evaluates `pattern` even when `maxLength` already failed. authz.tokens.details
-refuses any string (or object key) longer than rar.MAX_STRING_CHARS before jsonschema runs, whatever the type's
-schema says; and the shipped example schemas give every string a maxLength (migration 0007)."""
+of CPU in the email pattern, because jsonschema evaluates `pattern` even when `maxLength` already failed.
+authz.tokens.details refuses any string (or object key) longer than rar.MAX_STRING_CHARS before jsonschema runs,
+whatever the type's schema says; and the shipped example schemas give every string a maxLength (migration 0007)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Token exchange only narrows (issue 14, findings 1 and 9, and the `resource=http://[` 500).
 
 A token's resource binding, audience, scope and authorization_details are inherited by every token exchanged from it
-and can only narrow, whatever parameters each hop names (authz.tokens.exchange.Restrictions); the actor of an exchange is the
-calling client (authz.tokens.exchange, actor_token); a resource indicator that is not a URI is invalid_target at every grant
-of the token endpoint, never a 500."""
+and can only narrow, whatever parameters each hop names (authz.tokens.exchange.Restrictions); the actor of an exchange
+is the calling client (authz.tokens.exchange, actor_token); a resource indicator that is not a URI is invalid_target at
+every grant of the token endpoint, never a 500."""
 
 from __future__ import annotations
 

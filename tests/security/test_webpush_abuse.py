@@ -104,7 +104,7 @@ def test_send_time_check_refuses_a_stored_endpoint_that_escapes_the_list(
     bad = PushSubscription.objects.create(approver=person, endpoint=escaped, **sneaky.info["keys"])
     approval_request = prompting.make_request(person)
 
-    assert approval_request_prompt(approval_request_id=approval_request.pk).prompted
+    assert approval_request_prompt(approval_request_id=approval_request.pk).delivered
 
     push.wait_for_pushes(1, timeout=2)
     assert [p.endpoint for p in push.pushes] == [good.endpoint]
@@ -182,7 +182,7 @@ def test_a_trickling_push_service_gets_one_deadline_per_send(push: FakePushServi
     outcome = approval_request_prompt(approval_request_id=approval_request.pk)
     elapsed = time.monotonic() - started
 
-    assert not outcome.prompted
+    assert not outcome.delivered
     assert elapsed < SEND_TIMEOUT + 1.5, elapsed
     assert "No answer within" in Delivery.objects.get(request=approval_request).error
 
@@ -194,7 +194,7 @@ def test_a_huge_answer_is_cut_off(push: FakePushService, person: Approver) -> No
 
     outcome = approval_request_prompt(approval_request_id=approval_request.pk)
 
-    assert not outcome.prompted
+    assert not outcome.delivered
     assert "larger than" in Delivery.objects.get(request=approval_request).error
 
 
@@ -208,7 +208,7 @@ def test_one_prompt_spends_a_bounded_time_on_one_persons_devices(push: FakePushS
     outcome = approval_request_prompt(approval_request_id=approval_request.pk)
     elapsed = time.monotonic() - started
 
-    assert not outcome.prompted
+    assert not outcome.delivered
     assert elapsed < ROUND_BUDGET_FACTOR * SEND_TIMEOUT + 1.5, elapsed
     errors = " ".join(outcome.errors)
     assert "time budget" in errors

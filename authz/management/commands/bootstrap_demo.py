@@ -13,6 +13,7 @@ from oauth2_provider.generators import generate_client_secret
 from oauth2_provider.models import get_application_model
 
 from approvals.models import Approver
+from authz.constants import CIBA_GRANT_TYPE
 from authz.models import CibaClient
 
 DEMO_CLIENT_ID = "demo-agent"
@@ -77,7 +78,7 @@ curl -s -u {auth} -d 'scope=openid profile' -d login_hint={DEMO_USERNAME} \\
 
 2. Open the printed link and tap Approve (the link decides that one request and signs no one in).
    Then poll with the auth_req_id from step 1:
-curl -s -u {auth} -d grant_type={settings.CIBA_GRANT_TYPE} \\
+curl -s -u {auth} -d grant_type={CIBA_GRANT_TYPE} \\
      -d auth_req_id=AUTH_REQ_ID {base}/oauth/token/
 """
         )

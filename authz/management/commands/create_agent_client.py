@@ -14,7 +14,7 @@ from approvals import outbound
 from approvals.conf import approvals_settings
 from authz.clients.keys import JwksError, parse_jwks
 from authz.models import CibaClient
-from authz.tokens.exchange import resource_indicator_error
+from authz.tokens.resources import resource_indicator_error
 
 
 class Command(BaseCommand):
@@ -94,7 +94,8 @@ class Command(BaseCommand):
         if private_key_jwt and not (options["jwks"] or options["jwks_uri"]):
             raise CommandError("private_key_jwt needs the client's public keys: --jwks FILE or --jwks-uri URL.")
         jwks = self._read_jwks(options["jwks"]) if options["jwks"] else None
-        # authz.tokens.introspection.may_introspect: a --no-ciba client that does not act for itself is a resource server.
+        # A --no-ciba client that does not act for itself is a resource server
+        # (authz.tokens.introspection.may_introspect).
         resource_server = options["no_ciba"] and not options["client_credentials"]
         resources = list(dict.fromkeys(options["resource"]))
         if resources and not resource_server:
@@ -183,7 +184,7 @@ class Command(BaseCommand):
 
     def _read_jwks(self, path: str) -> dict[str, Any]:
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise CommandError(f"Cannot read --jwks {path}: {exc.strerror}.") from exc
         except ValueError as exc:

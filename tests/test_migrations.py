@@ -1,0 +1,115 @@
+"""Migrations keep data: a database populated at an earlier head migrates forward with its rows intact."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
+
+# The last migrations before client notifications moved from approvals to authz (issue 16).
+BEFORE_THE_MOVE = [("approvals", "0007_request_notification_binding"), ("authz", "0010_display_templates_as_data")]
+AFTER_THE_MOVE = [("approvals", "0008_notifications_leave_approvals"), ("authz", "0011_client_notifications")]
+
+
+def migrate(nodes: list[tuple[str, str]]):
+    """Migrate approvals and authz to `nodes` and every other app to its head; the models as they are then."""
+    executor = MigrationExecutor(connection)
+    apps = {app for app, _ in nodes}
+    targets = [*nodes, *(leaf for leaf in executor.loader.graph.leaf_nodes() if leaf[0] not in apps)]
+    executor.migrate(targets)
+    executor.loader.build_graph()
+    return executor.loader.project_state(targets).apps
+
+
+def leaf_targets() -> list[tuple[str, str]]:
+    return MigrationExecutor(connection).loader.graph.leaf_nodes()
+
+
+@pytest.fixture
+def back_to_head():
+    yield
+    MigrationExecutor(connection).migrate(leaf_targets())  # whatever happened, the rest of the suite needs the head
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_client_notifications_move_to_authz_with_every_row(back_to_head):
+    old = migrate(BEFORE_THE_MOVE)
+    now = timezone.now()
+    user = old.get_model("auth", "User").objects.create(username="mover")
+    client = old.get_model("oauth2_provider", "Application").objects.create(
+        name="Moving agent", client_type="confidential", authorization_grant_type="client-credentials"
+    )
+    ApprovalRequest = old.get_model("approvals", "ApprovalRequest")
+    OldNotification = old.get_model("approvals", "Notification")
+    OldAttempt = old.get_model("approvals", "NotificationAttempt")
+    requests = [
+        ApprovalRequest.objects.create(
+            auth_req_id=f"moving-{n}",
+            client=client,
+            user=user,
+            scope="openid",
+            hint_type="login_hint",
+            status="denied",
+            expires_at=now + timedelta(minutes=5),
+            notification_mode="ping",
+            notification_endpoint="https://agent.example/cb",
+        )
+        for n in range(3)
+    ]
+    kept = {}
+    for n, approval_request in enumerate(requests):
+        notification = OldNotification.objects.create(
+            request=approval_request,
+            mode="ping",
+            outcome="denied",
+            status=("pending", "delivered", "undeliverable")[n],
+            attempts=n,
+            deadline=now + timedelta(minutes=10),
+            due_at=now,
+            error=f"error {n}",
+        )
+        for attempt in range(1, n + 1):
+            OldAttempt.objects.create(notification=notification, attempt=attempt, status="failed", http_status=503)
+        kept[notification.pk] = (approval_request.pk, notification.status, n)
+    ContentType = old.get_model("contenttypes", "ContentType")
+    ContentType.objects.get_or_create(app_label="approvals", model="notification")
+
+    new = migrate(AFTER_THE_MOVE)
+    Notification = new.get_model("authz", "Notification")
+    moved = {n.pk: (n.request_id, n.status, n.attempts) for n in Notification.objects.all()}
+    assert moved == kept
+    attempts = new.get_model("authz", "NotificationAttempt").objects.order_by("notification_id", "attempt")
+    assert [(a.notification_id, a.attempt, a.http_status) for a in attempts] == [
+        (pk, attempt, 503) for pk, (_, _, n) in sorted(kept.items()) for attempt in range(1, n + 1)
+    ]
+    with connection.cursor() as cursor:
+        tables = connection.introspection.table_names(cursor)
+        constraints = connection.introspection.get_constraints(cursor, "authz_notification")
+    assert "authz_notification" in tables and "authz_notificationattempt" in tables
+    assert "approvals_notification" not in tables and "approvals_notificationattempt" not in tables
+    assert "authz_notify_due_idx" in constraints
+    # Permissions granted on the model follow it: its content type moved instead of a new one being made.
+    assert new.get_model("contenttypes", "ContentType").objects.filter(app_label="authz", model="notification").count()
+    assert not ContentType.objects.filter(app_label="approvals", model="notification").exists()
+    # New rows get fresh ids after the moved ones (the sequence moved with the table).
+    fresh = Notification.objects.create(
+        request_id=new.get_model("approvals", "ApprovalRequest")
+        .objects.create(
+            auth_req_id="moving-after",
+            client_id=client.pk,
+            user_id=user.pk,
+            scope="openid",
+            hint_type="login_hint",
+            expires_at=now + timedelta(minutes=5),
+        )
+        .pk,
+        mode="ping",
+        outcome="approved",
+        deadline=now,
+        due_at=now,
+    )
+    assert fresh.pk > max(kept)
