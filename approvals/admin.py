@@ -201,7 +201,7 @@ class ApprovalRequestAdmin(ReadOnlyAdmin):
         "authorization_details_json",
     )
     # Secrets of the agent's: the id it redeems and the bearer token it wants on callbacks.
-    exclude = ("auth_req_id", "client_notification_token")
+    exclude = ("auth_req_id",)
 
     @admin.display(description=_("status now"))
     def current_status(self, obj: ApprovalRequest) -> StrOrPromise:

@@ -82,13 +82,6 @@ class ApprovalRequest(models.Model):
     prompt_due_at = models.DateTimeField(null=True, blank=True, editable=False)
     # The prompt's link (approvals.links) signs the approver in once; after that the page needs their session.
     link_used_at = models.DateTimeField(null=True, blank=True, editable=False)
-    # CIBA Core §7.1: the bearer token the client wants on our ping/push callback (ping and push clients only).
-    client_notification_token = models.CharField(max_length=1024, blank=True, editable=False)
-    # CIBA Core 10.2, 10.3: how (ping or push) and where the client's registration said to call it back when the
-    # request was made. Kept with the request, so that a registration update meanwhile cannot redirect the callback,
-    # a push of tokens least of all. Empty for a poll client.
-    notification_mode = models.CharField(max_length=8, blank=True, editable=False)
-    notification_endpoint = models.URLField(max_length=2000, blank=True, editable=False)
     decided_at = models.DateTimeField(null=True, blank=True)
     consumed_at = models.DateTimeField(null=True, blank=True)
     # When and how strongly the approver had authenticated when deciding (ID token auth_time / acr).

@@ -74,9 +74,6 @@ def approval_request_create(
     expires_in: int,
     interval: int,
     requested_expiry: int | None = None,
-    client_notification_token: str = "",
-    notification_mode: str = "",
-    notification_endpoint: str = "",
     authorization_details: list[dict[str, Any]] | None = None,
     now: datetime | None = None,
 ) -> ApprovalRequest:
@@ -86,8 +83,7 @@ def approval_request_create(
     is only kept as what the client asked for.
 
     authorization_details must already be validated by the caller: they are shown to the approver as they are.
-    notification_mode, notification_endpoint and client_notification_token are kept for the caller, opaque here:
-    the callback a ping or push client registered when it asked, whatever its registration says later."""
+    Call it inside the caller's transaction to store more about the request with it."""
     now = now or timezone.now()
     with transaction.atomic():
         _check_pending_cap(user, now=now)
@@ -100,9 +96,6 @@ def approval_request_create(
             binding_message=binding_message,
             acr_values=acr_values,
             requested_expiry=requested_expiry,
-            client_notification_token=client_notification_token,
-            notification_mode=notification_mode,
-            notification_endpoint=notification_endpoint,
             authorization_details=authorization_details or [],
             interval=interval,
             created_at=now,

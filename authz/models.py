@@ -423,3 +423,26 @@ class NotificationAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.attempt}: {self.status}"
+
+
+class RequestCallback(models.Model):
+    """How and where a ping or push client is called back about one request (CIBA Core 10.2, 10.3), as its
+    registration said when it asked, with the client_notification_token it sent (CIBA Core 7.1). Bound to the
+    request, so that a registration update meanwhile cannot redirect the callback, a push of tokens least of all.
+    A poll request has none."""
+
+    Mode = Notification.Mode
+
+    request = models.OneToOneField(
+        "approvals.ApprovalRequest", on_delete=models.CASCADE, primary_key=True, related_name="callback"
+    )
+    mode = models.CharField(max_length=8, choices=Mode.choices, editable=False)
+    endpoint = models.URLField(max_length=2000, editable=False)
+    # The bearer token our callback carries (CIBA Core 10.2): the client's, sent back to it, so kept as given.
+    token = models.CharField(_("client notification token"), max_length=1024, editable=False)
+
+    class Meta:
+        verbose_name = _("request callback")
+
+    def __str__(self) -> str:
+        return f"{self.mode} to {self.endpoint}"

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import BadRequest, RequestDataTooBig, TooManyFieldsSent
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.utils import timezone
 from django.utils.decorators import method_decorator
@@ -48,7 +49,7 @@ from authz.errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
-from authz.models import CibaClient, ciba_client_of, client_allows_grant
+from authz.models import CibaClient, RequestCallback, ciba_client_of, client_allows_grant
 from authz.tokens import details
 from authz.tokens.resources import resource_indicator_error
 
@@ -135,21 +136,27 @@ class BackchannelAuthenticationView(View):
                 f"Too many requests for this user; try again in {wait} seconds.", retry_after=wait
             )
         try:
-            approval_request = approval_services.approval_request_create(
-                client=client,
-                user=validated.user,
-                scope=validated.scope,
-                hint_type=validated.hint_type,
-                binding_message=validated.binding_message,
-                acr_values=validated.acr_values,
-                expires_in=request_lifetime(validated.requested_expiry),
-                interval=authz_settings.POLL_INTERVAL_SECONDS,
-                requested_expiry=validated.requested_expiry,
-                client_notification_token=validated.client_notification_token,
-                notification_mode=validated.notification_mode,
-                notification_endpoint=validated.notification_endpoint,
-                authorization_details=validated.authorization_details,
-            )
+            with transaction.atomic():
+                approval_request = approval_services.approval_request_create(
+                    client=client,
+                    user=validated.user,
+                    scope=validated.scope,
+                    hint_type=validated.hint_type,
+                    binding_message=validated.binding_message,
+                    acr_values=validated.acr_values,
+                    expires_in=request_lifetime(validated.requested_expiry),
+                    interval=authz_settings.POLL_INTERVAL_SECONDS,
+                    requested_expiry=validated.requested_expiry,
+                    authorization_details=validated.authorization_details,
+                )
+                if validated.notification_mode:
+                    # The callback is bound to the request in its transaction (authz.models.RequestCallback).
+                    RequestCallback.objects.create(
+                        request=approval_request,
+                        mode=validated.notification_mode,
+                        endpoint=validated.notification_endpoint,
+                        token=validated.client_notification_token,
+                    )
         except approval_services.TooManyPending as exc:
             # CIBA Core 13: access_denied is the OP's refusal of a valid request; no Retry-After, since room frees
             # only when the person decides or requests expire.
@@ -265,9 +272,7 @@ class TokenView(dot_views.TokenView):
         answer = answers.answer_for(status)
         if answer is not None:
             raise answers.AnswerError(answer)
-        if ApprovalRequest.objects.filter(
-            pk=record.request_id, notification_mode=CibaClient.DeliveryMode.PUSH
-        ).exists():
+        if RequestCallback.objects.filter(request_id=record.request_id, mode=RequestCallback.Mode.PUSH).exists():
             # CIBA Core §10.3: a push request's tokens go to the notification endpoint bound to it, never here.
             raise UnauthorizedClient("This client receives its tokens at its notification endpoint (push mode).")
         if "resource" in params:

@@ -44,7 +44,7 @@ from approvals.models import ApprovalRequest, Approver
 from authz.clients.auth import JWT_BEARER
 from authz.clients.registration import initial_access_token_create
 from authz.errors import OAuthError
-from authz.models import AuthorizationDetailType, CibaClient, TokenDetails
+from authz.models import AuthorizationDetailType, CibaClient, RequestCallback, TokenDetails
 from tests import factories
 from tests.conftest import CIBA, FORM, Agent
 from tests.fakes.jwks_server import FakeJwksServer
@@ -914,8 +914,9 @@ def _(w: World) -> HttpResponse:
 
 @case("ciba-push-client-polls", 400, "unauthorized_client", "push mode")
 def _(w: World) -> HttpResponse:
-    push = {"notification_mode": "push", "notification_endpoint": "http://127.0.0.1:9/cb"}
-    auth_req_id = w.pending(**push).auth_req_id  # a request made in push mode
+    approval_request = w.pending()  # bound to push mode, as bc-authorize binds a push client's request
+    RequestCallback.objects.create(request=approval_request, mode="push", endpoint="http://127.0.0.1:9/cb", token="t")
+    auth_req_id = approval_request.auth_req_id
     factories.decide(auth_req_id)
     return poll(w, auth_req_id)
 

@@ -55,8 +55,9 @@ def test_client_notifications_move_to_authz_with_every_row(back_to_head):
             hint_type="login_hint",
             status="denied",
             expires_at=now + timedelta(minutes=5),
-            notification_mode="ping",
-            notification_endpoint="https://agent.example/cb",
+            notification_mode=("ping", "push", "")[n],
+            notification_endpoint=("https://agent.example/cb", "https://agent.example/push", "")[n],
+            client_notification_token=("token-0", "token-1", "")[n],
         )
         for n in range(3)
     ]
@@ -113,3 +114,51 @@ def test_client_notifications_move_to_authz_with_every_row(back_to_head):
         due_at=now,
     )
     assert fresh.pk > max(kept)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_request_callbacks_leave_the_approval_request_with_every_value(back_to_head):
+    old = migrate([("approvals", "0008_notifications_leave_approvals"), ("authz", "0012_token_details_related_name")])
+    now = timezone.now()
+    user = old.get_model("auth", "User").objects.create(username="binder")
+    client = old.get_model("oauth2_provider", "Application").objects.create(
+        name="Binding agent", client_type="confidential", authorization_grant_type="client-credentials"
+    )
+    ApprovalRequest = old.get_model("approvals", "ApprovalRequest")
+    bound = {
+        "poll": ("", "", ""),
+        "ping": ("ping", "https://agent.example/ping", "ping-token"),
+        "push": ("push", "https://agent.example/push", "x" * 1024),
+    }
+    ids = {
+        name: ApprovalRequest.objects.create(
+            auth_req_id=f"binding-{name}",
+            client=client,
+            user=user,
+            scope="openid",
+            hint_type="login_hint",
+            expires_at=now + timedelta(minutes=5),
+            notification_mode=mode,
+            notification_endpoint=endpoint,
+            client_notification_token=token,
+        ).pk
+        for name, (mode, endpoint, token) in bound.items()
+    }
+
+    new = migrate([("approvals", "0009_callbacks_leave_approval_requests"), ("authz", "0013_request_callbacks")])
+    callbacks = {
+        c.request_id: (c.mode, c.endpoint, c.token) for c in new.get_model("authz", "RequestCallback").objects.all()
+    }
+    assert callbacks == {ids["ping"]: bound["ping"], ids["push"]: bound["push"]}
+    columns = {
+        c.name for c in connection.introspection.get_table_description(connection.cursor(), "approvals_approvalrequest")
+    }
+    assert not {"notification_mode", "notification_endpoint", "client_notification_token"} & columns
+
+    # And back: unapplying puts every value where it was.
+    back = migrate([("approvals", "0008_notifications_leave_approvals"), ("authz", "0012_token_details_related_name")])
+    rows = back.get_model("approvals", "ApprovalRequest").objects.values_list(
+        "pk", "notification_mode", "notification_endpoint", "client_notification_token"
+    )
+    assert {pk: values for pk, *values in rows} == {ids[name]: list(values) for name, values in bound.items()}

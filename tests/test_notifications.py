@@ -25,7 +25,7 @@ from approvals import services
 from approvals.delivery import Outcome
 from approvals.models import ApprovalRequest
 from authz.ciba import notify as notifications
-from authz.models import Notification, NotificationAttempt
+from authz.models import Notification, NotificationAttempt, RequestCallback
 from authz.tasks import notify_client_task
 from tests import factories
 from tests.fakes.agent_endpoint import REDIRECT_PATH, FakeAgentEndpoint
@@ -145,14 +145,14 @@ def test_client_notification_token_must_be_a_bearer_token_of_at_most_1024_charac
 @pytest.mark.parametrize("token", ["x" * 1024, "a", "A-z0.9_~+/b==", "abc="])
 def test_valid_client_notification_tokens_are_accepted_and_stored(ping_agent, approver, token):
     approval_request = ask(ping_agent, token=token)
-    assert approval_request.client_notification_token == token
+    assert RequestCallback.objects.get(request=approval_request).token == token
 
 
 def test_poll_clients_may_omit_the_client_notification_token(agent, approver):
     response = agent.bc_authorize(scope="openid", login_hint="alice")
     assert response.status_code == 200, response.content
     approval_request = ApprovalRequest.objects.get(auth_req_id=response.json()["auth_req_id"])
-    assert approval_request.client_notification_token == ""
+    assert not RequestCallback.objects.filter(request=approval_request).exists()
     factories.decide(approval_request.auth_req_id)
     assert not Notification.objects.exists()  # poll clients are owed no callback
 
@@ -631,7 +631,7 @@ def test_an_endpoint_that_now_points_at_a_refused_address_is_rejected_without_se
     agent = make_agent(backchannel_token_delivery_mode=mode, backchannel_client_notification_endpoint=endpoint.url)
     approval_request = ask(agent)
     # The endpoint bound to the request (e.g. a name that now resolves to a refused address) is checked at call time.
-    ApprovalRequest.objects.filter(pk=approval_request.pk).update(notification_endpoint=url)
+    RequestCallback.objects.filter(request=approval_request).update(endpoint=url)
     factories.decide(approval_request.auth_req_id)
 
     assert deliver(approval_request) == Outcome()

@@ -45,7 +45,7 @@ from approvals.models import ApprovalRequest
 from authz.ciba import answers
 from authz.conf import authz_settings
 from authz.constants import CIBA_GRANT_TYPE
-from authz.models import Notification, NotificationAttempt
+from authz.models import Notification, NotificationAttempt, RequestCallback
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +80,7 @@ def notification_create(*, approval_request_id: UUID | str, outcome: str, now: d
     """Inside the transition's transaction: the callback a ping or push client is owed for this outcome, or None
     when the client is owed none or already has it."""
     # The mode bound to the request when it was made, not the client's registration now.
-    row = ApprovalRequest.objects.filter(pk=approval_request_id).values("notification_mode").first()
-    mode = row and row["notification_mode"]
+    mode = RequestCallback.objects.filter(request_id=approval_request_id).values_list("mode", flat=True).first()
     if mode not in Notification.Mode.values:
         return None
     deadline = now + timedelta(seconds=authz_settings.NOTIFICATION_DEADLINE_SECONDS)
@@ -125,8 +124,8 @@ def notification_deliver(*, notification_id: int, now: datetime | None = None) -
 
 
 def _attempt(notification_id: int, now: datetime) -> Outcome:
-    notification = Notification.objects.select_related("request").get(pk=notification_id)
-    approval_request = notification.request
+    notification = Notification.objects.select_related("request__callback").get(pk=notification_id)
+    callback = notification.request.callback
     if now >= notification.deadline:
         _give_up(notification, "The deadline passed before the notification could be delivered.")
         return Outcome()
@@ -139,11 +138,11 @@ def _attempt(notification_id: int, now: datetime) -> Outcome:
     number = notification.attempts + 1
     Notification.objects.filter(pk=notification.pk).update(attempts=number)
     attempt = NotificationAttempt.objects.create(notification=notification, attempt=number, created_at=timezone.now())
-    headers = {"Authorization": f"Bearer {approval_request.client_notification_token}"}
+    headers = {"Authorization": f"Bearer {callback.token}"}
     retry = False
     started = time.monotonic()
     try:
-        response = outbound.post_json(approval_request.notification_endpoint, payload, headers=headers)
+        response = outbound.post_json(callback.endpoint, payload, headers=headers)
     except outbound.OutboundError as exc:
         retry = not exc.refused
         error = str(exc)
