@@ -13,7 +13,14 @@ from oauth2_provider.settings import oauth2_settings
 
 from approvals.admin import ApprovalRequestAdmin, ReadOnlyAdmin, ReadOnlyInline
 from approvals.models import ApprovalRequest
-from authz.models import AuthorizationDetailType, CibaClient, Notification, NotificationAttempt, TokenDetails
+from authz.models import (
+    AuthorizationDetailType,
+    CibaClient,
+    Notification,
+    NotificationAttempt,
+    RequestCallback,
+    TokenDetails,
+)
 from authz.tokens import details
 
 Application = get_application_model()
@@ -204,6 +211,14 @@ class AccessTokenAdmin(BaseAccessTokenAdmin):
     inlines = (*getattr(BaseAccessTokenAdmin, "inlines", ()), TokenDetailsInline)
 
 
+class RequestCallbackInline(ReadOnlyInline):
+    """Where the agent is called back; its client_notification_token is the agent's secret, never shown."""
+
+    model = RequestCallback
+    fields = ("mode", "endpoint")
+    readonly_fields = fields
+
+
 class NotificationInline(ReadOnlyInline):
     model = Notification
     fields = ("mode", "outcome", "status", "attempts", "created_at", "deadline", "finished_at", "error")
@@ -236,4 +251,4 @@ admin.site.unregister(ApprovalRequest)
 
 @admin.register(ApprovalRequest)
 class ApprovalRequestWithNotificationAdmin(ApprovalRequestAdmin):
-    inlines = (*ApprovalRequestAdmin.inlines, NotificationInline)
+    inlines = (*ApprovalRequestAdmin.inlines, RequestCallbackInline, NotificationInline)

@@ -620,6 +620,17 @@ def test_admin_shows_every_attempt_inline(ping_agent, approver, endpoint, admin_
     assert admin_client.get(f"/admin/authz/notification/{notification.pk}/delete/").status_code == 403
 
 
+def test_the_request_page_shows_where_the_agent_is_called_back_but_never_its_token(ping_agent, approver, admin_client):
+    token = "bearer-" + "s" * 40
+    approval_request = ask(ping_agent, token=token)
+
+    page = admin_client.get(f"/admin/approvals/approvalrequest/{approval_request.pk}/change/").content.decode()
+
+    callback = RequestCallback.objects.get(request=approval_request)
+    assert callback.endpoint in page and "ping" in page
+    assert token not in page
+
+
 # --- SSRF at call time ------------------------------------------------------------------------------------------------
 
 
