@@ -20,8 +20,8 @@ from approvals.models import Approver
 from approvals.phones import normalize_e164
 from authz.models import CibaClient
 from tests import factories
+from tests.authz.clients.test_private_key_jwt import Signer
 from tests.conftest import CIBA, FORM, Agent
-from tests.test_private_key_jwt import Signer
 
 pytestmark = pytest.mark.django_db
 

@@ -30,7 +30,7 @@ from django.urls import Resolver404, resolve
 
 from approvals.channels import locmem
 from approvals.models import ApprovalRequest
-from tests.test_rar import install_example_types
+from tests.authz.tokens.test_rar import install_example_types
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -9,8 +9,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from approvals.models import ApprovalRequest
+from tests.authz.tokens.test_rar import PAYMENT, install_example_types
 from tests.browser.conftest import BrowserErrors, HttpAgent, wait_for_prompt
-from tests.test_rar import PAYMENT, install_example_types
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -20,9 +20,9 @@ from playwright.sync_api import Page, expect
 from approvals.devices import push_subscription_save
 from approvals.links import ACR_FRESH_PASSWORD, link_url
 from approvals.models import ApprovalRequest
+from tests.authz.tokens.test_rar import PAYMENT, install_example_types
 from tests.browser.conftest import HttpAgent, sign_in
 from tests.fakes.push_service import FakePushService
-from tests.test_rar import PAYMENT, install_example_types
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -27,12 +27,12 @@ from approvals.models import ApprovalRequest, PushSubscription
 from authz.clients import keys as jose
 from authz.models import AuthorizationDetailType, CibaClient
 from tests import factories, prompting
+from tests.authz.clients.test_private_key_jwt import private_key, public_jwk
+from tests.authz.tokens.test_jwt_access_tokens import use_jwt_access_tokens
+from tests.authz.tokens.test_token_exchange import BANK, PAYMENT, exchange, issue_subject_token, token_row
 from tests.factories import assert_oauth_error
 from tests.security.test_jwks_fetch import Scene, ask, refused, signer_for
 from tests.security.test_lockouts import sign_in, signed_in
-from tests.test_jwt_access_tokens import use_jwt_access_tokens
-from tests.test_private_key_jwt import private_key, public_jwk
-from tests.test_token_exchange import BANK, PAYMENT, exchange, issue_subject_token, token_row
 
 PAYMENTS = "https://payments.example/"
 CIBA = "urn:openid:params:grant-type:ciba"

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from approvals.display import DataText
 from authz.models import AuthorizationDetailType
 from authz.tokens.details import text_problem
+from tests.authz.tokens.test_rar import PAYMENT, ask, install_example_types, stored, with_
 from tests.factories import assert_oauth_error
 from tests.security.test_fuzz import FUZZ
-from tests.test_rar import PAYMENT, ask, install_example_types, stored, with_
 
 pytestmark = pytest.mark.django_db
 

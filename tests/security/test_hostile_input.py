@@ -21,9 +21,9 @@ from django.test import Client
 
 from approvals.models import ApprovalRequest, PushSubscription
 from tests import factories, prompting
+from tests.approvals.test_devices import valid_info
 from tests.conftest import FORM
 from tests.factories import assert_oauth_error
-from tests.test_devices import valid_info
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 

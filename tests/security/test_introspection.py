@@ -17,9 +17,9 @@ from django.core.management import call_command
 from django.test import Client
 
 from authz.models import CibaClient
+from tests.authz.tokens.test_token_exchange import exchange, issue_subject_token
 from tests.conftest import FORM, Agent
 from tests.factories import assert_oauth_error
-from tests.test_token_exchange import exchange, issue_subject_token
 
 pytestmark = pytest.mark.django_db
 

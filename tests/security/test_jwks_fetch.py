@@ -20,8 +20,8 @@ from django.test import Client
 
 from authz.clients import keys as jose
 from tests import factories
+from tests.authz.clients.test_private_key_jwt import Signer, make_signer, private_key, public_jwk
 from tests.fakes.jwks_server import FakeJwksServer
-from tests.test_private_key_jwt import Signer, make_signer, private_key, public_jwk
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 

@@ -2,7 +2,7 @@
 other address that is not globally routable, and name resolution counts against the call's one deadline, so a resolver
 that never answers cannot hold a worker (a Celery task, a web request fetching a jwks_uri) past it.
 
-Resolution is controlled as tests/test_outbound_http.py controls it: through socket.getaddrinfo, the standard
+Resolution is controlled as tests/approvals/test_outbound_http.py controls it: through socket.getaddrinfo, the standard
 library's seam, never through our own functions."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from approvals import outbound
-from tests.test_outbound_http import _info
+from tests.approvals.test_outbound_http import _info
 
 SITE_LOCAL = ["fec0::1", "fec0:0:0:ffff::1", "feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "fed0::8:8"]
 

@@ -17,8 +17,8 @@ from django.apps import apps
 from authz.errors import InvalidAuthorizationDetails
 from authz.models import AuthorizationDetailType, CibaClient
 from authz.tokens import details as rar
+from tests.authz.tokens.test_rar import CALENDAR, PAYMENT, install_example_types, with_
 from tests.factories import assert_oauth_error
-from tests.test_rar import CALENDAR, PAYMENT, install_example_types, with_
 
 pytestmark = pytest.mark.django_db
 

@@ -21,8 +21,8 @@ from oauth2_provider.settings import oauth2_settings
 
 from approvals.models import ApprovalRequest
 from authz.models import CibaClient, TokenDetails
+from tests.authz.tokens.test_token_exchange import exchange
 from tests.factories import assert_oauth_error
-from tests.test_token_exchange import exchange
 
 pytestmark = pytest.mark.django_db
 

@@ -21,8 +21,8 @@ from django.test import Client
 from authz.clients.registration import initial_access_token_create
 from authz.models import CibaClient
 from tests import factories
+from tests.authz.tokens.test_rar import install_example_types
 from tests.conftest import CIBA
-from tests.test_rar import install_example_types
 
 pytestmark = pytest.mark.django_db
 

@@ -13,8 +13,7 @@ import json
 import pytest
 
 from authz.models import TokenDetails
-from tests.factories import assert_oauth_error
-from tests.test_token_exchange import (
+from tests.authz.tokens.test_token_exchange import (
     ACCESS_TOKEN_TYPE,
     PAYMENT,
     exchange,
@@ -22,6 +21,7 @@ from tests.test_token_exchange import (
     issue_subject_token,
     token_row,
 )
+from tests.factories import assert_oauth_error
 
 pytestmark = pytest.mark.django_db
 

@@ -12,8 +12,8 @@ from django.test import Client
 
 from approvals.models import Approver, Delivery
 from tests import prompting
+from tests.approvals.test_twilio_sms import post_status, prompt_by_sms, report
 from tests.fakes.twilio import FakeTwilio
-from tests.test_twilio_sms import post_status, prompt_by_sms, report
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests import factories
-from tests.test_private_key_jwt import make_signer
+from tests.authz.clients.test_private_key_jwt import make_signer
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis]
 

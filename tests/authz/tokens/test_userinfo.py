@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 
 from tests import factories
-from tests.test_token_exchange import exchange
+from tests.authz.tokens.test_token_exchange import exchange
 
 pytestmark = pytest.mark.django_db
 

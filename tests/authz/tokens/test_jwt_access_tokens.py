@@ -13,7 +13,14 @@ from django.test import Client
 from oauth2_provider.views.mixins import OAuthLibMixin
 
 from tests import factories
-from tests.test_token_exchange import ACCESS_TOKEN_TYPE, BANK, PAYMENT, TOKEN_EXCHANGE, introspect, token_row
+from tests.authz.tokens.test_token_exchange import (
+    ACCESS_TOKEN_TYPE,
+    BANK,
+    PAYMENT,
+    TOKEN_EXCHANGE,
+    introspect,
+    token_row,
+)
 
 pytestmark = pytest.mark.django_db
 

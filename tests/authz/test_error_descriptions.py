@@ -46,14 +46,14 @@ from authz.clients.registration import initial_access_token_create
 from authz.errors import OAuthError
 from authz.models import AuthorizationDetailType, CibaClient, RequestCallback, TokenDetails
 from tests import factories
+from tests.authz.ciba.test_bc_authorize import server_id_token
+from tests.authz.ciba.test_token_endpoint import expire
+from tests.authz.clients.test_private_key_jwt import Signer, _no_kid, make_signer, private_key, public_jwk, unsigned
+from tests.authz.clients.test_signed_requests import MISSING, SigningAgent, make_signing_agent, unsigned_jwt
+from tests.authz.tokens.test_rar import CALENDAR, PAYMENT, install_example_types, with_
+from tests.authz.tokens.test_token_exchange import token_row
 from tests.conftest import CIBA, FORM, Agent
 from tests.fakes.jwks_server import FakeJwksServer
-from tests.test_bc_authorize import server_id_token
-from tests.test_private_key_jwt import Signer, _no_kid, make_signer, private_key, public_jwk, unsigned
-from tests.test_rar import CALENDAR, PAYMENT, install_example_types, with_
-from tests.test_signed_requests import MISSING, SigningAgent, make_signing_agent, unsigned_jwt
-from tests.test_token_endpoint import expire
-from tests.test_token_exchange import token_row
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis]
 
@@ -121,11 +121,11 @@ class World:
         return self.make_agent(name="Travel agent")
 
     def signer(self, alg: str = "ES256", **fields: Any) -> Signer:
-        """A private_key_jwt client (tests/test_private_key_jwt.py)."""
+        """A private_key_jwt client (tests/authz/clients/test_private_key_jwt.py)."""
         return make_signer(alg, **fields)
 
     def request_signer(self, alg: str = "ES256", **fields: Any) -> SigningAgent:
-        """A client that signs its authentication requests (tests/test_signed_requests.py)."""
+        """A client that signs its authentication requests (tests/authz/clients/test_signed_requests.py)."""
         return make_signing_agent(self.make_agent, alg, **fields)
 
     def jwks_server(self, jwks: dict[str, Any] | None = None) -> FakeJwksServer:
@@ -1477,7 +1477,7 @@ def _(w: World) -> HttpResponse:
 
 # --- the messages in the source ---------------------------------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Not on the wire: the admin's forms speak to staff in HTML.
 NOT_ON_THE_WIRE = {ROOT / "authz" / "admin.py", ROOT / "approvals" / "admin.py"}
 # Exceptions whose message becomes an error_description, or part of one: the protocol errors (ours and oauthlib's,

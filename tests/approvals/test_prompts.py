@@ -29,8 +29,8 @@ pytestmark = pytest.mark.django_db
 
 LOCMEM = "approvals.channels.locmem.LocmemChannel"
 SMS = "approvals.channels.twilio_sms.TwilioSmsChannel"
-EXPLODING = "tests.test_prompts.ExplodingChannel"
-OVERTAKEN = "tests.test_prompts.OvertakenChannel"
+EXPLODING = "tests.approvals.test_prompts.ExplodingChannel"
+OVERTAKEN = "tests.approvals.test_prompts.OvertakenChannel"
 PHONE = "+14155550123"
 Status = Delivery.Status
 

@@ -14,9 +14,7 @@ from django.test import Client
 
 from approvals.models import ApprovalRequest
 from tests import factories
-from tests.conftest import CIBA, FORM
-from tests.factories import assert_oauth_error
-from tests.test_signed_requests import (
+from tests.authz.clients.test_signed_requests import (
     BC_AUTHORIZE,
     ISSUER,
     MISSING,
@@ -27,6 +25,8 @@ from tests.test_signed_requests import (
     public_jwk,
     unsigned_jwt,
 )
+from tests.conftest import CIBA, FORM
+from tests.factories import assert_oauth_error
 
 pytestmark = pytest.mark.django_db
 
