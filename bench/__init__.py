@@ -24,7 +24,8 @@ bench/RESULTS.md is rewritten at the end of each successful run; raw wrk output,
 the results go to bench/out/ (ignored by git). Only 127.0.0.1 is ever targeted; every load run is bounded in time.
 
 The package: __main__ and cli (options, exit code), runner (a run: checks, set-up, phases, report), phases/ (one
-`Phase` each: closed_loop a-e, prompts f, ping g; base holds the interface and the context they share), load (wrk
-and the open-loop generator), servers (redis-server, gunicorn, Celery worker, manage.py), postgres (the database and
-its statistics), system (CPU accounting, machine facts), report (the one writer of RESULTS.md and the JSON), common.
+`Phase` each: closed_loop a-e, prompts f, ping g; base holds the interface and the context they share, open_loop what
+f and g share: the measured run, the wait for arrivals and their statistics), load (wrk and the open-loop generator),
+servers (redis-server, gunicorn, Celery worker, manage.py), postgres (the database and its statistics), system (CPU
+accounting, machine facts), report (the one writer of RESULTS.md and the JSON), common.
 """

@@ -5,12 +5,28 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import bench
 from bench.common import BenchError
 from bench.phases.closed_loop import GAP_MARGIN_SECONDS, POLL_RATE_CEILING_SHARE
 from bench.runner import run
+
+# A phase's option: its type (or its choices), its default, and what it sets (the help, without the default).
+PhaseOption = tuple[Callable[[str], Any] | tuple[str, ...], Any, str]
+
+
+def add_phase_options(p: argparse.ArgumentParser, phase: str, options: dict[str, PhaseOption]) -> None:
+    """--<phase>-<name> for each option; its help names the phase and ends with the default (on a line of its own
+    after a long help: the formatter keeps lines as they are)."""
+    for name, (kind, default, text) in options.items():
+        text = f"{phase} phase: {text}"
+        text += ("\n" if len(text) > 80 else " ") + f"(default {default})"
+        if isinstance(kind, tuple):
+            p.add_argument(f"--{phase}-{name}", choices=kind, default=default, help=text)
+        else:
+            p.add_argument(f"--{phase}-{name}", type=kind, default=default, help=text)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,36 +70,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="all phases (default), or only the prompt-latency phase or the ping phase (for development: prints\n"
         "its figures and writes bench/out/prompts.json or ping.json, leaves bench/RESULTS.md alone)",
     )
-    p.add_argument("--ping-rate", type=float, default=20, help="ping phase: approvals per second (default 20)")
-    p.add_argument("--ping-count", type=int, default=300, help="ping phase: measured approvals (default 300)")
-    p.add_argument("--ping-warmup", type=int, default=40, help="ping phase: approvals not counted, first (default 40)")
-    p.add_argument(
-        "--ping-wait",
-        type=float,
-        default=10,
-        help="ping phase: seconds a ping may take after the last approval before its request counts as lost\n"
-        "(default 10)",
+    add_phase_options(
+        p,
+        "ping",
+        {
+            "rate": (float, 20, "approvals per second"),
+            "count": (int, 300, "measured approvals"),
+            "warmup": (int, 40, "approvals not counted, first"),
+            "wait": (float, 10, "seconds a ping may take after the last approval before its request counts as lost"),
+        },
     )
-    p.add_argument("--prompt-rate", type=float, default=50, help="prompt phase: bc-authorize per second (default 50)")
-    p.add_argument("--prompt-duration", type=int, default=30, help="prompt phase: measured seconds (default 30)")
-    p.add_argument("--prompt-warmup", type=int, default=3, help="prompt phase: unmeasured seconds first (default 3)")
-    p.add_argument(
-        "--prompt-wait",
-        type=float,
-        default=10,
-        help="prompt phase: seconds an SMS may take after the "
-        "load stops before its request counts as lost (default 10)",
-    )
-    p.add_argument("--prompt-approvers", type=int, default=8, help="prompt phase: approvers with a phone (default 8)")
-    # Chosen by measurement on the 2-core machine (bench/README.md): see PROMPT_WORKER_NOTE (bench/phases/prompts.py).
-    p.add_argument(
-        "--prompt-pool",
-        choices=("prefork", "threads", "solo"),
-        default="threads",
-        help="prompt phase: Celery worker pool (default threads)",
-    )
-    p.add_argument(
-        "--prompt-concurrency", type=int, default=8, help="prompt phase: Celery worker concurrency (default 8)"
+    add_phase_options(
+        p,
+        "prompt",
+        {
+            "rate": (float, 50, "bc-authorize per second"),
+            "duration": (int, 30, "measured seconds"),
+            "warmup": (int, 3, "unmeasured seconds first"),
+            "wait": (float, 10, "seconds an SMS may take after the load stops before its request counts as lost"),
+            "approvers": (int, 8, "approvers with a phone"),
+            # Chosen by measurement on the 2-core machine (bench/README.md): see PROMPT_WORKER_NOTE
+            # (bench/phases/prompts.py).
+            "pool": (("prefork", "threads", "solo"), "threads", "Celery worker pool"),
+            "concurrency": (int, 8, "Celery worker concurrency"),
+        },
     )
     p.add_argument(
         "--wait-quiet",

@@ -21,6 +21,7 @@ from bench.phases.closed_loop import (
     PollResult,
     ceiling_ratio,
 )
+from bench.phases.open_loop import ArrivalStats
 from bench.phases.ping import PING_P50_TARGET_MS, PingResult
 from bench.phases.prompts import PROMPT_P50_TARGET_MS, PROMPT_P99_TARGET_MS, PROMPT_WORKER_NOTE, PromptResult
 from bench.servers import ABUSE_LIMITS_OFF, redis_url
@@ -30,6 +31,7 @@ RESULTS_MD = BENCH_DIR / "RESULTS.md"
 # Settings the caller's environment may change for an experiment; RESULTS.md names them when set.
 PASSED_THROUGH = ("DB_CONN_MAX_AGE", "DB_CONN_HEALTH_CHECKS", "LOG_LEVEL")
 LIMITS_OFF = ", ".join(f"{k}={v}" for k, v in ABUSE_LIMITS_OFF.items())
+OpenLoopResult = PromptResult | PingResult
 
 
 @dataclass
@@ -47,16 +49,6 @@ class RunFacts:
 # ------------------------------------------------------------------------------------------------ open-loop phases
 
 
-def prompt_verdict_line(r: PromptResult, args: argparse.Namespace) -> str:
-    st = r.stats
-    return (
-        f"- Prompts: bc-authorize's answer to the SMS accepted by the fake Twilio, {args.prompt_rate:g} requests/s "
-        f"for {args.prompt_duration} s: p50 **{st.p50_ms:.0f} ms**, p99 **{st.p99_ms:.0f} ms**, lost **{st.lost}**, "
-        f"duplicates **{st.duplicates}** — target p50 < {PROMPT_P50_TARGET_MS} ms, p99 < {PROMPT_P99_TARGET_MS} ms, "
-        f"none lost (nor duplicated, nor refused) — **{'MET' if r.target_met else 'NOT MET'}**."
-    )
-
-
 def disturbance(cpu: dict[str, float], run: str) -> list[str]:
     """A caution line when processes outside the benchmark (or other guests) took CPU during an open-loop run."""
     taken = cpu["other"] + cpu["steal"]
@@ -69,26 +61,62 @@ def disturbance(cpu: dict[str, float], run: str) -> list[str]:
     ]
 
 
-def prompt_disturbance(r: PromptResult) -> list[str]:
-    return disturbance(r.cpu, "prompt")
+def open_loop_verdict(r: OpenLoopResult, run: str, measured: str, target: str) -> list[str]:
+    """A phase's verdict line (`measured`: the phase's name and what it measured), and a caution line when other
+    processes took CPU during its run."""
+    st = r.stats
+    return [
+        f"- {measured}: p50 **{st.p50_ms:.0f} ms**, p99 **{st.p99_ms:.0f} ms**, lost **{st.lost}**, "
+        f"duplicates **{st.duplicates}** — target {target} — **{'MET' if r.target_met else 'NOT MET'}**.",
+        *disturbance(r.cpu, run),
+    ]
+
+
+def open_loop_head(r: OpenLoopResult, title: str, verdict: list[str], latency: str) -> list[str]:
+    """A phase's section up to its notes: the verdict again, and the table of its figures (`latency` names the
+    row)."""
+    st = r.stats
+    sent, ok, received = r.counts
+    return [
+        f"## {title}",
+        "",
+        *verdict,
+        "",
+        f"| measured | p50 | p90 | p99 | max | min | {sent} | {ok} | {received} | lost | duplicates "
+        "| CPU %: gunicorn / celery / pg / redis / bench / other / steal / busy |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        f"| {latency} | {st.p50_ms:.1f} | {st.p90_ms:.1f} | {st.p99_ms:.1f} | {st.max_ms:.1f} | {st.min_ms:.1f} | "
+        f"{st.sent:,} | {st.ok:,} | {st.received:,} | {st.lost} | {st.duplicates} | {fmt_cpu(r.cpu, OPEN_LOOP_CPU)} |",
+        "",
+    ]
+
+
+def error_kinds(st: ArrivalStats) -> str:
+    """' (kind: count, ...)' to follow a count of errors, or nothing when there were none."""
+    return f" ({', '.join(f'{k}: {v}' for k, v in st.error_kinds.items())})" if st.error_kinds else ""
+
+
+def open_loop_json(r: OpenLoopResult) -> dict[str, Any]:
+    """A phase's result as the JSON has it: its fields with the verdict, the stats' ok under the phase's own name."""
+    ok = "answered_200" if isinstance(r, PromptResult) else "approved"
+    stats = {ok if k == "ok" else k: v for k, v in vars(r.stats).items()}
+    return {**vars(r), "stats": stats, "target_met": r.target_met}
+
+
+def prompt_verdict(r: PromptResult, args: argparse.Namespace) -> list[str]:
+    return open_loop_verdict(
+        r,
+        "prompt",
+        f"Prompts: bc-authorize's answer to the SMS accepted by the fake Twilio, {args.prompt_rate:g} requests/s "
+        f"for {args.prompt_duration} s",
+        f"p50 < {PROMPT_P50_TARGET_MS} ms, p99 < {PROMPT_P99_TARGET_MS} ms, none lost (nor duplicated, nor refused)",
+    )
 
 
 def prompt_section(r: PromptResult, args: argparse.Namespace) -> list[str]:
     st = r.stats
-    errors = f" ({', '.join(f'{k}: {v}' for k, v in st.error_kinds.items())})" if st.error_kinds else ""
     return [
-        "## Prompts (issue 3)",
-        "",
-        prompt_verdict_line(r, args),
-        *prompt_disturbance(r),
-        "",
-        "| measured | p50 | p90 | p99 | max | min | sent | answered 200 | SMS received | lost | duplicates "
-        "| CPU %: gunicorn / celery / pg / redis / bench / other / steal / busy |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-        f"| bc-authorize answer → SMS at the fake (ms) | {st.p50_ms:.1f} | {st.p90_ms:.1f} | {st.p99_ms:.1f} | "
-        f"{st.max_ms:.1f} | {st.min_ms:.1f} | {st.sent:,} | {st.answered_200:,} | {st.received:,} | {st.lost} | "
-        f"{st.duplicates} | {fmt_cpu(r.cpu, OPEN_LOOP_CPU)} |",
-        "",
+        *open_loop_head(r, "Prompts (issue 3)", prompt_verdict(r, args), "bc-authorize answer → SMS at the fake (ms)"),
         f"- Load: open loop, {args.prompt_rate:g} POST /oauth/bc-authorize/ a second on a fixed schedule (achieved "
         f"{st.achieved_rate:.2f}/s; {st.late_sends} requests left more than 20 ms after their slot), "
         f"{args.prompt_warmup} s warm-up (not counted) then {args.prompt_duration} s measured; each request opens "
@@ -97,7 +125,7 @@ def prompt_section(r: PromptResult, args: argparse.Namespace) -> list[str]:
         "each request carries a unique binding_message ('B' + its number), which the SMS quotes: that is how an "
         "SMS is matched to its request (the SMS has no auth_req_id, by design).",
         f"- bc-authorize itself during the run (send → answer read): p50 {st.answer_p50_ms:.1f} ms, p99 "
-        f"{st.answer_p99_ms:.1f} ms; answers other than 200: {st.errors}{errors}.",
+        f"{st.answer_p99_ms:.1f} ms; answers other than 200: {st.errors}{error_kinds(st)}.",
         "- Latency = the time the fake Twilio parsed the Messages.json request (time.time()) − the time the "
         "generator had read bc-authorize's 200 answer (time.time()), both in the benchmark's process; the task is "
         "queued when the request's transaction commits, before the answer is written, so a fast worker can beat "
@@ -125,49 +153,22 @@ def prompt_section(r: PromptResult, args: argparse.Namespace) -> list[str]:
     ]
 
 
-def prompt_json(r: PromptResult) -> dict[str, Any]:
-    return {
-        "stats": vars(r.stats),
-        "cpu": r.cpu,
-        "pg_sessions": r.pg_sessions,
-        "worker": r.worker,
-        "approvers": r.approvers,
-        "warm": r.warm,
-        "seconds": r.seconds,
-        "target_met": r.target_met,
-    }
-
-
-def ping_verdict_line(r: PingResult, args: argparse.Namespace) -> str:
-    st = r.stats
-    return (
-        f"- Ping: the approver's decide POST to the ping received by the fake agent endpoint, {st.sent} approvals at "
-        f"{args.ping_rate:g}/s: p50 **{st.p50_ms:.0f} ms**, p99 **{st.p99_ms:.0f} ms**, lost **{st.lost}**, "
-        f"duplicates **{st.duplicates}** — target p50 < {PING_P50_TARGET_MS} ms (none lost, duplicated or refused) — "
-        f"**{'MET' if r.target_met else 'NOT MET'}**."
+def ping_verdict(r: PingResult, args: argparse.Namespace) -> list[str]:
+    return open_loop_verdict(
+        r,
+        "ping",
+        f"Ping: the approver's decide POST to the ping received by the fake agent endpoint, {r.stats.sent} approvals "
+        f"at {args.ping_rate:g}/s",
+        f"p50 < {PING_P50_TARGET_MS} ms (none lost, duplicated or refused)",
     )
-
-
-def ping_disturbance(r: PingResult) -> list[str]:
-    return disturbance(r.cpu, "ping")
 
 
 def ping_section(r: PingResult, args: argparse.Namespace) -> list[str]:
     st = r.stats
-    errors = f" ({', '.join(f'{k}: {v}' for k, v in st.error_kinds.items())})" if st.error_kinds else ""
     return [
-        "## Ping delivery (issue 5)",
-        "",
-        ping_verdict_line(r, args),
-        *ping_disturbance(r),
-        "",
-        "| measured | p50 | p90 | p99 | max | min | approvals sent | approved (302) | pings received | lost "
-        "| duplicates | CPU %: gunicorn / celery / pg / redis / bench / other / steal / busy |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-        f"| decide POST sent → ping at the fake (ms) | {st.p50_ms:.1f} | {st.p90_ms:.1f} | {st.p99_ms:.1f} | "
-        f"{st.max_ms:.1f} | {st.min_ms:.1f} | {st.sent:,} | {st.approved:,} | {st.received:,} | {st.lost} | "
-        f"{st.duplicates} | {fmt_cpu(r.cpu, OPEN_LOOP_CPU)} |",
-        "",
+        *open_loop_head(
+            r, "Ping delivery (issue 5)", ping_verdict(r, args), "decide POST sent → ping at the fake (ms)"
+        ),
         f"- Load: a ping client (`create_agent_client --delivery-mode ping --notification-endpoint "
         "http://127.0.0.1:<port>/cb`, the fake agent endpoint of tests/fakes/agent_endpoint.py in the benchmark's "
         f"process, answering 204). {args.ping_warmup + st.sent:,} pending requests are created first "
@@ -183,11 +184,11 @@ def ping_section(r: PingResult, args: argparse.Namespace) -> list[str]:
         "enqueued on commit, the worker's delivery (claim, attempt rows, the SSRF-checked POST) and the fake. "
         f"The decide answer itself (sent → 302 read): p50 {st.answer_p50_ms:.1f} ms, p99 {st.answer_p99_ms:.1f} ms; "
         f"ping after that answer: p50 {st.after_answer_p50_ms:.1f} ms.",
-        f"- Approved = a 302 back to the request's page ({st.errors} other answers{errors}); the database agrees: "
-        f"{r.db_approved:,} of the {st.sent:,} measured requests approved, {r.db_delivered:,} notifications marked "
-        f"delivered. Lost = approved but no ping within {args.ping_wait:g} s after the last approval; duplicates = "
-        f"requests pinged more than once; {st.bad_token} pings carried a Bearer token other than the request's "
-        f"client_notification_token; {st.unmatched} pings matched no request.",
+        f"- Approved = a 302 back to the request's page ({st.errors} other answers{error_kinds(st)}); the "
+        f"database agrees: {r.db_approved:,} of the {st.sent:,} measured requests approved, {r.db_delivered:,} "
+        f"notifications marked delivered. Lost = approved but no ping within {args.ping_wait:g} s after the last "
+        f"approval; duplicates = requests pinged more than once; {st.bad_token} pings carried a Bearer token other "
+        f"than the request's client_notification_token; {st.unmatched} pings matched no request.",
         f"- Worker: `{r.worker}` (as in the prompt phase), broker emptied first; the requests' own prompts (console "
         "channel) are all sent before the approvals start. gunicorn: a fresh one, "
         f"{args.workers} sync workers. PostgreSQL sessions opened during the measured run: {r.pg_sessions}.",
@@ -200,21 +201,6 @@ def ping_section(r: PingResult, args: argparse.Namespace) -> list[str]:
         "celery-ping.log, gunicorn-ping.log.",
         "",
     ]
-
-
-def ping_json(r: PingResult) -> dict[str, Any]:
-    return {
-        "stats": vars(r.stats),
-        "cpu": r.cpu,
-        "pg_sessions": r.pg_sessions,
-        "worker": r.worker,
-        "db_approved": r.db_approved,
-        "db_delivered": r.db_delivered,
-        "warm": r.warm,
-        "create_seconds": r.create_seconds,
-        "seconds": r.seconds,
-        "target_met": r.target_met,
-    }
 
 
 # ---------------------------------------------------------------------------------------------- closed-loop phases
@@ -290,8 +276,8 @@ def write_results(facts: RunFacts, args: argparse.Namespace, results: dict[str, 
         f"included): **{rows}** — target 0 — **{'MET' if rows == 0 else 'NOT MET'}**"
         + (f" (by table: {pr.rows})" if rows else "")
         + ".",
-        *([prompt_verdict_line(prompts, args), *prompt_disturbance(prompts)] if prompts else []),
-        *([ping_verdict_line(ping, args), *ping_disturbance(ping)] if ping else []),
+        *(prompt_verdict(prompts, args) if prompts else []),
+        *(ping_verdict(ping, args) if ping else []),
         *pool_warning(polls, pr.pool_size),
         *disturbances({"ceiling": ceiling, "bc-authorize": bc, "pending polls": polls, "ceiling after": ceiling_after}),
         "",
@@ -404,8 +390,8 @@ def write_results(facts: RunFacts, args: argparse.Namespace, results: dict[str, 
                 "rows_written_bc": bc_rows,
                 "pool_size": pr.pool_size,
                 "pg_xacts_per_poll": pr.xacts_per_poll,
-                "prompts": prompt_json(prompts) if prompts else None,
-                "ping": ping_json(ping) if ping else None,
+                "prompts": open_loop_json(prompts) if prompts else None,
+                "ping": open_loop_json(ping) if ping else None,
             },
             indent=2,
         )
@@ -414,12 +400,9 @@ def write_results(facts: RunFacts, args: argparse.Namespace, results: dict[str, 
 
 def write_phase_json(name: str, result: PhaseResult) -> Path:
     """bench/out/<name>.json for a run of one phase (--only), which leaves bench/RESULTS.md alone."""
-    if isinstance(result, PromptResult):
-        figures = prompt_json(result)
-    elif isinstance(result, PingResult):
-        figures = ping_json(result)
-    else:
+    if not isinstance(result, PromptResult | PingResult):
         raise TypeError(f"no JSON for a {type(result).__name__} alone")
+    figures = open_loop_json(result)
     path = OUT_DIR / f"{name}.json"
     path.write_text(json.dumps(figures, indent=2))
     return path.relative_to(ROOT)

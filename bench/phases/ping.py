@@ -14,19 +14,20 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import math
 import re
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
+from typing import ClassVar
 from urllib.parse import urlencode
 
 from bench.common import HOST, OUT_DIR, BenchError, basic_auth, form_headers, free_port, http_request, log, percentile
 from bench.load import OpenLoop, Shot
 from bench.phases.base import Context, Phase
-from bench.postgres import connect, pg_sessions
+from bench.phases.open_loop import ArrivalStats, arrival_stats, await_arrivals, latencies_ms, measure_load
+from bench.postgres import connect
 from bench.servers import (
     Server,
     Worker,
@@ -37,7 +38,7 @@ from bench.servers import (
     start_worker,
     wait_until_drained,
 )
-from bench.system import OPEN_LOOP_CPU, cpu_shares, fmt_cpu, wait_for_quiet
+from bench.system import OPEN_LOOP_CPU, fmt_cpu, wait_for_quiet
 from tests.fakes.agent_endpoint import FakeAgentEndpoint, Received
 
 PING_P50_TARGET_MS = 100
@@ -135,94 +136,46 @@ def ping_id(ping: Received) -> str | None:
     return body.get("auth_req_id") if isinstance(body, dict) else None
 
 
-def wait_for_pings(fake: FakeAgentEndpoint, auth_req_ids: set[str], deadline: float) -> None:
-    """Until every auth_req_id has a ping, or the deadline (time.time())."""
-    while time.time() < deadline:
-        if auth_req_ids <= {ping_id(p) for p in fake.received}:
-            return
-        time.sleep(0.05)
-
-
 # ----------------------------------------------------------------------------------------------------- statistics
 
 
+def approved(a: Approval) -> bool:
+    """A 302 back to the request's page (whether it was approved, the database says: checked apart)."""
+    return a.status == 302 and a.location.endswith(decided_location(a.request_id))
+
+
 @dataclass
-class PingStats:
-    sent: int  # measured decide POSTs
-    approved: int  # answered 302 back to the request's page (and approved in the database, checked apart)
-    errors: int  # any other answer, or none
-    received: int  # measured approvals with at least one ping
-    lost: int  # approved, but no ping within the wait after the load stopped
-    duplicates: int  # measured approvals with more than one ping
+class PingStats(ArrivalStats):
+    """ok = approved; the latency runs from the decide POST sent."""
+
     bad_token: int  # pings whose Bearer token is not the request's client_notification_token
-    unmatched: int  # pings naming no request of this run
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    min_ms: float
-    answer_p50_ms: float  # decide: sent -> answer read
-    answer_p99_ms: float
     after_answer_p50_ms: float  # ping received - decide's answer read
-    late_sends: int  # decide POSTs sent more than 20 ms after their slot
-    achieved_rate: float
-    error_kinds: dict[str, int] = field(default_factory=dict)
 
 
 def compute_stats(load: OpenLoop[Approval], pings: list[Received]) -> PingStats:
-    by_id: dict[str, list[Received]] = {}
+    """Each ping matched to its approval by the auth_req_id in its body."""
     known = {a.auth_req_id: a for a in load.shots}
+    arrivals: dict[str, list[float]] = {}
     unmatched = bad_token = 0
     for ping in pings:
         rid = ping_id(ping)
         if rid not in known:
             unmatched += 1
             continue
-        by_id.setdefault(rid, []).append(ping)
-        if ping.headers.get("authorization") != f"Bearer {known[rid].token}":
+        approval = known[rid]
+        arrivals.setdefault(approval.label, []).append(ping.received_at)
+        if ping.headers.get("authorization") != f"Bearer {approval.token}":
             bad_token += 1
-    measured = load.measured
-    ok = [a for a in measured if a.status == 302 and a.location.endswith(decided_location(a.request_id))]
-    error_kinds: dict[str, int] = {}
-    for a in measured:
-        if a not in ok:
-            kind = a.error or f"HTTP {a.status} {a.location[:40]}".strip()
-            error_kinds[kind] = error_kinds.get(kind, 0) + 1
-
-    def first(a: Approval) -> float:
-        return min(p.received_at for p in by_id[a.auth_req_id])
-
-    got = [a for a in ok if a.auth_req_id in by_id]
-    latencies = sorted(1000 * (first(a) - a.sent) for a in got)
-    after_answer = sorted(1000 * (first(a) - a.answered) for a in got)
-    answers = sorted(1000 * (a.answered - a.sent) for a in measured if a.answered)
-    sends = [a.sent for a in measured]
-    span = (max(sends) - min(sends)) if len(sends) > 1 else 0
-    return PingStats(
-        sent=len(measured),
-        approved=len(ok),
-        errors=len(measured) - len(ok),
-        received=sum(1 for a in measured if a.auth_req_id in by_id),
-        lost=sum(1 for a in ok if a.auth_req_id not in by_id),
-        duplicates=sum(1 for a in measured if len(by_id.get(a.auth_req_id, ())) > 1),
-        bad_token=bad_token,
-        unmatched=unmatched,
-        p50_ms=percentile(latencies, 50),
-        p90_ms=percentile(latencies, 90),
-        p99_ms=percentile(latencies, 99),
-        max_ms=latencies[-1] if latencies else math.nan,
-        min_ms=latencies[0] if latencies else math.nan,
-        answer_p50_ms=percentile(answers, 50),
-        answer_p99_ms=percentile(answers, 99),
-        after_answer_p50_ms=percentile(after_answer, 50),
-        late_sends=sum(1 for a in measured if a.sent - a.scheduled > 0.020),
-        achieved_rate=(len(sends) - 1) / span if span else math.nan,
-        error_kinds=error_kinds,
-    )
+    stats = arrival_stats(load, arrivals, unmatched, ok=approved, since=lambda a: a.sent)
+    after_answer = latencies_ms(filter(approved, load.measured), arrivals, lambda a: a.answered)
+    return PingStats(**vars(stats), bad_token=bad_token, after_answer_p50_ms=percentile(after_answer, 50))
 
 
 @dataclass
 class PingResult:
+    # What the console and RESULTS.md call the stats' sent, ok and received.
+    counts: ClassVar[tuple[str, str, str]] = ("approvals sent", "approved (302)", "pings received")
+
     stats: PingStats
     cpu: dict[str, float]
     pg_sessions: int
@@ -241,9 +194,7 @@ class PingResult:
     def summary(self) -> str:
         st = self.stats
         return (
-            f"approvals sent {st.sent}, approved (302) {st.approved}, pings received {st.received}, lost {st.lost}, "
-            f"duplicates {st.duplicates}; decide POST->ping p50 {st.p50_ms:.1f} ms, p90 {st.p90_ms:.1f} ms, "
-            f"p99 {st.p99_ms:.1f} ms, max {st.max_ms:.1f} ms; decide answer p50 {st.answer_p50_ms:.1f} ms; "
+            f"{st.summary(self.counts, 'decide POST->ping')}; decide answer p50 {st.answer_p50_ms:.1f} ms; "
             f"CPU {fmt_cpu(self.cpu, OPEN_LOOP_CPU)}; target {'met' if self.target_met else 'NOT met'}"
         )
 
@@ -400,21 +351,10 @@ class Ping(Phase):
                 f"ping: {args.ping_warmup} approvals warm-up then {args.ping_count} measured at {args.ping_rate:g} "
                 "decide POSTs/s (open loop)"
             )
-            gen = load.start()
-            sessions_0 = pg_sessions(args)
-            before = ctx.cpu_sample(server, worker)
-            gen.join(timeout=len(approvals) / args.ping_rate + 30)
-            time.sleep(0.3)  # the last pings
-            after = ctx.cpu_sample(server, worker)
-            sessions = pg_sessions(args) - sessions_0
-            if gen.is_alive():
-                raise BenchError("ping: the load generator did not finish")
-            cpu = cpu_shares(before, after, 0.0)
+            timeout = len(approvals) / args.ping_rate + 30
+            cpu, sessions = measure_load(ctx, "ping", load, server, worker, timeout, settle=0.3)  # the last pings
             wanted = {a.auth_req_id for a in load.shots if a.status == 302}
-            wait_for_pings(fake, wanted, time.time() + args.ping_wait)
-            if not server.alive() or not worker.alive():
-                raise BenchError(f"ping: gunicorn or the worker died.\n{server.log_tail()}\n{worker.log_tail()}")
-            time.sleep(0.5)  # a duplicate would come right after
+            await_arrivals("ping", server, worker, lambda: {ping_id(p) for p in fake.received}, wanted, args.ping_wait)
             pings = [p for p in fake.received if ping_id(p) != smoke_id]
             stats = compute_stats(load, pings)
             got = {ping_id(p) for p in pings}

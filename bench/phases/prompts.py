@@ -8,18 +8,18 @@ received_at - the time the 200 answer was read, both time.time() in this process
 
 from __future__ import annotations
 
-import math
 import re
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 from urllib.parse import urlencode
 
-from bench.common import OUT_DIR, BenchError, form_headers, free_port, http_request, log, percentile
+from bench.common import OUT_DIR, BenchError, form_headers, free_port, http_request, log
 from bench.load import OpenLoop, Shot
 from bench.phases.base import Context, Phase
-from bench.postgres import pg_sessions
+from bench.phases.open_loop import ArrivalStats, arrival_stats, await_arrivals, measure_load
 from bench.servers import (
     Server,
     Worker,
@@ -30,7 +30,7 @@ from bench.servers import (
     start_worker,
     wait_until_drained,
 )
-from bench.system import OPEN_LOOP_CPU, cpu_shares, fmt_cpu, wait_for_quiet
+from bench.system import OPEN_LOOP_CPU, fmt_cpu, wait_for_quiet
 from tests.fakes.twilio import FakeTwilio, ReceivedSms
 
 PROMPT_P50_TARGET_MS = 150
@@ -54,81 +54,21 @@ def sms_label(sms: ReceivedSms) -> str | None:
     return match.group(1) if match else None
 
 
-def wait_for_labels(fake: FakeTwilio, labels: set[str], deadline: float) -> None:
-    """Until every label has an SMS, or the deadline (time.time())."""
-    while time.time() < deadline:
-        seen = {sms_label(m) for m in fake.messages}
-        if labels <= seen:
-            return
-        time.sleep(0.05)
-
-
 # ----------------------------------------------------------------------------------------------------- statistics
 
 
-@dataclass
-class PromptStats:
-    sent: int
-    answered_200: int
-    errors: int  # answers other than 200, or no answer
-    received: int  # measured requests with at least one SMS
-    lost: int  # answered 200, no SMS within the wait after the load stopped
-    duplicates: int  # measured requests with more than one SMS
-    unmatched: int  # SMS whose body names no request of this run
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    min_ms: float
-    answer_p50_ms: float  # bc-authorize: sent -> answer read
-    answer_p99_ms: float
-    late_sends: int  # requests sent more than 20 ms after their slot (the generator fell behind)
-    achieved_rate: float
-    error_kinds: dict[str, int] = field(default_factory=dict)
-
-
-def compute_stats(load: OpenLoop[Shot], messages: list[ReceivedSms]) -> PromptStats:
-    by_label: dict[str, list[ReceivedSms]] = {}
-    unmatched = 0
+def compute_stats(load: OpenLoop[Shot], messages: list[ReceivedSms]) -> ArrivalStats:
+    """Each SMS matched to its request by the label it quotes; latency from the generator reading the 200 answer."""
     known = {r.label for r in load.shots}
+    arrivals: dict[str, list[float]] = {}
+    unmatched = 0
     for sms in messages:
         label = sms_label(sms)
         if label in known:
-            by_label.setdefault(label, []).append(sms)
+            arrivals.setdefault(label, []).append(sms.received_at)
         elif label is None or not label.startswith("S"):  # S*: the smoke test's
             unmatched += 1
-    measured = load.measured
-    ok = [r for r in measured if r.status == 200]
-    error_kinds: dict[str, int] = {}
-    for r in measured:
-        if r.status != 200:
-            kind = r.error or f"HTTP {r.status}"
-            error_kinds[kind] = error_kinds.get(kind, 0) + 1
-    latencies = sorted(
-        1000 * (min(m.received_at for m in by_label[r.label]) - r.answered) for r in ok if r.label in by_label
-    )
-    answers = sorted(1000 * (r.answered - r.sent) for r in measured if r.answered)
-    sends = [r.sent for r in measured]
-    span = (max(sends) - min(sends)) if len(sends) > 1 else 0
-    return PromptStats(
-        sent=len(measured),
-        answered_200=len(ok),
-        errors=len(measured) - len(ok),
-        received=sum(1 for r in measured if r.label in by_label),
-        lost=sum(1 for r in ok if r.label not in by_label),
-        duplicates=sum(1 for r in measured if len(by_label.get(r.label, ())) > 1),
-        unmatched=unmatched,
-        p50_ms=percentile(latencies, 50),
-        p90_ms=percentile(latencies, 90),
-        p99_ms=percentile(latencies, 99),
-        max_ms=latencies[-1] if latencies else math.nan,
-        min_ms=latencies[0] if latencies else math.nan,
-        answer_p50_ms=percentile(answers, 50),
-        answer_p99_ms=percentile(answers, 99),
-        late_sends=sum(1 for r in measured if r.sent - r.scheduled > 0.020),
-        achieved_rate=(len(sends) - 1) / span if span else math.nan,
-        error_kinds=error_kinds,
-    )
+    return arrival_stats(load, arrivals, unmatched, ok=lambda r: r.status == 200, since=lambda r: r.answered)
 
 
 def warm_counts(load: OpenLoop[Shot], messages: list[ReceivedSms]) -> tuple[int, int]:
@@ -140,7 +80,10 @@ def warm_counts(load: OpenLoop[Shot], messages: list[ReceivedSms]) -> tuple[int,
 
 @dataclass
 class PromptResult:
-    stats: PromptStats
+    # What the console and RESULTS.md call the stats' sent, ok and received.
+    counts: ClassVar[tuple[str, str, str]] = ("sent", "answered 200", "SMS received")
+
+    stats: ArrivalStats
     cpu: dict[str, float]
     pg_sessions: int  # PostgreSQL sessions opened in the bench database during the measured run
     worker: str
@@ -162,9 +105,7 @@ class PromptResult:
     def summary(self) -> str:
         st = self.stats
         return (
-            f"sent {st.sent}, answered 200 {st.answered_200}, SMS received {st.received}, lost {st.lost}, "
-            f"duplicates {st.duplicates}; answer->SMS p50 {st.p50_ms:.1f} ms, p90 {st.p90_ms:.1f} ms, "
-            f"p99 {st.p99_ms:.1f} ms, max {st.max_ms:.1f} ms; CPU {fmt_cpu(self.cpu, OPEN_LOOP_CPU)}; "
+            f"{st.summary(self.counts, 'answer->SMS')}; CPU {fmt_cpu(self.cpu, OPEN_LOOP_CPU)}; "
             f"target {'met' if self.target_met else 'NOT met'}"
         )
 
@@ -270,20 +211,12 @@ class Prompts(Phase):
                 f"prompts: {args.prompt_warmup} s warm-up then {args.prompt_duration} s measured at "
                 f"{args.prompt_rate:g} bc-authorize/s (open loop)"
             )
-            gen = load.start()
-            sessions_0 = pg_sessions(args)
-            before = ctx.cpu_sample(server, worker)
-            gen.join(timeout=args.prompt_warmup + args.prompt_duration + 30)
-            after = ctx.cpu_sample(server, worker)
-            sessions = pg_sessions(args) - sessions_0
-            if gen.is_alive():
-                raise BenchError("prompts: the load generator did not finish")
-            cpu = cpu_shares(before, after, 0.0)
+            timeout = args.prompt_warmup + args.prompt_duration + 30
+            cpu, sessions = measure_load(ctx, "prompts", load, server, worker, timeout)
             labels = {r.label for r in load.measured if r.status == 200}
-            wait_for_labels(fake, labels, time.time() + args.prompt_wait)
-            if not server.alive() or not worker.alive():
-                raise BenchError(f"prompts: gunicorn or the worker died.\n{server.log_tail()}\n{worker.log_tail()}")
-            time.sleep(0.5)  # a duplicate would come right after
+            await_arrivals(
+                "prompts", server, worker, lambda: {sms_label(m) for m in fake.messages}, labels, args.prompt_wait
+            )
             messages = fake.messages
             stats = compute_stats(load, messages)
             warm = warm_counts(load, messages)
