@@ -80,7 +80,7 @@ def notification_create(*, approval_request_id: UUID | str, outcome: str, now: d
     """Inside the transition's transaction: the callback a ping or push client is owed for this outcome, or None
     when the client is owed none or already has it."""
     # The mode bound to the request when it was made, not the client's registration now.
-    mode = RequestCallback.objects.filter(request_id=approval_request_id).values_list("mode", flat=True).first()
+    mode = RequestCallback.objects.filter(request__pk=approval_request_id).values_list("mode", flat=True).first()
     if mode not in Notification.Mode.values:
         return None
     deadline = now + timedelta(seconds=authz_settings.NOTIFICATION_DEADLINE_SECONDS)
