@@ -37,10 +37,17 @@ def env_secret(name: str, default: str | None = "") -> str | None:
     return os.environ.get(name, default)
 
 
+# What a reader called with default=_UNSET gives for a variable that is not set. Not None: for a default of None,
+# django-environ also answers None for a variable set to the empty string, and a variable that is set, even empty,
+# means what it meant before the apps held the defaults (APPROVALS_PROMPT_CHANNELS= is no channel, refused by check
+# E102, not the console channel that prints every approval link; an empty number fails at start-up).
+_UNSET: Any = object()
+
+
 def env_set(**values: Any) -> dict[str, Any]:
-    """The settings whose variable is set (a reader called with default=None gives None for one that is not): the
-    others are left out, so that an app's conf.py holds each default once."""
-    return {key: value for key, value in values.items() if value is not None}
+    """The settings whose variable is set (a reader called with default=_UNSET, or env_secret with None, gives that
+    for one that is not): the others are left out, so that an app's conf.py holds each default once."""
+    return {key: value for key, value in values.items() if value is not _UNSET and value is not None}
 
 
 DEBUG = env.bool("DEBUG", default=True)
@@ -335,44 +342,44 @@ OAUTH2_PROVIDER = {
 # protocol's (authz.conf.authz_settings), and APPROVALS, the human side's (approvals.conf.approvals_settings). Only
 # the variables that are set appear here; their names predate the split, so AUTHZ's keep the APPROVALS_ prefix.
 AUTHZ = env_set(
-    DEFAULT_EXPIRY_SECONDS=env.int("APPROVALS_DEFAULT_EXPIRY_SECONDS", default=None),
-    MAX_EXPIRY_SECONDS=env.int("APPROVALS_MAX_EXPIRY_SECONDS", default=None),
-    POLL_INTERVAL_SECONDS=env.int("APPROVALS_POLL_INTERVAL_SECONDS", default=None),
-    USER_CODE_SUPPORTED=env.bool("APPROVALS_USER_CODE_SUPPORTED", default=None),
-    MAX_REQUEST_BYTES=env.int("APPROVALS_MAX_REQUEST_BYTES", default=None),
-    NOTIFICATION_DEADLINE_SECONDS=env.int("APPROVALS_NOTIFICATION_DEADLINE_SECONDS", default=None),
+    DEFAULT_EXPIRY_SECONDS=env.int("APPROVALS_DEFAULT_EXPIRY_SECONDS", default=_UNSET),
+    MAX_EXPIRY_SECONDS=env.int("APPROVALS_MAX_EXPIRY_SECONDS", default=_UNSET),
+    POLL_INTERVAL_SECONDS=env.int("APPROVALS_POLL_INTERVAL_SECONDS", default=_UNSET),
+    USER_CODE_SUPPORTED=env.bool("APPROVALS_USER_CODE_SUPPORTED", default=_UNSET),
+    MAX_REQUEST_BYTES=env.int("APPROVALS_MAX_REQUEST_BYTES", default=_UNSET),
+    NOTIFICATION_DEADLINE_SECONDS=env.int("APPROVALS_NOTIFICATION_DEADLINE_SECONDS", default=_UNSET),
 )
 APPROVALS = env_set(
-    PROMPT_CHANNELS=env.list("APPROVALS_PROMPT_CHANNELS", default=None),
+    PROMPT_CHANNELS=env.list("APPROVALS_PROMPT_CHANNELS", default=_UNSET),
     # Development only: let ping/push clients register http://127.0.0.1 callbacks (system check E108 with DEBUG off).
-    OUTBOUND_ALLOW_LOOPBACK_HTTP=env.bool("APPROVALS_OUTBOUND_ALLOW_LOOPBACK_HTTP", default=None),
+    OUTBOUND_ALLOW_LOOPBACK_HTTP=env.bool("APPROVALS_OUTBOUND_ALLOW_LOOPBACK_HTTP", default=_UNSET),
     AUTOMATED_APPROVAL_SECRET=env_secret("APPROVALS_AUTOMATED_APPROVAL_SECRET", None),
-    AUTOMATED_APPROVAL_IN_PRODUCTION=env.bool("APPROVALS_AUTOMATED_APPROVAL_IN_PRODUCTION", default=None),
-    PROMPTS_PER_MINUTE=env.int("APPROVALS_PROMPTS_PER_MINUTE", default=None),
-    PROMPTS_PER_PERSON_PER_MINUTE=env.int("APPROVALS_PROMPTS_PER_PERSON_PER_MINUTE", default=None),
-    MAX_PENDING_PER_PERSON=env.int("APPROVALS_MAX_PENDING_PER_PERSON", default=None),
-    PROMPT_TIMEOUT_SECONDS=env.float("APPROVALS_PROMPT_TIMEOUT_SECONDS", default=None),
+    AUTOMATED_APPROVAL_IN_PRODUCTION=env.bool("APPROVALS_AUTOMATED_APPROVAL_IN_PRODUCTION", default=_UNSET),
+    PROMPTS_PER_MINUTE=env.int("APPROVALS_PROMPTS_PER_MINUTE", default=_UNSET),
+    PROMPTS_PER_PERSON_PER_MINUTE=env.int("APPROVALS_PROMPTS_PER_PERSON_PER_MINUTE", default=_UNSET),
+    MAX_PENDING_PER_PERSON=env.int("APPROVALS_MAX_PENDING_PER_PERSON", default=_UNSET),
+    PROMPT_TIMEOUT_SECONDS=env.float("APPROVALS_PROMPT_TIMEOUT_SECONDS", default=_UNSET),
     # Off by default: staff and superuser accounts are not people agents may ask (docs/approvers.md).
-    STAFF_APPROVERS=env.bool("APPROVALS_STAFF_APPROVERS", default=None),
+    STAFF_APPROVERS=env.bool("APPROVALS_STAFF_APPROVERS", default=_UNSET),
     # Client addresses for lockouts and audit: a client's own X-Forwarded-For is never believed unless a trusted
     # proxy is configured to set this header (docs/configuration.md).
-    CLIENT_IP_HEADER=env.str("COUNTERSIGN_CLIENT_IP_HEADER", default=None),
-    TRUSTED_PROXY_COUNT=env.int("COUNTERSIGN_TRUSTED_PROXY_COUNT", default=None),
+    CLIENT_IP_HEADER=env.str("COUNTERSIGN_CLIENT_IP_HEADER", default=_UNSET),
+    TRUSTED_PROXY_COUNT=env.int("COUNTERSIGN_TRUSTED_PROXY_COUNT", default=_UNSET),
     # Always present (maybe empty): approvals_settings merges a partial dict into its defaults.
     TWILIO=env_set(
-        ACCOUNT_SID=env.str("TWILIO_ACCOUNT_SID", default=None),
+        ACCOUNT_SID=env.str("TWILIO_ACCOUNT_SID", default=_UNSET),
         AUTH_TOKEN=env_secret("TWILIO_AUTH_TOKEN", None),
-        FROM_NUMBER=env.str("TWILIO_FROM_NUMBER", default=None),
-        MESSAGING_SERVICE_SID=env.str("TWILIO_MESSAGING_SERVICE_SID", default=None),
-        API_BASE=env.str("TWILIO_API_BASE", default=None),
-        STATUS_CALLBACKS=env.bool("TWILIO_STATUS_CALLBACKS", default=None),
+        FROM_NUMBER=env.str("TWILIO_FROM_NUMBER", default=_UNSET),
+        MESSAGING_SERVICE_SID=env.str("TWILIO_MESSAGING_SERVICE_SID", default=_UNSET),
+        API_BASE=env.str("TWILIO_API_BASE", default=_UNSET),
+        STATUS_CALLBACKS=env.bool("TWILIO_STATUS_CALLBACKS", default=_UNSET),
     ),
     WEBPUSH=env_set(
         VAPID_PRIVATE_KEY=env_secret("VAPID_PRIVATE_KEY", None),
-        VAPID_PUBLIC_KEY=env.str("VAPID_PUBLIC_KEY", default=None),
-        VAPID_SUBJECT=env.str("VAPID_SUBJECT", default=None),
-        ALLOWED_SERVICES=env.list("WEBPUSH_ALLOWED_SERVICES", default=None),
-        ALLOW_LOOPBACK_HTTP=env.bool("WEBPUSH_ALLOW_LOOPBACK_HTTP", default=None),
+        VAPID_PUBLIC_KEY=env.str("VAPID_PUBLIC_KEY", default=_UNSET),
+        VAPID_SUBJECT=env.str("VAPID_SUBJECT", default=_UNSET),
+        ALLOWED_SERVICES=env.list("WEBPUSH_ALLOWED_SERVICES", default=_UNSET),
+        ALLOW_LOOPBACK_HTTP=env.bool("WEBPUSH_ALLOW_LOOPBACK_HTTP", default=_UNSET),
     ),
 )
 

@@ -11,6 +11,7 @@ default: a bearer token from `manage.py create_registration_token`, RFC 7591 §3
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -106,6 +107,11 @@ def _read_json(request: HttpRequest) -> dict[str, Any]:
         raise InvalidClientMetadata("The body must be a JSON object of client metadata.")
     if contains_nul(data):
         raise InvalidClientMetadata("Client metadata must not contain NUL characters.")
+    try:
+        # A lone surrogate ("\ud800" escaped in JSON) is no Unicode text: PostgreSQL can neither compare nor store it.
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidClientMetadata("Client metadata must be Unicode text (no lone surrogates).") from exc
     return data
 
 
