@@ -1,5 +1,3 @@
-from typing import Any
-
 from django.apps import AppConfig
 from django.db.models.signals import post_delete, post_save
 
@@ -35,12 +33,7 @@ class AuthzConfig(AppConfig):
 
         # A client edited anywhere (admin, shell, commands) must not keep passing the poll fast path on old data.
         for model in (get_application_model(), CibaClient):
-            post_save.connect(_forget_client, sender=model, dispatch_uid=f"forget-client-{model.__name__}")
-            post_delete.connect(_forget_client, sender=model, dispatch_uid=f"forget-client-del-{model.__name__}")
-
-
-def _forget_client(sender: type, instance: Any, **kwargs: Any) -> None:
-    from authz.ciba.poll import forget_client
-
-    application = getattr(instance, "application", instance)
-    forget_client(application.client_id)
+            post_save.connect(poll.forget_saved_client, sender=model, dispatch_uid=f"forget-client-{model.__name__}")
+            post_delete.connect(
+                poll.forget_saved_client, sender=model, dispatch_uid=f"forget-client-del-{model.__name__}"
+            )

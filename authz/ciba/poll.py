@@ -158,6 +158,11 @@ def client_entry(credentials: ClientCredentials) -> str:
     return f"{client_mac(credentials)} {credentials.method}"
 
 
+def forget_saved_client(sender: type, instance: Any, **kwargs: Any) -> None:
+    """post_save/post_delete receiver for an Application or its CibaClient (connected in authz.apps)."""
+    forget_client(getattr(instance, "application", instance).client_id)
+
+
 def forget_client(client_id: str) -> None:
     store = redis_store()
     if store is None:

@@ -10,10 +10,12 @@ import unicodedata
 from datetime import datetime
 from typing import Any
 
+from django.template import TemplateSyntaxError
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError, UnknownType, best_match
 from referencing.exceptions import Unresolvable
 
+from approvals.display import compile_display_template
 from approvals.text import MAX_COMBINING_MARKS, stacks_marks
 from authz.clients.keys import jsonb_problem, strict_json_loads
 from authz.errors import InvalidAuthorizationDetails
@@ -217,10 +219,6 @@ def schema_errors(schema: Any, *, type_name: str = "") -> list[str]:
 def template_errors(source: str) -> list[str]:
     """Why this display template does not compile in the restricted engine the approval page renders it with
     (approvals.display: no load, only a small set of tags and filters), or []."""
-    from django.template import TemplateSyntaxError
-
-    from approvals.display import compile_display_template
-
     try:
         compile_display_template(source)
     except TemplateSyntaxError as exc:
