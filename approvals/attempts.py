@@ -43,16 +43,31 @@ if delta > 0 and redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1
 return value
 """
 
+# KEYS: counters, in order; ARGV[1]: window seconds, ARGV[1 + i]: the limit of KEYS[i]. Counts one in each counter
+# until one goes over its limit, and returns that counter's position (0: none did); the later ones are not counted.
+_COUNT_UNTIL_OVER_LUA = """
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[i + 1])
+  local value = redis.call('INCR', key)
+  if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, ARGV[1]) end
+  if value > limit then return i end
+end
+return 0
+"""
 
-_scripts: dict[int, Any] = {}
+_scripts: dict[tuple[int, str], Any] = {}
+
+
+def _script(store: RedisStore, source: str) -> Any:
+    # register_script hashes the source once; the Script object then runs EVALSHA (EVAL after a Redis restart).
+    script = _scripts.get((id(store), source))
+    if script is None:
+        script = _scripts[(id(store), source)] = store.client.register_script(source)
+    return script
 
 
 def _add_script(store: RedisStore) -> Any:
-    # register_script hashes the source once; the Script object then runs EVALSHA (EVAL after a Redis restart).
-    script = _scripts.get(id(store))
-    if script is None:
-        script = _scripts[id(store)] = store.client.register_script(_ADD_LUA)
-    return script
+    return _script(store, _ADD_LUA)
 
 
 class Verdict(enum.Enum):
@@ -82,6 +97,29 @@ def counter_add(key: str, *, timeout: int, delta: int = 1) -> int | None:
     except RedisError:
         logger.warning("Counter unavailable (Redis): %s", key.rsplit(":", 1)[0], exc_info=True)
         return None
+
+
+def count_until_over(limits: Sequence[tuple[str, int]], *, timeout: int) -> int:
+    """Count one in each (key, limit) counter in turn, each window `timeout` seconds from its first count, until one
+    goes over its limit: its position from 1, else 0. One round trip with Redis; while Redis is unreachable,
+    nothing is over."""
+    limits = [(key, limit) for key, limit in limits if limit]
+    if not limits:
+        return 0
+    try:
+        store = redis_store()
+        if store is None:
+            for position, (key, limit) in enumerate(limits, 1):
+                if _add_in_process(key, timeout=timeout, delta=1) > limit:
+                    return position
+            return 0
+        keys = [store.key(key) for key, _limit in limits]
+        return int(
+            _script(store, _COUNT_UNTIL_OVER_LUA)(keys=keys, args=[max(int(timeout), 1), *(n for _, n in limits)])
+        )
+    except RedisError:
+        logger.warning("Counters unavailable (Redis): %s", limits[0][0].rsplit(":", 1)[0], exc_info=True)
+        return 0
 
 
 def _add_in_process(key: str, *, timeout: int, delta: int) -> int:

@@ -23,7 +23,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from approvals import agents, services
+from approvals import agents, attempts
 from approvals.audit import audit
 from approvals.channels.base import Channel, ChannelError, Prompt
 from approvals.conf import approvals_settings
@@ -208,15 +208,13 @@ def prompt_rate_exceeded(*, client_id: str, user: AbstractBaseUser, now: datetim
     """
     now = now or timezone.now()
     window = int(now.timestamp()) // 60
-    keys = (
-        (f"approvals:prompt-rate:{client_id}:{user.pk}:{window}", approvals_settings.PROMPTS_PER_MINUTE),
-        (f"approvals:prompt-rate-person:{user.pk}:{window}", approvals_settings.PROMPTS_PER_PERSON_PER_MINUTE),
+    # The client's counter first: a request it refuses never reaches the person's (see above). Without Redis the
+    # request is still validated and stored; the limit comes back with Redis.
+    over = attempts.count_until_over(
+        (
+            (f"approvals:prompt-rate:{client_id}:{user.pk}:{window}", approvals_settings.PROMPTS_PER_MINUTE),
+            (f"approvals:prompt-rate-person:{user.pk}:{window}", approvals_settings.PROMPTS_PER_PERSON_PER_MINUTE),
+        ),
+        timeout=120,
     )
-    for key, limit in keys:
-        if not limit:
-            continue
-        # Without Redis the request is still validated and stored; the limit comes back with Redis.
-        requests = services.count(key, timeout=120)
-        if requests is not None and requests > limit:
-            return 60 - int(now.timestamp()) % 60
-    return 0
+    return 60 - int(now.timestamp()) % 60 if over else 0

@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 import secrets
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 from uuid import UUID
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import check_password, make_password
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Field
 from django.utils import timezone
 
 from approvals import attempts
@@ -85,42 +87,120 @@ def approval_request_create(
     authorization_details must already be validated by the caller: they are shown to the approver as they are.
     Call it inside the caller's transaction to store more about the request with it."""
     now = now or timezone.now()
-    with transaction.atomic():
-        _check_pending_cap(user, now=now)
-        approval_request = ApprovalRequest.objects.create(
-            auth_req_id=generate_auth_req_id(),
-            client=client,
-            user=user,
-            scope=scope,
-            hint_type=hint_type,
-            binding_message=binding_message,
-            acr_values=acr_values,
-            requested_expiry=requested_expiry,
-            authorization_details=authorization_details or [],
-            interval=interval,
-            created_at=now,
-            expires_at=now + timedelta(seconds=expires_in),
-            # Should the prompt task never run (the broker is down), the sweeper takes over from then on.
-            prompt_due_at=now + timedelta(seconds=approvals_settings.PROMPT_SWEEP_GRACE_SECONDS),
+    approval_request = ApprovalRequest(
+        auth_req_id=generate_auth_req_id(),
+        client=client,
+        user=user,
+        scope=scope,
+        hint_type=hint_type,
+        binding_message=binding_message,
+        acr_values=acr_values,
+        requested_expiry=requested_expiry,
+        authorization_details=authorization_details or [],
+        interval=interval,
+        created_at=now,
+        expires_at=now + timedelta(seconds=expires_in),
+        # Should the prompt task never run (the broker is down), the sweeper takes over from then on.
+        prompt_due_at=now + timedelta(seconds=approvals_settings.PROMPT_SWEEP_GRACE_SECONDS),
+    )
+    limit = approvals_settings.MAX_PENDING_PER_PERSON
+    # No savepoint: a savepoint costs two round trips, and nothing here is retried inside the caller's transaction.
+    # TooManyPending is raised once the block has ended, so it leaves the caller's transaction usable.
+    with transaction.atomic(savepoint=False):
+        created = _insert_with_audit(
+            approval_request, limit=limit, at=now, detail={"client_id": client.client_id, "scope": scope}
         )
-        audit(approval_request.pk, Kind.CREATED, at=now, client_id=client.client_id, scope=scope)
-        _changed(approval_request.pk, Status.PENDING, previous=None, at=now, approval_request=approval_request)
+        if created:
+            _changed(approval_request.pk, Status.PENDING, previous=None, at=now, approval_request=approval_request)
+    if not created:
+        raise TooManyPending(limit)
     return approval_request
 
 
-def _check_pending_cap(user: User, *, now: datetime) -> None:
-    """Raise TooManyPending if the person has APPROVALS["MAX_PENDING_PER_PERSON"] live requests (0: no cap).
+def _insert_with_audit(approval_request: ApprovalRequest, *, limit: int, at: datetime, detail: dict[str, Any]) -> bool:
+    """INSERT the new request and its CREATED event, unless the person already has `limit` live requests (0: no cap);
+    False then, and nothing is written.
 
     Requests past expires_at do not count, whether or not the sweeper has marked them expired yet. The person's user
     row is locked for the rest of the transaction, so racing creates for one person are counted one after another
-    (along the user-status-expires_at index) and the cap holds exactly."""
-    limit = approvals_settings.MAX_PENDING_PER_PERSON
-    if not limit:
-        return
-    get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).first()
-    live = ApprovalRequest.objects.filter(user=user, status=Status.PENDING, expires_at__gt=now)[:limit].count()
-    if live >= limit:
-        raise TooManyPending(limit)
+    (along the user-status-expires_at index) and the cap holds exactly. On PostgreSQL all of it is one round trip:
+    the lock, then one statement that counts and INSERTs both rows: two statements of one simple-protocol query, so
+    that under READ COMMITTED the count's snapshot is taken after the lock was granted (one statement would count
+    with a snapshot from before its wait, and miss the request of the transaction it waited for)."""
+    if connection.vendor != "postgresql":
+        if limit:
+            get_user_model().objects.select_for_update().filter(pk=approval_request.user_id).values_list(
+                "pk", flat=True
+            ).first()
+            live = ApprovalRequest.objects.filter(
+                user_id=approval_request.user_id, status=Status.PENDING, expires_at__gt=at
+            )[:limit].count()
+            if live >= limit:
+                return False
+        approval_request.save(force_insert=True)
+        audit(approval_request.pk, Kind.CREATED, at=at, **detail)
+        return True
+    request_fields, event_fields = _insert_fields()
+    values = [f.get_db_prep_save(f.pre_save(approval_request, True), connection) for f in request_fields]
+    event = AuditEvent(request_id=approval_request.pk, kind=Kind.CREATED, at=at, detail=detail)
+    event_values = [f.get_db_prep_save(f.pre_save(event, True), connection) for f in event_fields[1:]]
+    cap: list[Any] = [approval_request.user_id, Status.PENDING, at, limit, limit] if limit else []
+    params = [*cap[:1], *values, *cap, *event_values]
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_sql(bool(limit)), params)
+        if limit:
+            cursor.nextset()  # the lock's row
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    approval_request._state.adding = False
+    approval_request._state.db = connection.alias
+    return True
+
+
+@cache
+def _insert_fields() -> tuple[list[Field[Any, Any]], list[Field[Any, Any]]]:
+    request_fields = list(ApprovalRequest._meta.concrete_fields)
+    # The request's column first: the statement fills it from the INSERTed request.
+    event_fields: list[Field[Any, Any]] = [AuditEvent._meta.get_field("request")]
+    event_fields += [f for f in AuditEvent._meta.concrete_fields if not f.primary_key and f.name != "request"]
+    return request_fields, event_fields
+
+
+@cache
+def _insert_sql(capped: bool) -> str:
+    q = connection.ops.quote_name
+    user_table = get_user_model()._meta
+    request_fields, event_fields = _insert_fields()
+    req, event = ApprovalRequest._meta, AuditEvent._meta
+
+    def column(meta: Any, name: str) -> str:
+        return q(meta.get_field(name).column)
+
+    def typed(fields: list[Field[Any, Any]]) -> str:
+        # INSERT ... SELECT takes the types of its expressions, not of its target columns: each value is cast, text
+        # for varchar(n) so that a value too long is refused by the column, not cut short by the cast.
+        types = [str(f.db_type(connection)) for f in fields]
+        return ", ".join(f"CAST(%s AS {'text' if t.startswith('varchar') else t})" for t in types)
+
+    lock = (
+        f"SELECT 1 FROM {q(user_table.db_table)} WHERE {q(user_table.pk.column)} = %s FOR UPDATE; "  # noqa: S608
+        if capped
+        else ""
+    )
+    cap = (
+        f"WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM {q(req.db_table)} WHERE {column(req, 'user')} = %s "  # noqa: S608
+        f"AND {column(req, 'status')} = %s AND {column(req, 'expires_at')} > %s LIMIT %s) live) < %s "
+        if capped
+        else ""
+    )
+    # Only quoted identifiers and type names from the models' metadata are interpolated; values are parameters.
+    return (
+        lock + f"WITH created AS (INSERT INTO {q(req.db_table)} ({', '.join(q(f.column) for f in request_fields)}) "  # noqa: S608
+        f"SELECT {typed(request_fields)} {cap}RETURNING {q(req.pk.column)}) "
+        f"INSERT INTO {q(event.db_table)} ({', '.join(q(f.column) for f in event_fields)}) "
+        f"SELECT created.{q(req.pk.column)}, {typed(event_fields[1:])} FROM created RETURNING {q(event.pk.column)}"
+    )
 
 
 def approval_request_decide(

@@ -64,7 +64,7 @@ def validate_backchannel_request(
         raise InvalidRequest("acr_values is too long.")
     notification_token = _validate_notification_token(params.get("client_notification_token"), ciba=ciba)
     calls_back = ciba.backchannel_token_delivery_mode != CibaClient.DeliveryMode.POLL
-    approver = Approver.objects.filter(user=user).first()
+    approver = _approver_of(user)
     _validate_user_code(params.get("user_code"), ciba=ciba, approver=approver)
     if approver is not None and not approver.accepting_requests:
         raise BackchannelAccessDenied("This user is not accepting requests from agents.")
@@ -135,16 +135,26 @@ def _resolve_user(params: dict[str, str], *, client: Any, issuer: str) -> tuple[
     return hint_type, user
 
 
+def _approver_of(user: User) -> Approver | None:
+    # The user lookups below fetch the Approver row with the user (select_related): no query of its own then.
+    try:
+        approver: Approver = user.approver
+    except Approver.DoesNotExist:
+        return None
+    return approver
+
+
 def resolve_login_hint(hint: str) -> User | None:
     """A username, an email address (if it names exactly one user) or an E.164 phone number."""
     UserModel = get_user_model()
     if len(hint) > 254:
         return None
-    user = UserModel.objects.filter(**{UserModel.USERNAME_FIELD: hint}).first()
+    users = UserModel.objects.select_related("approver")
+    user = users.filter(**{UserModel.USERNAME_FIELD: hint}).first()
     if user is not None:
         return user
     if "@" in hint:
-        matches = list(UserModel.objects.filter(email__iexact=hint)[:2])
+        matches = list(users.filter(email__iexact=hint)[:2])
         return matches[0] if len(matches) == 1 else None
     if hint.startswith("+"):
         phone = normalize_e164(hint)
@@ -179,7 +189,7 @@ def resolve_id_token_hint(token: str, *, client_id: str, issuer: str) -> User | 
         raise InvalidRequest("id_token_hint is not a valid ID token from this server.") from exc
     UserModel = get_user_model()
     try:
-        return UserModel.objects.filter(pk=claims["sub"]).first()
+        return UserModel.objects.select_related("approver").filter(pk=claims["sub"]).first()
     except (ValueError, TypeError):
         return None
 
