@@ -3,8 +3,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
+from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import BadRequest, RequestDataTooBig, TooManyFieldsSent
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
@@ -180,6 +182,10 @@ class TokenView(dot_views.TokenView):
     """DOT's token endpoint, with the CIBA grant answered here for every state but APPROVED (which oauthlib's
     CibaGrant handles): a pending poll is usually one Redis round trip, otherwise one indexed read and one."""
 
+    # DOT applies csrf_exempt and login_not_required to dispatch with method_decorator, which wraps the bound method
+    # anew on every request: the same two, applied once (as_view copies their marks onto the view).
+    dispatch = login_not_required(csrf_exempt(View.dispatch))
+
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
             grant_type = request.POST.get("grant_type")
@@ -314,11 +320,20 @@ def _check_resource_indicators(values: list[str]) -> None:
 _PENDING_BODY = json.dumps({"error": answers.PENDING.error, "error_description": answers.PENDING.description}).encode()
 
 
+@lru_cache(maxsize=128)
+def _slow_down_body(wait: int) -> bytes:
+    """What SlowDown(...).response() writes for this wait, encoded once per process and wait (a handful of values:
+    the interval grows by 5 s per early poll, and is capped at the request's lifetime)."""
+    description = f"Polled too often; wait at least {wait} seconds before polling again."
+    return json.dumps({"error": SlowDown.error, "error_description": description}).encode()
+
+
 def _pending_answer(permitted: bool, wait: int) -> HttpResponse:
     if not permitted:
         # authz.ciba.poll caps the wait at the request's remaining lifetime, however far the interval has grown.
-        return SlowDown(f"Polled too often; wait at least {wait} seconds before polling again.").response()
-    response = HttpResponse(_PENDING_BODY, status=answers.AnswerError.status_code, content_type="application/json")
+        response = HttpResponse(_slow_down_body(wait), status=SlowDown.status_code, content_type="application/json")
+    else:
+        response = HttpResponse(_PENDING_BODY, status=answers.AnswerError.status_code, content_type="application/json")
     response["Cache-Control"] = "no-store"
     response["Pragma"] = "no-cache"
     return response

@@ -79,15 +79,18 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before anything reads a parameter: PostgreSQL cannot hold NUL, so no parameter with one reaches a view.
     "config.middleware.RefuseNulMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's session, CSRF, auth and messages middlewares, skipped on the token endpoint (machines only; polled
+    # every few seconds): config.middleware.MACHINE_ENDPOINT_PATHS.
+    "config.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "config.middleware.CsrfViewMiddleware",
+    "config.middleware.AuthenticationMiddleware",
+    "config.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Cache-Control: no-store on every page and JSON answer of the approvals URLs (they show approval requests).
     "approvals.middleware.NoStoreMiddleware",
-    "csp.middleware.CSPMiddleware",
+    # django-csp's, with the policy built once per process.
+    "config.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
