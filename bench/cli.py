@@ -11,6 +11,7 @@ from typing import Any
 import bench
 from bench.common import BenchError
 from bench.phases.closed_loop import GAP_MARGIN_SECONDS, POLL_RATE_CEILING_SHARE
+from bench.phases.peer import PEER_SRC
 from bench.runner import run
 
 # A phase's option: its type (or its choices), its default, and what it sets (the help, without the default).
@@ -42,7 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # less (more context switches, one more backend); 6 or 12 connections no more than 8, with higher p99 at 12.
     # 3 workers leave headroom for requests that wait on PostgreSQL (bc-authorize, polls that miss Redis).
     p.add_argument("--concurrency", type=int, default=8, help="open connections kept busy by wrk (default 8)")
-    p.add_argument("--workers", type=int, default=3, help="gunicorn sync workers (default 3)")
+    p.add_argument(
+        "--workers", type=int, default=4, help="gunicorn workers of 4 threads, as config/gunicorn.conf.py (default 4)"
+    )
     p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2, at most --concurrency)")
     p.add_argument(
         "--pool",
@@ -65,10 +68,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--redis-db", type=int, default=14, help="Redis database number, flushed before and after")
     p.add_argument(
         "--only",
-        choices=("all", "prompts", "ping"),
+        choices=("all", "peer", "prompts", "ping"),
         default="all",
-        help="all phases (default), or only the prompt-latency phase or the ping phase (for development: prints\n"
-        "its figures and writes bench/out/prompts.json or ping.json, leaves bench/RESULTS.md alone)",
+        help="all phases (default), or only the peer, the prompt-latency or the ping phase (for development:\n"
+        "prints its figures and writes bench/out/<phase>.json, leaves bench/RESULTS.md alone)",
+    )
+    add_phase_options(
+        p,
+        "peer",
+        {
+            "pairs": (int, 3, "runs of bench-peer.sh on each server, alternately: ours, peer, ours, peer, ..."),
+            "duration": (int, 15, "measured seconds of each wrk run in bench-peer.sh (its DURATION)"),
+            "connections": (int, 32, "wrk connections in bench-peer.sh (its CONNECTIONS)"),
+            "redis-db": (int, 13, "database of the benchmark's Redis for the peer's models, flushed before and after"),
+            "pending": (int, 1000, "bc-authorize requests for the Redis memory per pending request"),
+            "dir": (str, str(PEER_SRC), "the peer's sources, copied and installed under bench/out/"),
+        },
     )
     add_phase_options(
         p,
@@ -117,6 +132,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("1 <= --prompt-approvers <= 50 and 1 <= --prompt-concurrency <= 32")
     if not 1 <= args.ping_rate <= 200 or not 200 <= args.ping_count <= 5000 or not 0 <= args.ping_warmup <= 500:
         p.error("bounded on purpose: 1 <= --ping-rate <= 200, 200 <= --ping-count <= 5000, 0 <= --ping-warmup <= 500")
+    if not 1 <= args.peer_pairs <= 10 or not 1 <= args.peer_duration <= 60 or not 1 <= args.peer_connections <= 256:
+        p.error("bounded on purpose: 1 <= --peer-pairs <= 10, 1 <= --peer-duration <= 60, --peer-connections <= 256")
+    if args.peer_redis_db == args.redis_db or not 0 <= args.peer_redis_db <= 15 or not 1 <= args.peer_pending <= 20000:
+        p.error("--peer-redis-db: 0..15 and not --redis-db; 1 <= --peer-pending <= 20000")
     args.threads = max(1, min(args.threads, args.concurrency))
     return args
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from bench.phases.closed_loop import (
     ceiling_ratio,
 )
 from bench.phases.open_loop import ArrivalStats
+from bench.phases.peer import BC_TARGET, P99_LIMIT, POLL_TARGET, PeerResult
 from bench.phases.ping import PING_P50_TARGET_MS, PingResult
 from bench.phases.prompts import PROMPT_P50_TARGET_MS, PROMPT_P99_TARGET_MS, PROMPT_WORKER_NOTE, PromptResult
 from bench.servers import ABUSE_LIMITS_OFF, redis_url
@@ -134,11 +135,12 @@ def prompt_section(r: PromptResult, args: argparse.Namespace) -> list[str]:
         f"requests with more than one SMS; {st.unmatched} SMS matched no request. Warm-up: "
         f"{r.warm[1]:,} of its {r.warm[0]:,} requests prompted by then.",
         f"- Worker: `{r.worker}` on the benchmark's Redis as broker, same environment as gunicorn; chosen: "
-        f"{PROMPT_WORKER_NOTE}. gunicorn: {args.workers} sync workers as above.",
+        f"{PROMPT_WORKER_NOTE}. gunicorn: {args.workers} gthread workers of 4 threads as above.",
         "- Prompt settings: APPROVALS_PROMPT_CHANNELS=approvals.channels.twilio_sms.TwilioSmsChannel, "
         "TWILIO_API_BASE=the fake's http://127.0.0.1:<port>, TWILIO_STATUS_CALLBACKS=false, random "
-        f"TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN checked by the fake, {LIMITS_OFF} (the abuse limits, off for "
-        "every phase of the benchmark: they would refuse nearly all of its requests).",
+        f"TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN checked by the fake, {LIMITS_OFF} (the abuse limits: the "
+        "rate counters are counted but out of reach and the pending cap is off in every phase, or they would refuse "
+        "nearly all of the benchmark's requests).",
         f"- CPU: share of the whole machine during the measured {args.prompt_duration} s; celery = the worker's "
         "process group; bench = the benchmark's own process (load generator and fake Twilio); pg = the whole "
         "PostgreSQL server, backends that exited included (through the postmaster's children time), and so also "
@@ -191,7 +193,7 @@ def ping_section(r: PingResult, args: argparse.Namespace) -> list[str]:
         f"than the request's client_notification_token; {st.unmatched} pings matched no request.",
         f"- Worker: `{r.worker}` (as in the prompt phase), broker emptied first; the requests' own prompts (console "
         "channel) are all sent before the approvals start. gunicorn: a fresh one, "
-        f"{args.workers} sync workers. PostgreSQL sessions opened during the measured run: {r.pg_sessions}.",
+        f"{args.workers} gthread workers of 4 threads. PostgreSQL sessions opened while measured: {r.pg_sessions}.",
         "- Setting for this phase only: APPROVALS_OUTBOUND_ALLOW_LOOPBACK_HTTP=true (for gunicorn, the worker and "
         "`create_agent_client`), so that the http://127.0.0.1 notification endpoint is accepted; production refuses "
         "it: with DEBUG off system check E108 flags the setting, so `create_agent_client` runs with `--skip-checks` "
@@ -201,6 +203,126 @@ def ping_section(r: PingResult, args: argparse.Namespace) -> list[str]:
         "celery-ping.log, gunicorn-ping.log.",
         "",
     ]
+
+
+# ------------------------------------------------------------------------------------------------------ the peer
+
+
+def _verdict(met: bool | None) -> str:
+    return "not measured in this run" if met is None else ("**MET**" if met else "**NOT MET**")
+
+
+def _mib(kib: int) -> str:
+    return f"{kib / 1024:.0f} MiB"
+
+
+def peer_verdicts(r: PeerResult) -> list[str]:
+    bc, poll = r.ratios["backchannel"], r.ratios["token_poll"]
+    v = r.verdicts()
+    pending = r.pending_ratio
+    pending_line = (
+        f"**{pending[0]:.2f}×**, p99 **{pending[1]:.1f}×**" if pending else "(phase c did not run: `--only peer`)"
+    )
+    return [
+        f"- Against the peer, bc-authorize: median of the ratios ours/peer **{bc.rps_median:.2f}×** req/s, p99 "
+        f"**{bc.p99_median:.1f}×** — target ≥ {BC_TARGET}× and p99 ≤ {P99_LIMIT:g}× — {_verdict(v['backchannel'])}.",
+        f"- Against the peer, token polls on one pending id (ours: `slow_down`): **{poll.rps_median:.2f}×** req/s, "
+        f"p99 **{poll.p99_median:.1f}×** — target ≥ {POLL_TARGET}× and p99 ≤ {P99_LIMIT:g}× — "
+        f"{_verdict(v['slow_down'])}.",
+        f"- Against the peer, `authorization_pending` polls (phase c against the peer's one-id polls): {pending_line} "
+        f"— target ≥ {POLL_TARGET}× and p99 ≤ {P99_LIMIT:g}× — {_verdict(v['authorization_pending'])}.",
+    ]
+
+
+def peer_section(r: PeerResult, args: argparse.Namespace, worker_rss: dict[str, dict[int, int]]) -> list[str]:
+    label = {"backchannel": "bc-authorize", "token_poll": "token poll, one id"}
+    rows = [
+        f"| {run.pair} | {run.server} | {label[run.endpoint]} | {run.rps:,.0f} | {run.p50_ms:.2f} | {run.p99_ms:.2f} "
+        f"| {run.requests:,} | {run.non_2xx:,} | {run.socket_errors} |"
+        for run in sorted(r.runs, key=lambda run: (run.endpoint, run.pair, run.server != "ours"))
+    ]
+    ratio_rows = [
+        f"| {label[e]} | {' / '.join(f'{x:.2f}' for x in r.ratios[e].rps)} | **{r.ratios[e].rps_median:.2f}×** | "
+        f"{' / '.join(f'{x:.1f}' for x in r.ratios[e].p99)} | **{r.ratios[e].p99_median:.1f}×** |"
+        for e in label
+    ]
+    pending = r.pending_polls
+    pending_note = (
+        f"- `authorization_pending`: ours is phase c of this run (many pending requests, each polled again just "
+        f"after its interval, {pending[2]} wrk connections): {pending[0]:,.0f} req/s, p99 {pending[1]:.2f} ms, "
+        f"against the median of the peer's one-id polls above, {r.median('peer', 'token_poll', 'rps'):,.0f} req/s, "
+        f"p99 {r.median('peer', 'token_poll', 'p99_ms'):.2f} ms. The peer never answers `slow_down`, so its one-id "
+        "poll already is its `authorization_pending` answer, the same answer phase c gets from ours; that "
+        "comparison is not alternated (phase c ran minutes earlier) and ours ran at its own concurrency, so it "
+        "carries the machine's drift."
+        if pending
+        else "- `authorization_pending`: phase c did not run (`--only peer`), so there is no figure to compare."
+    )
+    mem = r.redis_memory
+    ours_server = r.versions.get("Countersign in the peer phase", "").split(" (")[0]
+    workers_rss = ", ".join(_mib(v) for v in r.gunicorn_rss_kib.values())
+    return [
+        "## Against the peer (issue 17)",
+        "",
+        *peer_verdicts(r),
+        "",
+        f"The peer's own `bench-peer.sh` (wrk, {r.connections} connections, 1 thread, 3 s warm-up, {r.duration} s "
+        "measured; (1) backchannel requests, a new pending request each, login_hint `alice`, (2) token polls on one "
+        "pending auth_req_id), run against each server in turn: ours, peer, ours, peer, ... "
+        f"({len(r.ratios['backchannel'].rps)} pairs). The machine drifts 10-20 % over minutes, so each pair gives "
+        "a ratio ours/peer and the verdict takes the median of the ratios, not of single figures.",
+        "",
+        "| pair | server | endpoint | req/s | p50 ms | p99 ms | requests | non-2xx | socket errors |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *rows,
+        "",
+        "| endpoint | req/s ratios ours/peer, per pair | median | p99 ratios ours/peer | median |",
+        "| --- | --- | ---: | --- | ---: |",
+        *ratio_rows,
+        "",
+        f"- The peer: node-oidc-provider with ADAPTER=redis (its models in db {args.peer_redis_db} of the "
+        "benchmark's redis-server, flushed before and after), QUIET=1, installed with `npm ci` from "
+        "../shared/peer into bench/out/peer-<hash>/ (kept for reruns). Ours: the shared gunicorn of phases a-c "
+        f"({ours_server}), an approver `alice` and a poll client (client_secret_basic) created with the "
+        "management commands. Non-2xx on the token polls is expected (both answers are 400s); the sample poll "
+        f"after each run answered: ours `{r.poll_answers.get('ours', '?')}`, peer "
+        f"`{r.poll_answers.get('peer', '?')}`. The peer buys part of its speed with correctness Countersign keeps "
+        "(no atomic consume of an approved request, no `slow_down`).",
+        pending_note,
+        "- Raw output: bench/out/peer-runs/<pair>-<server>/ (wrk's and bench-peer.sh's), bench/out/peer.log.",
+        "",
+        "### Memory",
+        "",
+        f"- gunicorn web workers after the peer phase's runs (resident, VmRSS): {workers_rss} "
+        f"(master {_mib(r.gunicorn_master_rss_kib)}); the peer's node process: {_mib(r.peer_rss_kib)}.",
+        *[
+            f"- Celery worker after the {phase} run, before it stopped: "
+            f"{', '.join(_mib(v) for v in rss.values())} ({len(rss)} process{'es' if len(rss) > 1 else ''})."
+            for phase, rss in worker_rss.items()
+        ],
+        f"- Redis memory per pending request, over {mem['ours'].count:,} bc-authorize requests on each server with "
+        "nothing else running: MEMORY USAGE (all elements) of the keys they created, plus the growth of the lists: "
+        f"ours **{mem['ours'].per_request:,.0f} bytes** ({mem['ours'].keys_added:,} keys added, "
+        f"{mem['ours'].per_request_without_queue:,.0f} bytes a request, plus "
+        f"{mem['ours'].queue_bytes / max(mem['ours'].count, 1):,.0f} bytes in the Celery broker's queue of prompt "
+        "tasks, which a worker empties; none runs in this phase), the peer **"
+        f"{mem['peer'].per_request:,.0f} bytes** ({mem['peer'].keys_added:,} keys added). INFO used_memory of the "
+        f"whole redis-server grew by {mem['ours'].used_memory_delta / max(mem['ours'].count, 1):,.0f} and "
+        f"{mem['peer'].used_memory_delta / max(mem['peer'].count, 1):,.0f} bytes a request: a coarser check, which "
+        "also moves with the server's hash-table resizes and client buffers and nets out keys of earlier requests "
+        f"that expired meanwhile ({mem['ours'].expired_meanwhile:,} and {mem['peer'].expired_meanwhile:,}).",
+        "",
+    ]
+
+
+def peer_json(r: PeerResult) -> dict[str, Any]:
+    return {
+        **asdict(r),
+        "medians": {e: {"rps_ratio": x.rps_median, "p99_ratio": x.p99_median} for e, x in r.ratios.items()},
+        "pending_ratio": r.pending_ratio,
+        "verdicts": r.verdicts(),
+        "redis_bytes_per_pending": {k: v.per_request for k, v in r.redis_memory.items()},
+    }
 
 
 # ---------------------------------------------------------------------------------------------- closed-loop phases
@@ -242,6 +364,12 @@ def write_results(facts: RunFacts, args: argparse.Namespace, results: dict[str, 
     pr = result_of(results, "pending-polls", PollResult)
     prompts = result_of(results, "prompts", PromptResult) if "prompts" in results else None
     ping = result_of(results, "ping", PingResult) if "ping" in results else None
+    peer = result_of(results, "peer", PeerResult) if "peer" in results else None
+    worker_rss = {
+        name: r.worker_rss_kib
+        for name, r in (("prompt", prompts), ("ping", ping))
+        if r is not None and r.worker_rss_kib
+    }
     bc = bcr.load
     polls = pr.load
     ceiling_rps, ratio = ceiling_ratio(ceiling, ceiling_after, polls)
@@ -278,6 +406,7 @@ def write_results(facts: RunFacts, args: argparse.Namespace, results: dict[str, 
         + ".",
         *(prompt_verdict(prompts, args) if prompts else []),
         *(ping_verdict(ping, args) if ping else []),
+        *(peer_verdicts(peer) if peer else []),
         *pool_warning(polls, pr.pool_size),
         *disturbances({"ceiling": ceiling, "bc-authorize": bc, "pending polls": polls, "ceiling after": ceiling_after}),
         "",
@@ -320,6 +449,7 @@ def write_results(facts: RunFacts, args: argparse.Namespace, results: dict[str, 
         "- errors = socket errors + unexpected answers (ceiling: any status ≥ 400; bc-authorize: anything but 200; "
         "polls: anything but authorization_pending or slow_down).",
         "",
+        *(peer_section(peer, args, worker_rss) if peer else []),
         *(prompt_section(prompts, args) if prompts else []),
         *(ping_section(ping, args) if ping else []),
         "## Machine",
@@ -331,12 +461,13 @@ def write_results(facts: RunFacts, args: argparse.Namespace, results: dict[str, 
         "## Versions",
         "",
         *[f"- {k}: {v}" for k, v in facts.versions.items()],
+        *([f"- {k}: {v}" for k, v in peer.versions.items()] if peer else []),
         "",
         "## Server configuration",
         "",
-        f"- gunicorn `config.wsgi`, {args.workers} sync workers, bound to {HOST} (a free port), access log "
-        f"{'off' if args.no_access_log else 'on (stdout, as docker-compose.yml)'}; sync workers close the "
-        "connection after each response, so every request opens a new TCP connection.",
+        f"- gunicorn `config.wsgi`, {args.workers} gthread workers of 4 threads (the model of "
+        f"config/gunicorn.conf.py), bound to {HOST} (a free port), access log "
+        f"{'off' if args.no_access_log else 'on (stdout, as docker-compose.yml)'}; connections are kept alive.",
         "- DEBUG=false, random SECRET_KEY, freshly generated 2048-bit RSA key in OIDC_RSA_PRIVATE_KEY, "
         "COUNTERSIGN_ISSUER=http://127.0.0.1:<port>.",
         f"- Database: PostgreSQL at {HOST}:{args.pg_port}, database `{args.database}` dropped, recreated and "
@@ -351,7 +482,8 @@ def write_results(facts: RunFacts, args: argparse.Namespace, results: dict[str, 
             if facts.own_redis
             else "an existing Redis given with --redis-port."
         )
-        + f" {LIMITS_OFF} (the abuse limits would refuse the benchmark's requests).",
+        + f" {LIMITS_OFF} (the rate counters are counted but out of reach, the pending cap is off: the abuse limits"
+        " would refuse the benchmark's requests).",
         "",
         "## Load generator",
         "",
@@ -392,6 +524,7 @@ def write_results(facts: RunFacts, args: argparse.Namespace, results: dict[str, 
                 "pg_xacts_per_poll": pr.xacts_per_poll,
                 "prompts": open_loop_json(prompts) if prompts else None,
                 "ping": open_loop_json(ping) if ping else None,
+                "peer": peer_json(peer) if peer else None,
             },
             indent=2,
         )
@@ -400,9 +533,12 @@ def write_results(facts: RunFacts, args: argparse.Namespace, results: dict[str, 
 
 def write_phase_json(name: str, result: PhaseResult) -> Path:
     """bench/out/<name>.json for a run of one phase (--only), which leaves bench/RESULTS.md alone."""
-    if not isinstance(result, PromptResult | PingResult):
+    if isinstance(result, PeerResult):
+        figures = peer_json(result)
+    elif isinstance(result, PromptResult | PingResult):
+        figures = open_loop_json(result)
+    else:
         raise TypeError(f"no JSON for a {type(result).__name__} alone")
-    figures = open_loop_json(result)
     path = OUT_DIR / f"{name}.json"
     path.write_text(json.dumps(figures, indent=2))
     return path.relative_to(ROOT)
@@ -416,6 +552,7 @@ def summary_line(facts: RunFacts, results: dict[str, PhaseResult]) -> str:
     pr = result_of(results, "pending-polls", PollResult)
     prompts = result_of(results, "prompts", PromptResult)
     ping = result_of(results, "ping", PingResult)
+    peer = result_of(results, "peer", PeerResult) if "peer" in results else None
     _, ratio = ceiling_ratio(ceiling, ceiling_after, pr.load)
     return (
         f"done in {facts.elapsed:.0f} s: ceiling {ceiling.rps:,.0f} then {ceiling_after.rps:,.0f} req/s; "
@@ -427,5 +564,7 @@ def summary_line(facts: RunFacts, results: dict[str, PhaseResult]) -> str:
         f"{prompts.stats.lost}, duplicates {prompts.stats.duplicates} (target "
         f"{'met' if prompts.target_met else 'NOT met'}); ping p50 {ping.stats.p50_ms:.0f} ms, "
         f"p99 {ping.stats.p99_ms:.0f} ms, lost {ping.stats.lost} (target "
-        f"{'met' if ping.target_met else 'NOT met'}). See {RESULTS_MD.relative_to(ROOT)}."
+        f"{'met' if ping.target_met else 'NOT met'}); "
+        + (f"against the peer, {peer.summary()}. " if peer else "")
+        + f"See {RESULTS_MD.relative_to(ROOT)}."
     )

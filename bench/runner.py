@@ -21,7 +21,17 @@ from bench.servers import RedisServer, check_redis, flush_redis, manage, manage_
 from bench.system import QUIET_BUSY_PERCENT, code_version, machine_info, versions, wait_for_quiet
 
 # Raw files of the previous run, removed first (the logs are overwritten).
-STALE = ("ids.*", "wrk-*", "pool.txt", "results.json", "prompts*", "celery.log", "ping*", "celery-ping.log")
+STALE = (
+    "ids.*",
+    "wrk-*",
+    "pool.txt",
+    "results.json",
+    "prompts*",
+    "celery.log",
+    "ping*",
+    "celery-ping.log",
+    "peer.json",
+)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -35,10 +35,12 @@ from bench.common import (
 )
 from bench.system import children_of
 
-# Every phase runs without the abuse limits; RESULTS.md says so.
+# The abuse limits stay counted (issue 17: every bc-authorize pays for its rate counters) but never bite: the
+# benchmark sends thousands of requests a minute for a handful of people. The pending cap is off, since no person
+# has thousands waiting, and counting them would measure the benchmark, not the server. RESULTS.md says so.
 ABUSE_LIMITS_OFF = {
-    "APPROVALS_PROMPTS_PER_MINUTE": "0",
-    "APPROVALS_PROMPTS_PER_PERSON_PER_MINUTE": "0",
+    "APPROVALS_PROMPTS_PER_MINUTE": "100000000",
+    "APPROVALS_PROMPTS_PER_PERSON_PER_MINUTE": "100000000",
     "APPROVALS_MAX_PENDING_PER_PERSON": "0",
 }
 
@@ -182,8 +184,8 @@ def server_env(args: argparse.Namespace, port: int) -> dict[str, str]:
         # purged before the prompt phase, which runs one).
         CELERY_BROKER_URL=redis_url(args),
         # The abuse limits (5 bc-authorize a minute per client and person, 10 per person from all clients, 50
-        # pending per person by default) would refuse nearly every benchmark request with access_denied: off for the
-        # benchmark (ABUSE_LIMITS_OFF).
+        # pending per person by default) would refuse nearly every benchmark request with access_denied: counted but
+        # out of reach, the pending cap off (ABUSE_LIMITS_OFF).
         **ABUSE_LIMITS_OFF,
         ALLOWED_HOSTS=f"{HOST},localhost",
         COUNTERSIGN_ISSUER=origin,
@@ -216,7 +218,7 @@ def manage_json(env: dict[str, str], *argv: str) -> dict[str, Any]:
 
 @dataclass
 class Server(Service):
-    """gunicorn: sync workers, as production runs it."""
+    """gunicorn: threaded workers, as production runs it."""
 
     port: int = 0
 
@@ -235,8 +237,11 @@ def start_server(args: argparse.Namespace, env: dict[str, str], port: int, log_n
         f"{HOST}:{port}",
         "--workers",
         str(args.workers),
+        # The worker model of config/gunicorn.conf.py (threads, keep-alive); --workers stays the benchmark's own.
         "--worker-class",
-        "sync",
+        "gthread",
+        "--threads",
+        "4",
     ]
     if not args.no_access_log:
         cmd += ["--access-logfile", "-"]  # as docker-compose.yml runs it

@@ -44,6 +44,20 @@ def children_of(pid: int) -> list[int]:
     return [child for child, info in proc_table().items() if info[1] == pid]
 
 
+def rss_kib(pid: int) -> int:
+    """A process's resident memory (VmRSS, KiB), 0 when it is gone."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def group_rss_kib(pgrp: int) -> dict[int, int]:
+    """pid -> resident memory (KiB) of every process in a process group (a Celery worker and its pool's children)."""
+    return {pid: rss_kib(pid) for pid, info in proc_table().items() if info[2] == pgrp}
+
+
 @dataclass
 class CpuSample:
     at: float

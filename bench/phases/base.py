@@ -64,7 +64,7 @@ class Context:
     def shared_server(self) -> Server:
         """The gunicorn of phases a-c, started (and smoke-tested) on first use."""
         if self._server is None:
-            log(f"starting gunicorn: {self.args.workers} sync workers on {HOST}:{self.port}")
+            log(f"starting gunicorn: {self.args.workers} gthread workers on {HOST}:{self.port}")
             self._server = start_server(self.args, self.env, self.port)
             log(f"workers {self._server.worker_pids()}; smoke test")
             self.interval = smoke_test(self.port, self.auth, self.bc_body)

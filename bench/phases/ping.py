@@ -38,7 +38,7 @@ from bench.servers import (
     start_worker,
     wait_until_drained,
 )
-from bench.system import OPEN_LOOP_CPU, fmt_cpu, wait_for_quiet
+from bench.system import OPEN_LOOP_CPU, fmt_cpu, group_rss_kib, wait_for_quiet
 from tests.fakes.agent_endpoint import FakeAgentEndpoint, Received
 
 PING_P50_TARGET_MS = 100
@@ -185,6 +185,8 @@ class PingResult:
     warm: tuple[int, int]  # warm-up approvals answered 302, and how many of them got a ping
     create_seconds: float  # creating the pending requests
     seconds: float  # the phase's wall time, set-up included
+    # The worker's processes' resident memory (pid -> KiB) after the run, before it stops (issue 17, item 5).
+    worker_rss_kib: dict[int, int] = field(default_factory=dict)
 
     @property
     def target_met(self) -> bool:
@@ -290,7 +292,7 @@ class Ping(Phase):
             auth = basic_auth(client)
             flush_redis(args)  # tasks queued by earlier phases with no worker must not reach this one
             log(
-                f"ping: fake agent endpoint {fake.url}; gunicorn ({args.workers} sync workers) and a Celery worker "
+                f"ping: fake agent endpoint {fake.url}; gunicorn ({args.workers} gthread workers) and a Celery worker "
                 f"({args.prompt_pool}, concurrency {args.prompt_concurrency})"
             )
             server = start_server(args, env, port, "gunicorn-ping.log")
@@ -377,6 +379,7 @@ class Ping(Phase):
                 + "".join(f"{ping_id(p)}\t{p.received_at:.6f}\t{p.path}\n" for p in fake.received)
             )
             description = worker.description
+            worker_rss = group_rss_kib(worker.pgrp)
         finally:
             if worker is not None:
                 worker.stop()
@@ -393,4 +396,5 @@ class Ping(Phase):
             warm,
             create_seconds,
             time.monotonic() - started,
+            worker_rss_kib=worker_rss,
         )

@@ -12,7 +12,7 @@ import re
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 from urllib.parse import urlencode
 
@@ -30,7 +30,7 @@ from bench.servers import (
     start_worker,
     wait_until_drained,
 )
-from bench.system import OPEN_LOOP_CPU, fmt_cpu, wait_for_quiet
+from bench.system import OPEN_LOOP_CPU, fmt_cpu, group_rss_kib, wait_for_quiet
 from tests.fakes.twilio import FakeTwilio, ReceivedSms
 
 PROMPT_P50_TARGET_MS = 150
@@ -90,6 +90,8 @@ class PromptResult:
     approvers: int
     warm: tuple[int, int]
     seconds: float  # the phase's wall time, set-up included
+    # The worker's processes' resident memory (pid -> KiB) after the run, before it stops (issue 17, item 5).
+    worker_rss_kib: dict[int, int] = field(default_factory=dict)
 
     @property
     def target_met(self) -> bool:
@@ -175,7 +177,7 @@ class Prompts(Phase):
             # Tasks queued by phases a-c (no worker ran) must not reach this worker: empty the broker first.
             flush_redis(args)
             log(
-                f"prompts: fake Twilio on {fake.base_url}; gunicorn ({args.workers} sync workers) and a Celery worker "
+                f"prompts: fake Twilio on {fake.base_url}; gunicorn ({args.workers} gthread workers), Celery worker "
                 f"({args.prompt_pool}, concurrency {args.prompt_concurrency})"
             )
             server = start_server(args, env, port, "gunicorn-prompts.log")
@@ -231,10 +233,13 @@ class Prompts(Phase):
                 "label\treceived_at\tto\n" + "".join(f"{sms_label(m)}\t{m.received_at:.6f}\t{m.to}\n" for m in messages)
             )
             description = worker.description
+            worker_rss = group_rss_kib(worker.pgrp)
         finally:
             if worker is not None:
                 worker.stop()
             if server is not None:
                 server.stop()
             fake.close()
-        return PromptResult(stats, cpu, sessions, description, len(hints), warm, time.monotonic() - started)
+        return PromptResult(
+            stats, cpu, sessions, description, len(hints), warm, time.monotonic() - started, worker_rss_kib=worker_rss
+        )
