@@ -96,12 +96,12 @@ def _refused(description: str = NUL_DESCRIPTION, *, status: int = 400) -> JsonRe
     return response
 
 
-# --- the token endpoint's lean path -----------------------------------------------------------------------------------
+# --- the machine endpoints' lean path ---------------------------------------------------------------------------------
 
 # Endpoints only machines call, with client credentials: no browser session, no logged-in user, no flash messages,
 # and CSRF does not apply (a cross-site form cannot present a client's credentials; the views are csrf_exempt too).
 # Exact paths, not a prefix: /oauth/authorize/ is a browser page that needs all of them.
-MACHINE_ENDPOINT_PATHS = frozenset({"/oauth/token/"})
+MACHINE_ENDPOINT_PATHS = frozenset({"/oauth/token/", "/oauth/bc-authorize/"})
 
 
 class _NotForMachineEndpoints(MiddlewareMixin):

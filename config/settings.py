@@ -79,8 +79,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before anything reads a parameter: PostgreSQL cannot hold NUL, so no parameter with one reaches a view.
     "config.middleware.RefuseNulMiddleware",
-    # Django's session, CSRF, auth and messages middlewares, skipped on the token endpoint (machines only; polled
-    # every few seconds): config.middleware.MACHINE_ENDPOINT_PATHS.
+    # Django's session, CSRF, auth and messages middlewares, skipped on the token and backchannel endpoints (machines
+    # only, with client credentials; the hottest paths): config.middleware.MACHINE_ENDPOINT_PATHS.
     "config.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "config.middleware.CsrfViewMiddleware",

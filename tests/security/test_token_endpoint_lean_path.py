@@ -1,5 +1,6 @@
-"""The token endpoint's lean path (issue 17): polls skip the browser-only middlewares (sessions, CSRF, auth, messages),
-get a CSP built once per process and answers encoded once, and keep every protection of every other answer.
+"""The machine endpoints' lean path (issue 17): polls and backchannel requests skip the browser-only middlewares
+(sessions, CSRF, auth, messages), get a CSP built once per process and answers encoded once, and keep every
+protection of every other answer.
 
 Each test names one property the shortcut could have lost: the security headers and no-store on the two answers an
 agent gets while waiting, the NUL refusal, the body size limit, duplicate parameters, host validation, CSRF and
@@ -47,9 +48,52 @@ def assert_security_headers(response) -> None:
     assert "Cookie" not in response.get("Vary", "")
 
 
-def test_the_lean_path_is_the_token_endpoint_alone():
-    # /oauth/authorize/ and every page need sessions and CSRF: only the exact token path is skipped.
-    assert {reverse("oauth2_provider:token")} == MACHINE_ENDPOINT_PATHS
+def test_the_lean_path_is_the_token_and_backchannel_endpoints_alone():
+    # /oauth/authorize/ and every page need sessions and CSRF: only these exact paths are skipped.
+    assert {reverse("oauth2_provider:token"), reverse("oauth2_provider:bc-authorize")} == MACHINE_ENDPOINT_PATHS
+
+
+def test_a_backchannel_answer_carries_every_security_header(agent, approver):
+    agent.http.cookies["sessionid"] = "not-a-session"  # a browser cookie sent along must change nothing
+
+    acknowledged = agent.bc_authorize(scope="openid", login_hint="alice")
+    refused = agent.bc_authorize(scope="openid", login_hint="nobody-by-that-name")
+
+    assert acknowledged.status_code == 200, acknowledged.content
+    assert_oauth_error(refused, 400, "unknown_user_id")
+    assert_security_headers(acknowledged)
+    assert_security_headers(refused)
+
+
+def test_nul_size_and_host_are_refused_on_the_backchannel_endpoint(agent, approver):
+    in_header = agent.http.post(
+        "/oauth/bc-authorize/",
+        urlencode({"scope": "openid", "login_hint": "alice"}),
+        content_type=FORM,
+        HTTP_X_AGENT="a\x00b",
+        **agent.basic(),
+    )
+    in_body = agent.bc_authorize(scope="openid", login_hint="alice", binding_message="a\x00b")
+    too_large = agent.bc_authorize(
+        scope="openid", login_hint="alice", pad="x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
+    )
+    with override_settings(ALLOWED_HOSTS=["testserver"]):  # the test settings allow any host
+        other_host = agent.http.post(
+            "/oauth/bc-authorize/",
+            urlencode({"scope": "openid", "login_hint": "alice"}),
+            content_type=FORM,
+            HTTP_HOST="evil.example.net",
+            **agent.basic(),
+        )
+
+    assert_oauth_error(in_header, 400, "invalid_request")
+    assert_oauth_error(in_body, 400, "invalid_request")
+    assert too_large.status_code == 413
+    assert other_host.status_code == 400
+
+
+def test_the_backchannel_view_is_csrf_exempt_by_its_own_mark():
+    assert resolve("/oauth/bc-authorize/").func.csrf_exempt is True
 
 
 def test_pending_and_slow_down_carry_every_security_header(agent, approver, django_capture_on_commit_callbacks):
