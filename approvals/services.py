@@ -338,12 +338,6 @@ def approver_check_step_up_password(*, user: User, password: str) -> bool:
     return verdict is attempts.Verdict.CORRECT
 
 
-def count(key: str, *, timeout: int) -> int | None:
-    """Add one to a counter in the cache (Redis in production) that lives `timeout` seconds from its first count;
-    the new value, or None while Redis is unreachable (callers then let the request through)."""
-    return attempts.counter_add(key, timeout=timeout)
-
-
 # --- user codes (CIBA Core §7.1 user_code) ----------------------------------------------------------------------------
 
 
