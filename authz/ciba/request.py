@@ -27,6 +27,7 @@ from authz.errors import (
     UnknownUserId,
 )
 from authz.models import CibaClient
+from authz.rows import WithCompanion
 from authz.tokens.details import parse_authorization_details
 from authz.tokens.signing import server_public_keys
 
@@ -144,15 +145,21 @@ def _approver_of(user: User) -> Approver | None:
     return approver
 
 
+# The username is tried first on every bc-authorize: its SQL is built once (authz/rows.py).
+_USER_WITH_APPROVER = WithCompanion(
+    get_user_model, Approver, link="user", field=lambda _: get_user_model().USERNAME_FIELD
+)
+
+
 def resolve_login_hint(hint: str) -> User | None:
     """A username, an email address (if it names exactly one user) or an E.164 phone number."""
     UserModel = get_user_model()
     if len(hint) > 254:
         return None
-    users = UserModel.objects.select_related("approver")
-    user = users.filter(**{UserModel.USERNAME_FIELD: hint}).first()
+    user: User | None = _USER_WITH_APPROVER.get(hint)
     if user is not None:
         return user
+    users = UserModel.objects.select_related("approver")
     if "@" in hint:
         matches = list(users.filter(email__iexact=hint)[:2])
         return matches[0] if len(matches) == 1 else None

@@ -9,14 +9,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
 import jwt
 from django.conf import settings
-from django.db import connection
-from django.db.models import Model
 from django.http import QueryDict
 from django.urls import reverse
 from oauth2_provider.models import get_application_model
@@ -27,6 +24,7 @@ from authz.clients.keys import CLOCK_LEEWAY_SECONDS, JoseError, consume_jti, is_
 from authz.constants import JWT_BEARER
 from authz.errors import InvalidClient, InvalidRequest
 from authz.models import CibaClient, ciba_client_of
+from authz.rows import WithCompanion
 
 logger = logging.getLogger(__name__)
 
@@ -243,80 +241,14 @@ def authenticate_client(
     return application
 
 
+# Every bc-authorize and token request starts here.
+_APPLICATION_WITH_CIBA = WithCompanion(get_application_model, CibaClient, link="application", field="client_id")
+
+
 def load_application(client_id: str) -> Any:  # an Application, or None
     """The Application with this client_id, with its CibaClient (or None) cached on it as select_related("ciba")
-    would: one query whose SQL is built once per process. Every bc-authorize and token request starts here, and
-    compiling the ORM's query cost three times the CPU of running it."""
-    query = _application_query()
-    with connection.cursor() as cursor:
-        cursor.execute(query.sql, [client_id])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    application = query.application.build(row)
-    ciba = query.ciba.build(row)  # None: the LEFT JOIN found no CibaClient row
-    relation = CibaClient._meta.get_field("application")
-    relation.remote_field.set_cached_value(application, ciba)
-    if ciba is not None:
-        relation.set_cached_value(ciba, application)
-    return application
-
-
-@dataclass(frozen=True)
-class _Columns:
-    """One model's columns in a row: where they are and how the ORM would convert them (JSON, SQLite's text)."""
-
-    model: type[Model]
-    start: int
-    attnames: list[str]
-    converters: list[tuple[Any, list[Callable[..., Any]]]]
-
-    def build(self, row: tuple[Any, ...]) -> Any:
-        values = list(row[self.start : self.start + len(self.attnames)])
-        if values[self.attnames.index(self.model._meta.pk.attname)] is None:
-            return None
-        for i, (expression, converters) in enumerate(self.converters):
-            for converter in converters:
-                values[i] = converter(values[i], expression, connection)
-        return self.model.from_db(connection.alias, self.attnames, values)
-
-
-@dataclass(frozen=True)
-class _ApplicationQuery:
-    sql: str
-    application: _Columns
-    ciba: _Columns
-
-
-def _columns(model: type[Model], alias: str, start: int) -> _Columns:
-    fields = list(model._meta.concrete_fields)
-    converters = []
-    for field in fields:
-        # As the ORM's compiler converts a selected column: the backend's converters, then the field's.
-        expression = field.get_col(alias)
-        converters.append(
-            (expression, [*connection.ops.get_db_converters(expression), *expression.get_db_converters(connection)])
-        )
-    return _Columns(model, start, [f.attname for f in fields], converters)
-
-
-@cache
-def _application_query() -> _ApplicationQuery:
-    app_meta, ciba_meta = get_application_model()._meta, CibaClient._meta
-    q = connection.ops.quote_name
-    app = _columns(get_application_model(), "a", 0)
-    ciba = _columns(CibaClient, "c", len(app.attnames))
-    select = [f"a.{q(f.column)}" for f in app_meta.concrete_fields] + [
-        f"c.{q(f.column)}" for f in ciba_meta.concrete_fields
-    ]
-    # Only quoted identifiers from the models' metadata are interpolated; the client_id is a parameter.
-    join = f"c.{q(ciba_meta.get_field('application').column)} = a.{q(app_meta.pk.column)}"
-    sql = (
-        f"SELECT {', '.join(select)} FROM {q(app_meta.db_table)} a "  # noqa: S608
-        f"LEFT JOIN {q(ciba_meta.db_table)} c ON {join} "
-        f"WHERE a.{q(app_meta.get_field('client_id').column)} = %s"
-    )
-    return _ApplicationQuery(sql, app, ciba)
+    would, in one query whose SQL is built once per process (authz/rows.py)."""
+    return _APPLICATION_WITH_CIBA.get(client_id)
 
 
 def load_ciba_client(client_id: str) -> CibaClient | None:
