@@ -68,9 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--redis-db", type=int, default=14, help="Redis database number, flushed before and after")
     p.add_argument(
         "--only",
-        choices=("all", "peer", "prompts", "ping"),
+        choices=("all", "peer", "prompts", "ping", "profile", "flows", "flatness"),
         default="all",
-        help="all phases (default), or only the peer, the prompt-latency or the ping phase (for development:\n"
+        help="all phases (default), or only one of them (for development:\n"
         "prints its figures and writes bench/out/<phase>.json, leaves bench/RESULTS.md alone)",
     )
     add_phase_options(
@@ -110,6 +110,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "concurrency": (int, 8, "Celery worker concurrency"),
         },
     )
+    add_phase_options(
+        p,
+        "profile",
+        {"requests": (int, 400, "bc-authorize and polls of each kind, measured, then again under cProfile")},
+    )
+    add_phase_options(
+        p,
+        "flows",
+        {
+            "rate": (float, 20, "whole approvals started per second (open loop, many in flight)"),
+            "duration": (int, 25, "measured seconds: flows started in them are counted, with the CPU used meanwhile"),
+            "warmup": (int, 8, "seconds of flows first, not counted: at least the poll interval (5) + 1 s"),
+            "wait": (float, 15, "seconds after the last flow started before a flow without its tokens counts as lost"),
+            "approvers": (int, 8, "approvers, each with a phone and a signed-in session"),
+            "pending-cap": (int, 50, "APPROVALS_MAX_PENDING_PER_PERSON in force (0: off; the product's default is 50)"),
+        },
+    )
+    # Issue 17 item 3 (bench/phases/flatness.py). Defaults: the issue's 100,000 against 1,000 pending, all of the
+    # smaller store polled; 1,000,000 requests is an hour at our ~300 bc-authorize/s (the peer's ~3,500/s would be
+    # 12.6M, a build of ~15 minutes here); 3 pairs of 2 + 7 s runs keep the phase near 4 minutes.
+    add_phase_options(
+        p,
+        "flat",
+        {
+            "pairs": (int, 3, "pairs of runs, each condition once, alternately (A B, B A, ...)"),
+            "duration": (int, 7, "measured seconds of each wrk run"),
+            "warmup": (int, 2, "seconds of wrk before each measured run, not counted (0: none)"),
+            "pending": (int, 100_000, "pending requests in the big store"),
+            "pending-base": (int, 1000, "pending requests in the small store"),
+            "polled": (int, 1000, "requests wrk polls in each store (at most --flat-pending-base)"),
+            "rows": (int, 1_000_000, "requests of the grown database's hour of traffic, with their audit events"),
+        },
+    )
     p.add_argument(
         "--wait-quiet",
         type=int,
@@ -117,6 +150,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="wait up to this many seconds for other processes' CPU use to drop below 10 %% (default 30)",
     )
     p.add_argument("--no-access-log", action="store_true", help="run gunicorn without its access log")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="measure nothing: write bench/RESULTS.md again from the last complete run (bench/out/run.pickle)",
+    )
     args = p.parse_args(argv)
     if args.duration < 1 or args.warmup < 1 or args.concurrency < 1 or args.workers < 1:
         p.error("--duration, --warmup, --concurrency and --workers must be at least 1")
@@ -136,6 +174,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("bounded on purpose: 1 <= --peer-pairs <= 10, 1 <= --peer-duration <= 60, --peer-connections <= 256")
     if args.peer_redis_db == args.redis_db or not 0 <= args.peer_redis_db <= 15 or not 1 <= args.peer_pending <= 20000:
         p.error("--peer-redis-db: 0..15 and not --redis-db; 1 <= --peer-pending <= 20000")
+    if not 1 <= args.flows_rate <= 200 or not 1 <= args.flows_duration <= 120 or not 0 <= args.flows_warmup <= 60:
+        p.error("bounded on purpose: 1 <= --flows-rate <= 200, 1 <= --flows-duration <= 120, 0 <= --flows-warmup <= 60")
+    if not 1 <= args.flows_approvers <= 50 or args.flows_pending_cap < 0 or not 5 <= args.flows_wait <= 120:
+        p.error("1 <= --flows-approvers <= 50, --flows-pending-cap >= 0, 5 <= --flows-wait <= 120")
+    if not 1 <= args.flat_pairs <= 10 or not 1 <= args.flat_duration <= 60 or not 0 <= args.flat_warmup <= 30:
+        p.error("bounded on purpose: 1 <= --flat-pairs <= 10, 1 <= --flat-duration <= 60, 0 <= --flat-warmup <= 30")
+    if not 1 <= args.flat_polled <= args.flat_pending_base <= args.flat_pending <= 2_000_000:
+        p.error("1 <= --flat-polled <= --flat-pending-base <= --flat-pending <= 2000000")
+    if not 1000 <= args.flat_rows <= 20_000_000:
+        p.error("bounded on purpose: 1000 <= --flat-rows <= 20000000")
     args.threads = max(1, min(args.threads, args.concurrency))
     return args
 

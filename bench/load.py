@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -134,6 +135,27 @@ class Shot:
 S = TypeVar("S", bound=Shot)
 
 
+def send(port: int, shot: Shot, headers: dict[str, str], method: str = "POST") -> bytes:
+    """Sends `shot` on a connection of its own and records its times, status and Location (or its error) in it;
+    returns the answer's body (b"" when there was none). A GET sends no body."""
+    shot.sent = time.time()
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request(method, shot.path, body=None if method == "GET" else shot.body, headers=headers)
+        response = conn.getresponse()
+        answer = response.read()
+        shot.answered = time.time()
+        shot.status = response.status
+        shot.location = response.getheader("Location") or ""
+        return answer
+    except (OSError, http.client.HTTPException) as exc:
+        shot.answered = time.time()
+        shot.error = type(exc).__name__
+        return b""
+    finally:
+        conn.close()
+
+
 @dataclass
 class OpenLoop(Generic[S]):
     """POSTs at a fixed rate, whatever the server's answers take: a pool of threads sends them, each on its own
@@ -146,24 +168,16 @@ class OpenLoop(Generic[S]):
     warmup: int
     threads: int
     name: str = "bench-load"  # the threads' name prefix
+    # Called with each shot and its answer's body once read, on the sending thread (the flows phase starts the next
+    # step of a flow there); it must not raise, the pool would swallow it.
+    on_answer: Callable[[S, bytes], None] | None = None
     measured_start: float = 0.0  # time.time() the first measured shot is due (set when the run starts)
     measured_end: float = 0.0
 
     def _send(self, shot: S) -> None:
-        shot.sent = time.time()
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=10)
-        try:
-            conn.request("POST", shot.path, body=shot.body, headers=self.headers)
-            response = conn.getresponse()
-            response.read()
-            shot.answered = time.time()
-            shot.status = response.status
-            shot.location = response.getheader("Location") or ""
-        except (OSError, http.client.HTTPException) as exc:
-            shot.answered = time.time()
-            shot.error = type(exc).__name__
-        finally:
-            conn.close()
+        answer = send(self.port, shot, self.headers)
+        if self.on_answer is not None:
+            self.on_answer(shot, answer)
 
     def run(self) -> None:
         step = 1.0 / self.rate

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import pickle
 import secrets
 import time
 from urllib.parse import urlencode
@@ -13,7 +14,7 @@ from urllib.parse import urlencode
 import redis
 
 from bench import report
-from bench.common import HOST, OUT_DIR, basic_auth, free_port, log
+from bench.common import HOST, OUT_DIR, ROOT, BenchError, basic_auth, free_port, log
 from bench.load import ensure_wrk
 from bench.phases import Context, phases
 from bench.postgres import check_postgres, recreate_database
@@ -30,11 +31,31 @@ STALE = (
     "celery.log",
     "ping*",
     "celery-ping.log",
+    "flows*",
+    "flat-*",
+    "flatness.json",
     "peer.json",
+    "profile*",
 )
 
 
+RUN_PICKLE = OUT_DIR / "run.pickle"
+
+
+def report_only() -> None:
+    """RESULTS.md again from the last complete run's figures (bench/out/run.pickle, this checkout's own file)."""
+    if not RUN_PICKLE.exists():
+        raise BenchError(f"{RUN_PICKLE.relative_to(ROOT)} is missing: run the whole benchmark first")
+    with RUN_PICKLE.open("rb") as f:
+        facts, args, results = pickle.load(f)  # noqa: S301 (written by run_phases above, in bench/out/)
+    report.write_results(facts, args, results)
+    log(report.summary_line(facts, results))
+
+
 def run(args: argparse.Namespace) -> None:
+    if args.report_only:
+        report_only()
+        return
     started = time.monotonic()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     for pattern in STALE:
@@ -117,5 +138,9 @@ def run_phases(args: argparse.Namespace, started: float, own_redis: RedisServer 
         background=(idle_busy, busiest),
         own_redis=own_redis is not None,
     )
+    # Kept first, so that a fault in the report loses no measurement: `python -m bench --report-only` writes
+    # RESULTS.md again from it.
+    with RUN_PICKLE.open("wb") as f:
+        pickle.dump((facts, args, ctx.results), f)
     report.write_results(facts, args, ctx.results)
     log(report.summary_line(facts, ctx.results))

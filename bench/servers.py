@@ -105,7 +105,7 @@ class RedisServer(Service):
     stop_grace: ClassVar[float] = 10
 
 
-def start_own_redis() -> RedisServer:
+def start_own_redis(log_name: str = "redis.log") -> RedisServer:
     binary = shutil.which("redis-server")
     if not binary:
         raise BenchError(
@@ -113,7 +113,7 @@ def start_own_redis() -> RedisServer:
             "at a running Redis."
         )
     port = free_port()
-    log_path = OUT_DIR / "redis.log"
+    log_path = OUT_DIR / log_name
     cmd = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
     server = RedisServer(spawn(cmd, log_path, cwd=OUT_DIR), log_path, port)
     client = redis.Redis(host=HOST, port=port, socket_connect_timeout=1, socket_timeout=2)
@@ -244,7 +244,9 @@ def start_server(args: argparse.Namespace, env: dict[str, str], port: int, log_n
         "4",
     ]
     if not args.no_access_log:
-        cmd += ["--access-logfile", "-"]  # as docker-compose.yml runs it
+        # As docker-compose.yml runs it: its access log (format, logger class, redaction in the master); the options
+        # above take precedence over the file's.
+        cmd += ["--config", "config/gunicorn.conf.py"]
     server = Server(spawn(cmd, log_path, env), log_path, port)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -105,6 +105,19 @@ def cpu_shares(before: CpuSample, after: CpuSample, wrk_seconds: float) -> dict[
     return shares
 
 
+def cpu_seconds(before: CpuSample, after: CpuSample) -> dict[str, float]:
+    """Per-group CPU time in seconds (all cores) over the interval, with busy, steal and other as cpu_shares has
+    them: what a unit of work costs rather than how full the machine was."""
+    used = dict.fromkeys(GROUPS, 0)
+    for pid, (group, ticks) in after.ticks.items():
+        used[group] += ticks - before.ticks.get(pid, (group, 0))[1]
+    seconds = {group: ticks / CLK_TCK for group, ticks in used.items()}
+    seconds["busy"] = (after.busy - before.busy) / CLK_TCK
+    seconds["steal"] = (after.steal - before.steal) / CLK_TCK
+    seconds["other"] = max(0.0, seconds["busy"] - seconds["steal"] - sum(seconds[k] for k in GROUPS))
+    return seconds
+
+
 def background_load(seconds: float = 2.0) -> tuple[float, list[str]]:
     """CPU busy % of the whole machine over a short interval, and the busiest processes."""
 

@@ -115,21 +115,39 @@ class PromptResult:
 # ---------------------------------------------------------------------------------------------------------- phase
 
 
-def create_sms_approvers(env: dict[str, str], count: int) -> list[str]:
-    """Approvers with a phone each (fictional UK mobile numbers, +44 7700 900xxx), created concurrently."""
+def twilio_env(fake: FakeTwilio) -> dict[str, str]:
+    """The server's and the worker's settings that send prompts as SMS through the twilio client to `fake`."""
+    return {
+        "APPROVALS_PROMPT_CHANNELS": "approvals.channels.twilio_sms.TwilioSmsChannel",
+        "TWILIO_ACCOUNT_SID": fake.account_sid,
+        "TWILIO_AUTH_TOKEN": fake.auth_token,
+        "TWILIO_FROM_NUMBER": "+447700900001",
+        "TWILIO_API_BASE": fake.base_url,
+        "TWILIO_STATUS_CALLBACKS": "false",
+    }
 
-    def one(i: int) -> str:
+
+def create_sms_approvers(
+    env: dict[str, str], count: int, prefix: str = "bench-sms", first_phone: int = 100
+) -> list[tuple[str, str, str]]:
+    """Approvers <prefix>-<i> with a phone each (fictional UK mobile numbers, +44 7700 900<first_phone + i>),
+    created concurrently: [(username, password, phone)]."""
+    if not 0 <= first_phone <= 999 - count:
+        raise BenchError(f"phone numbers +447700900{first_phone:03d} and up: {count} do not fit")
+
+    def one(i: int) -> tuple[str, str, str]:
+        password = secrets.token_urlsafe(24)
         made = manage_json(
             env,
             "create_approver",
-            f"bench-sms-{i}",
-            f"--password={secrets.token_urlsafe(24)}",
+            f"{prefix}-{i}",
+            f"--password={password}",
             "--phone",
-            f"+447700900{100 + i:03d}",
+            f"+447700900{first_phone + i:03d}",
         )
         if not made.get("phone_number"):
             raise BenchError(f"create_approver --phone stored no phone: {made}")
-        return made["username"]
+        return made["username"], password, made["phone_number"]
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         return list(pool.map(one, range(count)))
@@ -164,16 +182,9 @@ class Prompts(Phase):
         try:
             port = free_port()
             env = server_env(args, port)
-            env.update(
-                APPROVALS_PROMPT_CHANNELS="approvals.channels.twilio_sms.TwilioSmsChannel",
-                TWILIO_ACCOUNT_SID=fake.account_sid,
-                TWILIO_AUTH_TOKEN=fake.auth_token,
-                TWILIO_FROM_NUMBER="+447700900001",
-                TWILIO_API_BASE=fake.base_url,
-                TWILIO_STATUS_CALLBACKS="false",
-            )
+            env.update(twilio_env(fake))
             log(f"prompts: creating {args.prompt_approvers} approvers with a phone")
-            hints = create_sms_approvers(env, args.prompt_approvers)
+            hints = [name for name, _, _ in create_sms_approvers(env, args.prompt_approvers)]
             # Tasks queued by phases a-c (no worker ran) must not reach this worker: empty the broker first.
             flush_redis(args)
             log(
