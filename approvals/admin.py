@@ -1,20 +1,29 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import SEARCH_VAR
 from django.contrib.auth.models import User
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count, Model, Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
+from redis.exceptions import RedisError
 
-from approvals import services
+from approvals import lockouts, review, services
+from approvals.display import admin_datetime
 from approvals.models import (
     ApprovalRequest,
     Approver,
+    ApproverEvent,
     AuditEvent,
     Delivery,
     PushSubscription,
@@ -37,6 +46,31 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class SafeSelectionMixin:
+    """Actions on selected rows without a 500 on a hostile selection: ids that are not ids of this model (a UUID field
+    given "x") are dropped before Django filters by them, which would raise."""
+
+    model: type[Model]
+
+    def response_action(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
+        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        valid = [value for value in selected if _is_pk(self.model, value)]
+        if len(valid) != len(selected):
+            post = request.POST.copy()
+            post.setlist(helpers.ACTION_CHECKBOX_NAME, valid)
+            request.POST = post  # type: ignore[assignment]  # the stubs type POST as immutable; a copy replaces it
+        response: HttpResponse | None = super().response_action(request, queryset)  # type: ignore[misc]
+        return response
+
+
+def _is_pk(model: type[Model], value: str) -> bool:
+    try:
+        model._meta.pk.to_python(value)
+    except (ValidationError, ValueError, TypeError):
+        return False
+    return True
+
+
 class ReadOnlyInline(admin.TabularInline):
     extra = 0
     can_delete = False
@@ -50,19 +84,216 @@ class ReadOnlyInline(admin.TabularInline):
 
 class PushSubscriptionInline(ReadOnlyInline):
     model = PushSubscription
-    fields = ("service_host", "user_agent", "created_at", "last_success_at", "disabled_at", "disabled_reason")
+    fields = ("service_host", "user_agent", "added", "last_success", "disabled", "disabled_reason")
     readonly_fields = fields
     can_delete = True  # removing a device is how an admin stops prompts to a lost phone
 
+    @admin.display(description=_("added"))
+    def added(self, obj: PushSubscription) -> str:
+        return admin_datetime(obj.created_at)
+
+    @admin.display(description=_("last success"))
+    def last_success(self, obj: PushSubscription) -> str:
+        return admin_datetime(obj.last_success_at)
+
+    @admin.display(description=_("disabled"))
+    def disabled(self, obj: PushSubscription) -> str:
+        return admin_datetime(obj.disabled_at)
+
+
+# How many of an approver's latest requests their page lists (issue 18 item 4).
+RECENT_REQUESTS = 10
+
 
 @admin.register(Approver)
-class ApproverAdmin(admin.ModelAdmin):
+class ApproverAdmin(SafeSelectionMixin, admin.ModelAdmin):
+    """Approvers: how they are reached (phone, push devices), their latest requests, and their lockouts, which an
+    operator may clear (approvals.lockouts, recorded as an ApproverEvent)."""
+
     list_display = ("user", "phone_number", "sms_enabled", "devices", "accepting_requests", "has_user_code")
     list_filter = ("accepting_requests",)
+    list_select_related = ("user",)
     search_fields = ("user__username", "user__email", "phone_number")
     raw_id_fields = ("user",)
-    readonly_fields = ("created_at", "has_user_code", "phone_disabled_at", "phone_disabled_reason")
+    readonly_fields = (
+        "created_at",
+        "has_user_code",
+        "phone_disabled_at",
+        "phone_disabled_reason",
+        "lockout_states",
+        "lockout_history",
+        "recent_requests",
+    )
     inlines = (PushSubscriptionInline,)
+    actions = ("clear_lockouts",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Approver]:
+        # The list's device count without a query per row.
+        live = Count("push_subscriptions", filter=Q(push_subscriptions__disabled_at__isnull=True))
+        approvers: QuerySet[Approver] = super().get_queryset(request).annotate(live_devices=live)
+        return approvers
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.clear_lockouts_view)
+        name = f"{self.opts.app_label}_{self.opts.model_name}_clear_lockouts"
+        return [path("<path:object_id>/clear-lockouts/", view, name=name), *super().get_urls()]
+
+    def has_clear_lockout_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("approvals.clear_lockout_approver")
+
+    @admin.display(description=_("lockouts"))
+    def lockout_states(self, obj: Approver, *, clearable: bool = False) -> str:
+        if not obj.pk:
+            return "-"
+        try:
+            current = lockouts.approver_lockouts(obj)
+        except RedisError:
+            return str(_("Unknown: the lockout counters cannot be read now (Redis is unreachable)."))
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (lockout.label, _lockout_state(lockout), f"{lockout.failures} of {lockout.max_failures}")
+                for lockout in current
+            ),
+        )
+        table = format_html(
+            "<table><thead><tr><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody></table>",
+            _("what"),
+            _("state"),
+            _("wrong guesses in the window"),
+            rows,
+        )
+        if clearable and any(lockout.failures for lockout in current):
+            url = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_clear_lockouts", args=[obj.pk])
+            return format_html('{}<p><a class="button" href="{}">{}</a></p>', table, url, _("Clear lockouts…"))
+        return table
+
+    @admin.display(description=_("lockouts"))
+    def lockout_states_clearable(self, obj: Approver) -> str:
+        """The same, with the way to clear them, for those who may (get_readonly_fields picks one)."""
+        return self.lockout_states(obj, clearable=True)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Approver | None = None) -> tuple[str, ...]:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if self.has_clear_lockout_permission(request):
+            fields = tuple("lockout_states_clearable" if name == "lockout_states" else name for name in fields)
+        return fields
+
+    @admin.display(description=_("lockouts cleared"))
+    def lockout_history(self, obj: Approver) -> str:
+        events = list(ApproverEvent.objects.filter(approver_id=obj.pk).select_related("actor")[:10]) if obj.pk else []
+        if not events:
+            return "-"
+        return format_html(
+            "<table><tbody>{}</tbody></table>",
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                (
+                    (
+                        admin_datetime(event.at),
+                        event.actor.get_username() if event.actor else "-",
+                        ", ".join(str(lockouts.LABELS.get(kind, kind)) for kind in event.detail.get("cleared", [])),
+                    )
+                    for event in events
+                ),
+            ),
+        )
+
+    @admin.display(description=_("recent requests"))
+    def recent_requests(self, obj: Approver) -> str:
+        if not obj.pk:
+            return "-"
+        latest = list(
+            ApprovalRequest.objects.filter(user_id=obj.user_id)
+            .select_related("client")
+            .order_by("-created_at")[:RECENT_REQUESTS]
+        )
+        if not latest:
+            return str(_("None yet."))
+        now = timezone.now()
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    reverse("admin:approvals_approvalrequest_change", args=[r.pk]),
+                    admin_datetime(r.created_at),
+                    r.client.name or r.client.client_id,
+                    ApprovalRequest.Status(r.effective_status(now)).label,
+                    r.binding_message or "-",
+                )
+                for r in latest
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody></table>",
+            _("created"),
+            _("agent"),
+            _("status"),
+            _("binding message"),
+            rows,
+        )
+
+    def clear_lockouts_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The confirmation step and the clearing (POST) of one approver's lockouts."""
+        if not self.has_clear_lockout_permission(request):
+            raise PermissionDenied
+        approver = self.get_object(request, unquote(object_id))
+        if approver is None:
+            raise Http404
+        change_url = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[approver.pk])
+        if request.method == "POST":
+            cleared = self._clear(request, approver)
+            if cleared is not None:
+                self._report(request, [cleared])
+            return HttpResponseRedirect(change_url)
+        try:
+            current = lockouts.approver_lockouts(approver)
+        except RedisError:
+            self.message_user(
+                request, _("The lockout counters cannot be read now (Redis is unreachable)."), messages.ERROR
+            )
+            return HttpResponseRedirect(change_url)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Clear lockouts"),
+            "subtitle": None,
+            "opts": self.opts,
+            "approver": approver,
+            "lockouts": current,
+            "change_url": change_url,
+        }
+        return TemplateResponse(request, "admin/approvals/approver/clear_lockouts.html", context)
+
+    @admin.action(description=_("Clear the lockouts of selected approvers"), permissions=["clear_lockout"])
+    def clear_lockouts(self, request: HttpRequest, queryset: QuerySet[Approver]) -> None:
+        results = [self._clear(request, approver) for approver in queryset.select_related("user")]
+        self._report(request, [result for result in results if result is not None])
+
+    def _clear(self, request: HttpRequest, approver: Approver) -> tuple[Approver, list[str]] | None:
+        try:
+            # The admin site lets only signed-in staff this far.
+            return approver, lockouts.approver_clear_lockouts(approver=approver, actor=cast(User, request.user))
+        except RedisError:
+            self.message_user(
+                request, _("Nothing cleared for %(who)s: Redis is unreachable.") % {"who": approver}, messages.ERROR
+            )
+            return None
+
+    def _report(self, request: HttpRequest, results: list[tuple[Approver, list[str]]]) -> None:
+        cleared = [(approver, kinds) for approver, kinds in results if kinds]
+        for approver, kinds in cleared:
+            what = ", ".join(str(lockouts.LABELS[kind]) for kind in kinds)
+            self.message_user(request, _("Cleared for %(who)s: %(what)s.") % {"who": approver, "what": what})
+        if len(cleared) < len(results):
+            self.message_user(
+                request,
+                _("%(n)d approver(s) had no wrong guesses counted; nothing to clear.")
+                % {"n": len(results) - len(cleared)},
+                messages.INFO,
+            )
 
     @admin.display(boolean=True, description=_("user code set"))
     def has_user_code(self, obj: Approver) -> bool:
@@ -72,9 +303,10 @@ class ApproverAdmin(admin.ModelAdmin):
     def sms_enabled(self, obj: Approver) -> bool:
         return bool(obj.phone_number) and obj.phone_disabled_at is None
 
-    @admin.display(description=_("push devices"))
+    @admin.display(description=_("push devices"), ordering="live_devices")
     def devices(self, obj: Approver) -> int:
-        return obj.push_subscriptions.filter(disabled_at__isnull=True).count()
+        live = getattr(obj, "live_devices", None)
+        return live if live is not None else obj.push_subscriptions.filter(disabled_at__isnull=True).count()
 
     def save_model(self, request: HttpRequest, obj: Approver, form: object, change: bool) -> None:
         phone_number = obj.phone_number
@@ -160,52 +392,169 @@ class AuditEventInline(admin.TabularInline):
     fields = ("at", "kind", "actor", "detail")
     readonly_fields = fields
 
+    # The trail is append-only for everyone, superusers included (issue 18): shown, never edited here.
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
 
 @admin.register(ApprovalRequest)
-class ApprovalRequestAdmin(ReadOnlyAdmin):
-    """Read-only: decisions belong to the approver. Admins can only cancel a pending request (an action, which
-    needs only the view permission)."""
+class ApprovalRequestAdmin(SafeSelectionMixin, ReadOnlyAdmin):
+    """Read-only: decisions belong to the approver. Admins can only cancel a pending request (an action, for those
+    with the cancel permission)."""
 
-    list_display = ("id", "client", "user", "current_status", "binding_message", "created_at", "expires_at")
-    list_filter = (EffectiveStatusFilter, "client", "hint_type")
-    list_select_related = ("client", "user")
-    search_fields = ("id", "user__username", "client__name", "client__client_id", "binding_message")
-    date_hierarchy = "created_at"
+    # Issue 18: one status column (as the agent sees it), who or what decided and when, to the second; built from
+    # the request's row and its joined client, user and decider, so a page of 100 costs the same few queries
+    # (approvals.review).
+    list_display = (
+        "created",
+        "status_now",
+        "agent",
+        "approver",
+        "binding_message",
+        "decided",
+        "time_to_decision",
+        "channel",
+        "tokens_issued",
+    )
+    list_display_links = ("created",)
+    list_filter: ClassVar[tuple[Any, ...]] = (
+        EffectiveStatusFilter,
+        review.AgentFilter,
+        review.ApproverFilter,
+        review.ChannelFilter,
+        "decided_via",
+        review.CreatedRangeFilter,
+    )
+    list_select_related = ("client", "user", "decided_by")
+    # The search box (review.search, changelist_view): named fields only mark it as shown.
+    search_fields = ("binding_message",)
+    search_help_text = _(
+        "An agent's client_id or name, an approver's username or e-mail, words of the binding message, a request id, "
+        "or an exact auth_req_id."
+    )
+    # No COUNT(*) of the whole table on each page, no date drill-down over a million rows, no facet counts.
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = review.CappedCountPaginator
+    ordering = ("-created_at",)
+    # Sorted by the time of creation only: its index serves every page; another order would sort a million rows.
+    sortable_by = ("created",)
     # Other apps' admins add their own inlines after these.
     inlines: ClassVar[tuple[type[admin.options.InlineModelAdmin], ...]] = (AuditEventInline, DeliveryInline)
-    actions = ("cancel_requests", "expire_due_requests")
+    actions: tuple[str, ...] = ("cancel_requests", "expire_due_requests")
+    fieldsets: ClassVar[Any] = (
+        (None, {"fields": ("short_id", "status_now", "client", "user", "binding_message", "scope")}),
+        (
+            _("Decision"),
+            {"fields": ("created", "expires", "decided", "time_to_decision", "acr", "authenticated")},
+        ),
+        (_("Prompt"), {"fields": ("channel", "prompted", "prompt_failed")}),
+        (_("What the agent asked"), {"fields": ("authorization_details_json", "acr_values", "hint_type")}),
+    )
     readonly_fields = (
-        "id",
+        "short_id",
+        "status_now",
         "client",
         "user",
-        "scope",
         "binding_message",
+        "scope",
+        "created",
+        "expires",
+        "decided",
+        "time_to_decision",
+        "acr",
+        "authenticated",
+        "channel",
+        "prompted",
+        "prompt_failed",
+        "authorization_details_json",
         "acr_values",
         "hint_type",
-        "requested_expiry",
-        "status",
-        "current_status",
-        "interval",
-        "created_at",
-        "expires_at",
-        "prompted_at",
-        "prompt_failed_at",
-        "decided_at",
-        "consumed_at",
-        "auth_time",
-        "acr",
-        "access_token",
-        "authorization_details_json",
     )
-    # Secrets of the agent's: the id it redeems and the bearer token it wants on callbacks.
+    # Secrets of the agent's: the id it redeems (never shown; searched only by its exact value).
     exclude = ("auth_req_id",)
 
-    @admin.display(description=_("status now"))
-    def current_status(self, obj: ApprovalRequest) -> StrOrPromise:
-        return ApprovalRequest.Status(obj.effective_status()).label
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        term = request.GET.get(SEARCH_VAR, "").strip()
+        if review.looks_like_auth_req_id(term):
+            # An agent's auth_req_id, by its unique column: to the request's page, or back to the list, so that no
+            # page (not the search box) shows it.
+            if not self.has_view_or_change_permission(request):
+                raise PermissionDenied
+            found = ApprovalRequest.objects.filter(auth_req_id=term).values_list("pk", flat=True).first()
+            if found is not None:
+                opts = self.opts
+                return HttpResponseRedirect(
+                    reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change", args=[found])
+                )
+            self.message_user(request, _("No approval request has this auth_req_id."), messages.WARNING)
+            rest = request.GET.copy()
+            rest.pop(SEARCH_VAR, None)
+            return HttpResponseRedirect(f"{request.path}?{rest.urlencode()}" if rest else request.path)
+        return super().changelist_view(request, extra_context)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[ApprovalRequest], search_term: str
+    ) -> tuple[QuerySet[ApprovalRequest], bool]:
+        return review.search(queryset, search_term), False
+
+    @admin.display(description=_("created"), ordering="created_at")
+    def created(self, obj: ApprovalRequest) -> str:
+        return admin_datetime(obj.created_at)
+
+    @admin.display(description=_("status"))
+    def status_now(self, obj: ApprovalRequest) -> StrOrPromise:
+        return review.status_label(obj, timezone.now())
+
+    @admin.display(description=_("agent"))
+    def agent(self, obj: ApprovalRequest) -> str:
+        return str(obj.client.name or obj.client.client_id)
+
+    @admin.display(description=_("approver"))
+    def approver(self, obj: ApprovalRequest) -> str:
+        return obj.user.get_username()
+
+    @admin.display(description=_("decided"))
+    def decided(self, obj: ApprovalRequest) -> str:
+        return review.decided_cell(obj, timezone.now())
+
+    @admin.display(description=_("time to decision"))
+    def time_to_decision(self, obj: ApprovalRequest) -> str:
+        return review.time_to_decision(obj)
+
+    @admin.display(description=_("channel"))
+    def channel(self, obj: ApprovalRequest) -> str:
+        return review.channel_cell(obj)
+
+    @admin.display(description=_("tokens issued"))
+    def tokens_issued(self, obj: ApprovalRequest) -> str:
+        return review.tokens_cell(obj)
+
+    @admin.display(description=_("request"))
+    def short_id(self, obj: ApprovalRequest) -> str:
+        return str(obj.pk)
+
+    @admin.display(description=_("expires"))
+    def expires(self, obj: ApprovalRequest) -> str:
+        return admin_datetime(obj.expires_at)
+
+    @admin.display(description=_("authenticated at"))
+    def authenticated(self, obj: ApprovalRequest) -> str:
+        return admin_datetime(obj.auth_time)
+
+    @admin.display(description=_("prompt sent"))
+    def prompted(self, obj: ApprovalRequest) -> str:
+        return admin_datetime(obj.prompted_at)
+
+    @admin.display(description=_("prompt failed"))
+    def prompt_failed(self, obj: ApprovalRequest) -> str:
+        return admin_datetime(obj.prompt_failed_at)
 
     @admin.display(description=_("authorization details"))
     def authorization_details_json(self, obj: ApprovalRequest) -> str:
@@ -214,16 +563,31 @@ class ApprovalRequestAdmin(ReadOnlyAdmin):
             return "-"
         return format_html("<pre>{}</pre>", json.dumps(obj.authorization_details, indent=2, ensure_ascii=False))
 
-    @admin.action(description=_("Cancel selected pending requests"), permissions=["view"])
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        # Issue 18: the operator role's, never the viewer's (who may only look).
+        return request.user.has_perm("approvals.cancel_approvalrequest")
+
+    @admin.action(description=_("Cancel selected pending requests"), permissions=["cancel"])
     def cancel_requests(self, request: HttpRequest, queryset: QuerySet[ApprovalRequest]) -> None:
+        # One service call per request (approval_request_cancel: atomic, audited with the admin, the agent told);
+        # decided requests are left as they are.
         cancelled = sum(
             # The admin site lets only signed-in staff this far.
             services.approval_request_cancel(approval_request_id=pk, actor=cast(User, request.user))
-            for pk in queryset.values_list("pk", flat=True)
+            for pk in queryset.filter(status=ApprovalRequest.Status.PENDING).values_list("pk", flat=True)
         )
-        self.message_user(request, _("%(n)d request(s) cancelled.") % {"n": cancelled}, messages.SUCCESS)
+        selected = queryset.count()
+        if cancelled == selected:
+            message = _("Cancelled %(n)d pending request(s); their agents get access_denied.") % {"n": cancelled}
+        else:
+            message = _(
+                "Cancelled %(n)d pending request(s); their agents get access_denied. %(left)d were no longer "
+                "pending and were left as they are."
+            ) % {"n": cancelled, "left": selected - cancelled}
+        self.message_user(request, message, messages.SUCCESS if cancelled else messages.WARNING)
 
-    @admin.action(description=_("Mark every overdue request expired"), permissions=["view"])
+    # Housekeeping the expiry sweep also does, but still a change: the operator's, not the viewer's.
+    @admin.action(description=_("Mark every overdue request expired"), permissions=["cancel"])
     def expire_due_requests(self, request: HttpRequest, queryset: QuerySet[ApprovalRequest]) -> None:
         expired = services.approval_request_expire_due()
         self.message_user(request, _("%(n)d request(s) expired.") % {"n": expired}, messages.SUCCESS)
@@ -231,8 +595,50 @@ class ApprovalRequestAdmin(ReadOnlyAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ("at", "kind", "request", "actor")
+    # Issue 18: each row names its request (short id, agent, approver) from one joined query, times to the second;
+    # newest first, and no whole-table COUNT(*) or date drill-down over millions of events.
+    list_display = ("when", "kind", "request_label", "actor")
     list_filter = ("kind",)
-    list_select_related = ("request", "actor")
+    list_select_related = ("request__client", "request__user", "actor")
     raw_id_fields = ("request", "actor")
-    date_hierarchy = "at"
+    ordering = ("-at", "-pk")
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = review.CappedCountPaginator
+
+    @admin.display(description=_("at"), ordering="at")
+    def when(self, obj: AuditEvent) -> str:
+        return admin_datetime(obj.at)
+
+    @admin.display(description=_("request"))
+    def request_label(self, obj: AuditEvent) -> str:
+        request = obj.request
+        url = review.admin_change_url(ApprovalRequest, request.pk)
+        agent = request.client.name or request.client.client_id
+        label = f"{request.short_id} · {agent} → {request.user.get_username()}"
+        return format_html('<a href="{}">{}</a>', url, label) if url else label
+
+
+def _lockout_state(lockout: lockouts.Lockout) -> str:
+    if lockout.locked:
+        return str(_("locked until %(until)s") % {"until": admin_datetime(lockout.until)})
+    if lockout.failures:
+        return str(_("counting until %(until)s") % {"until": admin_datetime(lockout.until)})
+    return str(_("not locked"))
+
+
+@admin.register(ApproverEvent)
+class ApproverEventAdmin(ReadOnlyAdmin):
+    """What administrators did to approvers (lockouts cleared): append-only."""
+
+    list_display = ("when", "kind", "approver", "actor")
+    list_filter = ("kind",)
+    list_select_related = ("approver__user", "actor")
+    search_fields = ("approver__user__username", "actor__username")
+    fields = ("when", "kind", "approver", "actor", "detail")
+    readonly_fields = fields
+    show_full_result_count = False
+
+    @admin.display(description=_("at"), ordering="at")
+    def when(self, obj: ApproverEvent) -> str:
+        return admin_datetime(obj.at)

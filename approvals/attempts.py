@@ -282,3 +282,39 @@ def client_address(request: HttpRequest) -> str:
         return str(ipaddress.ip_address(entries[-proxies]))
     except ValueError:
         return remote
+
+
+# --- what an administrator sees and clears (approvals.lockouts) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CounterState:
+    failures: int
+    seconds_left: float | None  # None: no window running, or unknown (the embedded server's process memory)
+
+
+def counter_states(keys: Sequence[str]) -> list[CounterState]:
+    """Each counter's wrong guesses and how long its window still runs: one round trip with Redis. While Redis is
+    unreachable this raises RedisError: an administrator must not be told "not locked" for want of an answer."""
+    store = redis_store()
+    if store is None:
+        return [CounterState(failures=counter_value(key), seconds_left=None) for key in keys]
+    pipe = store.client.pipeline(transaction=False)
+    for key in keys:
+        pipe.get(store.key(key))
+        pipe.pttl(store.key(key))
+    replies = pipe.execute()
+    states = []
+    for value, pttl in zip(replies[::2], replies[1::2], strict=True):
+        failures = int(value or 0)
+        states.append(CounterState(failures=failures, seconds_left=pttl / 1000 if failures and pttl > 0 else None))
+    return states
+
+
+def counters_clear(keys: Sequence[str]) -> None:
+    """Delete the counters: their windows end now (RedisError while Redis is unreachable)."""
+    store = redis_store()
+    if store is None:
+        caches["default"].delete_many(list(keys))
+        return
+    store.client.delete(*(store.key(key) for key in keys))

@@ -54,6 +54,9 @@ DEFAULTS: dict[str, Any] = {
     "PROMPT_CLAIM_SECONDS": 30,
     # A request still unprompted this long after its prompt was due is enqueued again by the sweeper.
     "PROMPT_SWEEP_GRACE_SECONDS": 20,
+    # Days the audit trail of a finished request is kept: `manage.py purge_audit_events` deletes older ones
+    # (approvals.retention). 0 keeps it forever.
+    "AUDIT_RETENTION_DAYS": 365,
     # Certification runs (the OpenID conformance suite's automated_ciba_approval_url): empty turns the endpoint off.
     "AUTOMATED_APPROVAL_SECRET": "",
     # With DEBUG off the endpoint is refused by a system check unless this says the operator means it.

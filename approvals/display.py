@@ -7,17 +7,21 @@
   characters, runs of combining marks, unusual whitespace) is refused at bc-authorize, before any of it is stored.
 - An administrator's display template runs in a restricted engine (`display_engine`): no `{% load %}`, only the
   tags and filters of this module's library, autoescape on, no loaders; the agent's values cannot be marked safe.
+
+Also how admin pages write a time (`admin_datetime`), to the second with its zone.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from django import template
 from django.template import Engine, Template, TemplateSyntaxError, defaultfilters, defaulttags
+from django.utils import timezone
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
@@ -110,6 +114,32 @@ def iso_datetime(value: Any) -> Any:
     """`2026-12-03T10:00:00+01:00` -> `Thu 3 Dec 2026, 10:00 (UTC+01:00)`, still shown as the agent's data."""
     readable = text.readable_iso_datetime(value)
     return DataText(readable) if isinstance(value, DataText) else readable
+
+
+def admin_datetime(value: datetime | None) -> str:
+    """A time as admin pages show it (issue 18): to the second, in the server's time zone, the zone named, e.g.
+    "2026-12-05 21:50:07 UTC", so that created, decided and consumed within one minute read apart. "-" for none."""
+    if value is None:
+        return "-"
+    local = timezone.localtime(value) if timezone.is_aware(value) else value
+    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or timezone.get_current_timezone_name()}"
+
+
+def admin_duration(seconds: float | None) -> str:
+    """A span for admin pages, two units at most: "12 s", "3 min 4 s", "2 h 5 min", "3 d 4 h". "-" for none."""
+    if seconds is None:
+        return "-"
+    total = max(0, int(seconds))
+    if total < 60:
+        return f"{total} s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
 class _RestrictedEngine(Engine):

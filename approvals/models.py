@@ -31,6 +31,7 @@ class Approver(models.Model):
 
     class Meta:
         verbose_name = _("approver")
+        permissions = [("clear_lockout_approver", "Can clear an approver's lockouts")]
 
     def __str__(self) -> str:
         return self.user.get_username()
@@ -55,12 +56,27 @@ class ApprovalRequest(models.Model):
         LOGIN_HINT = "login_hint", "login_hint"
         ID_TOKEN_HINT = "id_token_hint", "id_token_hint"
 
+    class DecidedVia(models.TextChoices):
+        PAGE = "page", _("signed-in page")
+        LINK = "link", _("prompt's link")
+        AUTOMATED = "automated", _("automated")
+        ADMIN = "admin", _("admin")
+        SUSPENSION = "suspension", _("agent suspended")
+        EXPIRY = "expiry", _("expired")
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     auth_req_id = models.CharField(max_length=128, unique=True, editable=False)
+    # No single-column indexes on client, user and status: the review indexes below lead with them (issue 18), and
+    # each index more is paid on every bc-authorize INSERT.
     client = models.ForeignKey(
-        oauth2_settings.APPLICATION_MODEL, on_delete=models.CASCADE, related_name="approval_requests"
+        oauth2_settings.APPLICATION_MODEL,
+        on_delete=models.CASCADE,
+        related_name="approval_requests",
+        db_index=False,
     )
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="approval_requests")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="approval_requests", db_index=False
+    )
     scope = models.TextField()
     binding_message = models.CharField(max_length=64, blank=True)
     acr_values = models.CharField(max_length=255, blank=True)
@@ -70,7 +86,7 @@ class ApprovalRequest(models.Model):
     # person, and bound to the tokens issued on approval.
     authorization_details = models.JSONField(default=list, blank=True, editable=False)
 
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     interval = models.PositiveIntegerField(default=5)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     expires_at = models.DateTimeField(db_index=True)
@@ -94,12 +110,37 @@ class ApprovalRequest(models.Model):
         blank=True,
         related_name="+",
     )
+    # Review columns (issue 18), written in the same UPDATE as the transition or the prompt's record, so that the
+    # admin's list shows who decided, how and through which channel without a query per row.
+    # Unindexed: only deleting a user looks requests up by it; the list reads it with its row.
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+        verbose_name=_("decided by"),
+    )
+    decided_via = models.CharField(_("decided via"), max_length=16, choices=DecidedVia.choices, blank=True)
+    # The channel of the first prompt a provider accepted ("sms", "webpush", "console"); blank until then.
+    prompt_channel = models.CharField(_("prompt channel"), max_length=32, blank=True)
 
     class Meta:
         verbose_name = _("approval request")
         ordering = ["-created_at"]
+        permissions = [
+            ("cancel_approvalrequest", "Can cancel pending approval requests"),
+            ("revoke_approvalrequest_tokens", "Can revoke the tokens of approval requests"),
+        ]
         indexes = [
             models.Index(fields=["user", "status", "expires_at"]),
+            # The admin's list (issue 18) at a million rows: each filter reads its newest rows along one index.
+            models.Index(fields=["client", "-created_at"], name="approvals_client_created_idx"),
+            models.Index(fields=["user", "-created_at"], name="approvals_user_created_idx"),
+            models.Index(fields=["status", "-created_at"], name="approvals_status_created_idx"),
+            models.Index(fields=["decided_via", "-created_at"], name="approvals_via_created_idx"),
+            models.Index(fields=["prompt_channel", "-created_at"], name="approvals_channel_created_idx"),
             # The expiry sweep reads only requests that can still expire, not the whole history.
             models.Index(
                 fields=["expires_at"],
@@ -114,7 +155,14 @@ class ApprovalRequest(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.client} → {self.user} ({self.status})"
+        # No status here: admin pages show the effective status on their own, and a stored "consumed" beside it
+        # confused (issue 18).
+        return f"{self.short_id} · {self.client} → {self.user}"
+
+    @property
+    def short_id(self) -> str:
+        """The id's first eight hex digits: enough to tell requests apart on a page, as Git abbreviates commits."""
+        return str(self.pk)[:8]
 
     def effective_status(self, now: datetime | None = None) -> str:
         return effective_status(self.status, self.expires_at, now or timezone.now())
@@ -146,6 +194,10 @@ class AuditEvent(models.Model):
         EXPIRED = "expired", _("Expired")
         CANCELLED = "cancelled", _("Cancelled")
         CONSUMED = "consumed", _("Tokens issued")
+        LINK_OPENED = "link_opened", _("Link opened")
+        REFRESHED = "refreshed", _("Tokens refreshed")
+        EXCHANGED = "exchanged", _("Tokens exchanged")
+        REVOKED = "revoked", _("Tokens revoked")
 
     request = models.ForeignKey(ApprovalRequest, on_delete=models.CASCADE, related_name="events")
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -235,3 +287,28 @@ class Delivery(models.Model):
         if self.finished_at is None:
             return None
         return int((self.finished_at - self.created_at).total_seconds() * 1000)
+
+
+class ApproverEvent(models.Model):
+    """An append-only record of what an administrator did to an approver rather than to one request (issue 18):
+    AuditEvent needs a request, and Django's LogEntry is neither append-only nor part of the review. Written by the
+    service that does it (approvals.lockouts), in its transaction; never changed or deleted in admin."""
+
+    class Kind(models.TextChoices):
+        LOCKOUT_CLEARED = "lockout_cleared", _("Lockout cleared")
+
+    approver = models.ForeignKey(Approver, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("approver event")
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["approver", "-at"], name="approvals_approverevent_at")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -88,7 +88,7 @@ def _prompt_round(approval_request_id: UUID | str, *, attempt: int, now: datetim
             sent_at = timezone.now()
             with transaction.atomic():
                 won = ApprovalRequest.objects.filter(pk=approval_request.pk, prompted_at__isnull=True).update(
-                    prompted_at=sent_at
+                    prompted_at=sent_at, prompt_channel=channel.name[:32]
                 )
                 if won:
                     audit(approval_request.pk, Kind.PROMPTED, at=sent_at, channel=channel.name, destinations=reached)

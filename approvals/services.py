@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import check_password, make_password
 from django.contrib.auth.models import User
 from django.db import connection, transaction
-from django.db.models import Field
+from django.db.models import Case, F, Field, Value, When
 from django.utils import timezone
 
 from approvals import attempts
@@ -30,6 +30,7 @@ from approvals.signals import approval_request_changed
 logger = logging.getLogger(__name__)
 
 Status = ApprovalRequest.Status
+DecidedVia = ApprovalRequest.DecidedVia
 Kind = AuditEvent.Kind
 
 
@@ -226,10 +227,19 @@ def approval_request_decide(
     auth_time = auth_time or getattr(user, "last_login", None) or now
     unspent: dict[str, Any] = {"link_used_at__isnull": True} if by_link else {}
     spend: dict[str, Any] = {"link_used_at": now} if by_link else {}
+    via = DecidedVia.AUTOMATED if automated_by else DecidedVia.LINK if by_link else DecidedVia.PAGE
     with transaction.atomic():
         won = ApprovalRequest.objects.filter(
             pk=approval_request_id, user=user, status=Status.PENDING, expires_at__gt=now, **unspent
-        ).update(status=new_status, decided_at=now, auth_time=auth_time, acr=acr, **spend)
+        ).update(
+            status=new_status,
+            decided_at=now,
+            auth_time=auth_time,
+            acr=acr,
+            decided_by=None if automated_by else user,
+            decided_via=via,
+            **spend,
+        )
         if won:
             kind = Kind.APPROVED if approve else Kind.DENIED
             if automated_by:
@@ -263,17 +273,50 @@ def approval_request_attach_token(*, approval_request_id: UUID | str, access_tok
     )
 
 
-def approval_request_cancel(
-    *, approval_request_id: UUID | str, actor: User | None, now: datetime | None = None
+def approval_request_link_opened(
+    *, approval_request_id: UUID | str, signed_in: bool, now: datetime | None = None
 ) -> bool:
-    """PENDING → CANCELLED, e.g. by an admin stopping a suspicious request. Never approves anything."""
+    """The prompt's link was opened (with its authentic token): audited as LINK_OPENED the first time only, so that
+    a phone re-opening it, or a link-preview robot, does not grow the trail. True if this was the first time.
+
+    The request row is locked while the trail is checked, so two openings at once record one event."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        if not ApprovalRequest.objects.select_for_update().filter(pk=approval_request_id).exists():
+            return False
+        if AuditEvent.objects.filter(request__pk=approval_request_id, kind=Kind.LINK_OPENED).exists():
+            return False
+        audit(approval_request_id, Kind.LINK_OPENED, at=now, signed_in=signed_in)
+    return True
+
+
+def approval_request_token_refreshed(
+    *, approval_request_id: UUID | str, access_token: Any, at: datetime, **detail: Any
+) -> None:
+    """The agent refreshed the request's tokens: `access_token` is the request's token from now on (the refresh
+    deleted the previous one), so the request still leads to the tokens it stands behind; audited as REFRESHED.
+    Call in the refresh's transaction; `detail` names the token without its value."""
+    ApprovalRequest.objects.filter(pk=approval_request_id).update(access_token=access_token)
+    audit(approval_request_id, Kind.REFRESHED, at=at, **detail)
+
+
+def approval_request_cancel(
+    *,
+    approval_request_id: UUID | str,
+    actor: User | None,
+    via: str = DecidedVia.ADMIN,
+    now: datetime | None = None,
+) -> bool:
+    """PENDING → CANCELLED, e.g. by an admin stopping a suspicious request. Never approves anything.
+
+    `via` says why, for the review columns: "admin" (an admin's action) or "suspension" (its agent was suspended)."""
     now = now or timezone.now()
     with transaction.atomic():
         won = ApprovalRequest.objects.filter(pk=approval_request_id, status=Status.PENDING).update(
-            status=Status.CANCELLED, decided_at=now
+            status=Status.CANCELLED, decided_at=now, decided_by=actor, decided_via=via
         )
         if won:
-            audit(approval_request_id, Kind.CANCELLED, actor=actor, at=now)
+            audit(approval_request_id, Kind.CANCELLED, actor=actor, at=now, via=str(via))
             _changed(approval_request_id, Status.CANCELLED, previous=Status.PENDING, at=now)
     return bool(won)
 
@@ -299,7 +342,12 @@ def approval_request_expire_due(*, now: datetime | None = None, batch_size: int 
                 .values_list("pk", flat=True)
             )
             previous = dict(ApprovalRequest.objects.filter(pk__in=won_ids).values_list("pk", "status"))
-            ApprovalRequest.objects.filter(pk__in=won_ids).update(status=Status.EXPIRED)
+            # An undecided request expired: that is how it ended. One approved or denied, then never redeemed,
+            # keeps how it was decided.
+            ApprovalRequest.objects.filter(pk__in=won_ids).update(
+                status=Status.EXPIRED,
+                decided_via=Case(When(status=Status.PENDING, then=Value(DecidedVia.EXPIRY)), default=F("decided_via")),
+            )
             audit_many(won_ids, Kind.EXPIRED, at=now)
             for pk in won_ids:
                 _changed(pk, Status.EXPIRED, previous=previous[pk], at=now)

@@ -180,6 +180,9 @@ def link(request: HttpRequest, token: str) -> HttpResponse:
         raise Http404  # someone else's link on a signed-in browser: never switch people silently
     detail_url = reverse("approvals:detail", args=[approval_request.pk])
     now = timezone.now()
+    services.approval_request_link_opened(
+        approval_request_id=approval_request.pk, signed_in=request.user.is_authenticated, now=now
+    )
     usable = approval_request.link_used_at is None and approval_request.expires_at > now
     hold = links.held_link(request.session, approval_request.pk, now)
     if request.user.is_authenticated or (hold is not None and hold.spent):

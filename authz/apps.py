@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_migrate, post_save
 
 
 class AuthzConfig(AppConfig):
@@ -17,6 +17,7 @@ class AuthzConfig(AppConfig):
         from authz.ciba import poll
         from authz.clients.directory import CibaDirectory
         from authz.models import CibaClient
+        from authz.review import roles
         from authz.tasks import notify_client_on_change
 
         # What approvals shows of an agent comes from here (approvals.agents), and decisions come back by signal:
@@ -30,6 +31,10 @@ class AuthzConfig(AppConfig):
         name_field = get_application_model()._meta.get_field("name")
         if validate_client_name not in name_field.validators:
             name_field.validators.append(validate_client_name)
+
+        # The staff roles' permissions, set from authz.review.roles after every migrate (Django creates permissions
+        # only then). Connected for authz, installed after every app the roles name, whose permissions exist by then.
+        post_migrate.connect(roles.on_post_migrate, sender=self, dispatch_uid="countersign-staff-roles")
 
         # A client edited anywhere (admin, shell, commands) must not keep passing the poll fast path on old data.
         for model in (get_application_model(), CibaClient):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
@@ -141,6 +142,19 @@ class CibaClient(models.Model):
             "requests or user codes required then."
         ),
     )
+    # Issue 18: an administrator may suspend an agent (authz.review.actions.agent_suspend): while set, bc-authorize
+    # and every grant at the token endpoint answer unauthorized_client and its tokens were revoked. Cleared on resume.
+    suspended_at = models.DateTimeField(_("suspended at"), null=True, blank=True, editable=False)
+    suspended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+        verbose_name=_("suspended by"),
+    )
+    suspension_reason = models.CharField(_("suspension reason"), max_length=255, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     # The fields whose values at an administrator's last save bound what the client may give itself.
@@ -160,6 +174,7 @@ class CibaClient(models.Model):
     class Meta:
         verbose_name = _("CIBA client settings")
         verbose_name_plural = _("CIBA client settings")
+        permissions = [("suspend_cibaclient", "Can suspend and resume agents")]
 
     def __str__(self) -> str:
         return f"CIBA settings for {self.application}"
@@ -264,7 +279,10 @@ class CibaClient(models.Model):
         """Whether this client may use `grant_type` now: the one client-capability policy (see client_allows_grant).
 
         Refresh tokens come only from a person's CIBA approval, so refreshing needs CIBA as well as refresh tokens:
-        an administrator who turns either off stops every refresh token the client holds."""
+        an administrator who turns either off stops every refresh token the client holds. A suspended client
+        (issue 18) may use none, and no token it holds stands."""
+        if self.suspended_at is not None:
+            return False
         if grant_type == CIBA_GRANT_TYPE:
             return self.ciba_enabled
         if grant_type == REFRESH_TOKEN_GRANT_TYPE:
@@ -285,6 +303,16 @@ def ciba_client_of(application: Any) -> CibaClient | None:
     except CibaClient.DoesNotExist:
         return None
     return ciba
+
+
+# What a suspended agent is told (unauthorized_client) at bc-authorize and the token endpoint.
+SUSPENDED_DESCRIPTION = "This client is suspended; its operator should contact the server's administrator."
+
+
+def client_suspended(application: Any) -> bool:
+    """Whether an administrator has suspended this agent (authz.review.actions.agent_suspend)."""
+    ciba = ciba_client_of(application)
+    return ciba is not None and ciba.suspended_at is not None
 
 
 def client_allows_grant(application: Any, grant_type: str) -> bool:
@@ -446,3 +474,53 @@ class RequestCallback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mode} to {self.endpoint}"
+
+
+class AgentEvent(models.Model):
+    """What an administrator did to an agent as a whole (issue 18): suspended or resumed it. Append-only: written by
+    authz.review.actions, never changed or deleted in admin. What the suspension did to each request (cancelled,
+    tokens revoked) is an approvals AuditEvent on that request."""
+
+    class Kind(models.TextChoices):
+        SUSPENDED = "suspended", _("Suspended")
+        RESUMED = "resumed", _("Resumed")
+
+    client = models.ForeignKey(CibaClient, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("agent event")
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["client", "-at"], name="authz_agentevent_client_at")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class ReviewToken(models.Model):
+    """A bearer token for the read-only review API (authz.review.api), for security tooling that pulls the audit
+    trail. Stored as its SHA-256 only: the value is printed once by `create_review_token` and a copy of the database
+    holds nothing usable. A token acts as its staff user: it opens the API only while that user is active, staff and
+    holds the viewer role's permissions (or is a superuser), so taking a person's role away closes their tokens too."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="review_tokens")
+    name = models.CharField(_("name"), max_length=100, blank=True, help_text=_("What the token is for."))
+    # sha256(token) in hex; tokens are 256 random bits, so a fast hash is enough (as for client secrets).
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True, editable=False)
+    # Written at most once a minute (authz.review.tokens), not on every call.
+    last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("review API token")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name or 'token'} of {self.user}"

@@ -5,13 +5,14 @@ from urllib.parse import parse_qsl
 
 from django.db import transaction
 from django.http import HttpRequest
+from django.utils import timezone
 from oauth2_provider.oauth2_backends import OAuthLibCore
 from oauthlib.openid import Server
 
 from authz.ciba.grant import OpenIDCibaGrant
 from authz.constants import CIBA_GRANT_TYPE, REFRESH_TOKEN_GRANT_TYPE, TOKEN_EXCHANGE_GRANT_TYPE
 from authz.errors import wire_safe_error_body
-from authz.tokens import exchange
+from authz.tokens import exchange, trail
 
 if TYPE_CHECKING:
     from oauthlib.common import _HTTPMethod
@@ -45,10 +46,14 @@ class CountersignServer(Server):
             return super().create_revocation_response(uri, http_method, body, headers)
         with transaction.atomic():
             family = exchange.token_family_lock(token_value)
+            # Its approval request's trail records the revocation (issue 18): read before the row goes.
+            target = trail.revocation_target(family[0]) if family is not None else None
             resp_headers, resp_body, status = super().create_revocation_response(uri, http_method, body, headers)
             if family is not None and status == 200:
                 root_id, downstream_ids = family
-                exchange.exchanged_tokens_revoke(root_id=root_id, downstream_ids=downstream_ids)
+                revoked = exchange.exchanged_tokens_revoke(root_id=root_id, downstream_ids=downstream_ids)
+                if target is not None:
+                    trail.record_revoked(target=target, exchanged=revoked, at=timezone.now(), via="revocation_endpoint")
         return resp_headers, resp_body, status
 
     def create_token_response(

@@ -10,6 +10,7 @@ from celery import Task, shared_task
 from django.db import transaction
 
 from authz.ciba import notify, poll
+from authz.review import overview as review_overview
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,12 @@ def sweep_notifications_task() -> int:
 @shared_task(ignore_result=True)
 def resettle_mirror_task() -> int:
     return poll.resettle_decided()
+
+
+@shared_task(ignore_result=True)
+def warm_review_overview_task() -> None:
+    # The admin's overview (issue 18) reads settled hours from the cache: filled here, its page stays fast.
+    review_overview.overview()
 
 
 def notify_client_on_change(**change: Any) -> None:

@@ -14,6 +14,7 @@ from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 
+from approvals import services as approval_services
 from approvals.models import ApprovalRequest, Approver
 from authz.clients.auth import (
     AUTHENTICATED_CLIENT_META,
@@ -24,6 +25,7 @@ from authz.clients.auth import (
 from authz.constants import REFRESH_TOKEN_GRANT_TYPE
 from authz.errors import OAuthError
 from authz.models import TokenDetails, client_allows_grant
+from authz.tokens import trail
 from authz.tokens.policy import token_active, user_active
 
 if TYPE_CHECKING:
@@ -161,8 +163,10 @@ class CountersignValidator(OAuth2Validator):
                     "authorization_details", flat=True
                 )
             )
-            # Read before DOT's rotation deletes the old access token: the new one keeps the approval's time.
+            # Read before DOT's rotation deletes the old access token: the new one keeps the approval's time, and the
+            # approval request it stood for (the deletion clears ApprovalRequest.access_token).
             granted_at = grant_started(source)
+            approval_request_id = trail.request_of_token(source.access_token_id)
             result = super().save_bearer_token(token, request, *args, **kwargs)
             checksum = hashlib.sha256(token["access_token"].encode("utf-8")).hexdigest()
             access_token = get_access_token_model().objects.filter(token_checksum=checksum).first()
@@ -174,6 +178,15 @@ class CountersignValidator(OAuth2Validator):
                     authorization_details=approved[0] if approved else [],
                     granted_at=granted_at,
                 )
+                if approval_request_id is not None:
+                    approval_services.approval_request_token_refreshed(
+                        approval_request_id=approval_request_id,
+                        access_token=access_token,
+                        at=timezone.now(),
+                        client_id=request.client_id,
+                        **trail.token_label(access_token),
+                        refresh_token_id=source.pk,
+                    )
             if details is not None and details.authorization_details:
                 token["authorization_details"] = details.authorization_details
         return result

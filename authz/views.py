@@ -51,7 +51,14 @@ from authz.errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
-from authz.models import CibaClient, RequestCallback, ciba_client_of, client_allows_grant
+from authz.models import (
+    SUSPENDED_DESCRIPTION,
+    CibaClient,
+    RequestCallback,
+    ciba_client_of,
+    client_allows_grant,
+    client_suspended,
+)
 from authz.tokens import details
 from authz.tokens.resources import resource_indicator_error
 
@@ -125,6 +132,8 @@ class BackchannelAuthenticationView(View):
             audience=assertion_audience_for(request),
         )
         ciba = ciba_client_of(client)
+        if ciba is not None and ciba.suspended_at is not None:
+            raise UnauthorizedClient(SUSPENDED_DESCRIPTION)
         if ciba is None or not client_allows_grant(client, CIBA_GRANT_TYPE):
             raise UnauthorizedClient()
         # CIBA Core §7.1.1: a signed request's parameters are its JWT's claims; FAPI-CIBA's request rules apply here.
@@ -215,6 +224,9 @@ class TokenView(dot_views.TokenView):
         if credentials is None:
             return
         application = authenticate_client(credentials, audience=assertion_audience_for(request))
+        if client_suspended(application):
+            # Every grant, refresh and exchange included (issue 18); the validator's policy refuses them too.
+            raise UnauthorizedClient(SUSPENDED_DESCRIPTION)
         _check_resource_indicators(request.POST.getlist("resource"))
         if grant_type == CLIENT_CREDENTIALS_GRANT_TYPE:
             _check_client_credentials(application, request.POST.get("scope"))
@@ -254,6 +266,8 @@ class TokenView(dot_views.TokenView):
             # Polls are the hot path: build the accepted audiences only for the clients that need them.
             audience=assertion_audience_for(request) if credentials.is_assertion else None,
         )
+        if record.suspended:
+            raise UnauthorizedClient(SUSPENDED_DESCRIPTION)
         if record.registered_method is None or not record.ciba_enabled:
             raise UnauthorizedClient()
         if not auth_req_id:

@@ -361,6 +361,8 @@ APPROVALS = env_set(
     PROMPTS_PER_MINUTE=env.int("APPROVALS_PROMPTS_PER_MINUTE", default=_UNSET),
     PROMPTS_PER_PERSON_PER_MINUTE=env.int("APPROVALS_PROMPTS_PER_PERSON_PER_MINUTE", default=_UNSET),
     MAX_PENDING_PER_PERSON=env.int("APPROVALS_MAX_PENDING_PER_PERSON", default=_UNSET),
+    # Days the audit trail is kept before `manage.py purge_audit_events` deletes it; 0: forever.
+    AUDIT_RETENTION_DAYS=env.int("APPROVALS_AUDIT_RETENTION_DAYS", default=_UNSET),
     PROMPT_TIMEOUT_SECONDS=env.float("APPROVALS_PROMPT_TIMEOUT_SECONDS", default=_UNSET),
     # Off by default: staff and superuser accounts are not people agents may ask (docs/approvers.md).
     STAFF_APPROVERS=env.bool("APPROVALS_STAFF_APPROVERS", default=_UNSET),
@@ -421,6 +423,8 @@ CELERY_BEAT_SCHEDULE = {
     "expire-due-approval-requests": {"task": "approvals.tasks.expire_due_task", "schedule": 30.0},
     # Bounds how long a decision that could not reach Redis stays hidden behind the poll mirror's "pending".
     "resettle-poll-mirror": {"task": "authz.tasks.resettle_mirror_task", "schedule": 30.0},
+    # Keeps the admin's overview page fast: its settled hours are read once, then from the cache (authz.review).
+    "warm-review-overview": {"task": "authz.tasks.warm_review_overview_task", "schedule": 300.0},
 }
 
 # config.logs.configure applies LOGGING after installing a record factory that redacts credentials (client secrets,

@@ -7,6 +7,7 @@ from django.urls import include, path
 
 from approvals import pwa
 from approvals.forms import SignInForm
+from authz.review.overview_page import urlpatterns as review_admin_urls
 from authz.urls import oauth_patterns
 
 
@@ -25,5 +26,9 @@ urlpatterns = [
     path("approvals/", include("approvals.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(authentication_form=SignInForm), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # The admin's review pages (issue 18), behind the admin's sign-in, before the admin's own catch-all.
+    path("admin/review/", include((review_admin_urls, "admin-review"))),
     path("admin/", admin.site.urls),
+    # The read-only review API for security tooling (issue 18; docs/admin.md#audit-trail-and-api).
+    path("api/review/", include("authz.review.urls")),
 ]

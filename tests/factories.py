@@ -110,3 +110,15 @@ def make_approval_request(
         now=timezone.now() - timedelta(seconds=created_ago),
         **as_bc_authorize(**kwargs),
     )
+
+
+def make_staff(username: str, *groups: str, superuser: bool = False) -> Any:
+    """A staff account in the given role groups ("viewer", "operator": authz.review.roles), or a superuser."""
+    from django.contrib.auth.models import Group
+
+    User = get_user_model()
+    make = User.objects.create_superuser if superuser else User.objects.create_user
+    user = make(username, password=PASSWORD, is_staff=True)
+    for name in groups:
+        user.groups.add(Group.objects.get(name=name))
+    return user

@@ -56,11 +56,10 @@ def test_superuser_can_view_a_request_with_its_audit_events(admin_client, agent,
     assert response.status_code == 200
     html = response.content.decode()
     assert "Pay invoice 12" in html
-    # The audit trail, inline: created, then approved by alice.
-    inline = response.context["inline_admin_formsets"][0]
-    assert inline.formset.model is AuditEvent
-    assert [form.instance.kind for form in inline.formset.forms] == [Kind.CREATED, Kind.APPROVED]
-    assert "Created" in html and "Approved" in html
+    # The audit trail, in the page's timeline (authz.review.timeline): created, then approved by alice.
+    timeline = html[html.index('class="review-timeline"') :]
+    assert timeline.index("Created") < timeline.index("Approved")
+    assert "alice" in timeline
     # The auth_req_id is the agent's bearer credential for the tokens: never shown.
     assert approval_request.auth_req_id not in html
 
@@ -177,7 +176,9 @@ def test_cancel_action_cancels_a_pending_request(admin_client, admin_user, agent
     response = run_action(admin_client, "cancel_requests", approval_request, from_agent)
 
     assert response.status_code == 200
-    assert [str(m) for m in response.context["messages"]] == ["2 request(s) cancelled."]
+    assert [str(m) for m in response.context["messages"]] == [
+        "Cancelled 2 pending request(s); their agents get access_denied."
+    ]
     for cancelled in (approval_request, from_agent):
         cancelled.refresh_from_db()
         assert cancelled.status == Status.CANCELLED
@@ -197,7 +198,10 @@ def test_cancel_action_leaves_decided_requests_alone(admin_client, agent, approv
 
     response = run_action(admin_client, "cancel_requests", approved, denied, pending)
 
-    assert [str(m) for m in response.context["messages"]] == ["1 request(s) cancelled."]
+    assert [str(m) for m in response.context["messages"]] == [
+        "Cancelled 1 pending request(s); their agents get access_denied. 2 were no longer pending and were left as "
+        "they are."
+    ]
     approved.refresh_from_db()
     denied.refresh_from_db()
     pending.refresh_from_db()
@@ -275,12 +279,12 @@ def test_request_page_shows_each_prompt_delivery(admin_client, agent, approver, 
     response = admin_client.get(change_url(approval_request))
 
     assert response.status_code == 200
-    deliveries = next(
-        inline for inline in response.context["inline_admin_formsets"] if inline.formset.model is Delivery
-    )
-    [row] = [form.instance for form in deliveries.formset.forms]
+    # Each attempt is a line of the page's timeline (authz.review.timeline), with the provider's answer.
+    [row] = Delivery.objects.filter(request=approval_request)
     assert (row.channel, row.status, row.attempt) == ("locmem", Delivery.Status.SENT, 1)
-    assert "Accepted by the provider" in response.content.decode()
+    html = response.content.decode()
+    assert "Prompt attempt 1: locmem" in html
+    assert "Accepted by the provider" in html
 
 
 def test_deliveries_are_listed_read_only(admin_client, agent, approver, django_capture_on_commit_callbacks):

@@ -93,6 +93,8 @@ def test_poll_mode_end_to_end(agent, approver, approver_client, outbox, client, 
     assert kinds == [
         AuditEvent.Kind.CREATED,
         AuditEvent.Kind.PROMPTED,
+        AuditEvent.Kind.LINK_OPENED,
         AuditEvent.Kind.APPROVED,
         AuditEvent.Kind.CONSUMED,
+        AuditEvent.Kind.REVOKED,
     ]

@@ -162,3 +162,65 @@ def test_request_callbacks_leave_the_approval_request_with_every_value(back_to_h
         "pk", "notification_mode", "notification_endpoint", "client_notification_token"
     )
     assert {pk: values for pk, *values in rows} == {ids[name]: list(values) for name, values in bound.items()}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_review_fields_are_filled_from_the_audit_trail(back_to_head):
+    # Issue 18: approvals 0010 fills decided_by, decided_via and prompt_channel for requests made before it.
+    old = migrate([("approvals", "0009_callbacks_leave_approval_requests"), ("authz", "0013_request_callbacks")])
+    now = timezone.now()
+    User = old.get_model("auth", "User")
+    person = User.objects.create(username="decider")
+    admin = User.objects.create(username="operator-bob", is_staff=True)
+    client = old.get_model("oauth2_provider", "Application").objects.create(
+        name="Old agent", client_type="confidential", authorization_grant_type="client-credentials"
+    )
+    ApprovalRequest = old.get_model("approvals", "ApprovalRequest")
+    AuditEvent = old.get_model("approvals", "AuditEvent")
+    # name: (status, decided, the decision's event (kind, actor, detail), the prompt's channel)
+    cases = {
+        "page": ("approved", True, ("approved", person, {"acr": "x"}), "sms"),
+        "link": ("denied", True, ("denied", person, {"acr": "x", "link": True}), ""),
+        "automated": ("consumed", True, ("approved", None, {"automated_by": "conformance"}), "webpush"),
+        "admin": ("cancelled", True, ("cancelled", admin, {}), ""),
+        "expiry": ("expired", False, ("expired", None, {}), ""),
+        "pending": ("pending", False, None, ""),
+    }
+    ids = {}
+    for name, (status, decided, event, channel) in cases.items():
+        request = ApprovalRequest.objects.create(
+            auth_req_id=f"review-{name}",
+            client=client,
+            user=person,
+            scope="openid",
+            hint_type="login_hint",
+            status=status,
+            expires_at=now + timedelta(minutes=5),
+            decided_at=now if decided else None,
+            prompted_at=now if channel else None,
+        )
+        AuditEvent.objects.create(request=request, kind="created", at=now, detail={})
+        if channel:
+            AuditEvent.objects.create(request=request, kind="prompted", at=now, detail={"channel": channel})
+        if event:
+            kind, actor, detail = event
+            AuditEvent.objects.create(request=request, kind=kind, actor=actor, at=now, detail=detail)
+        ids[request.pk] = name
+
+    new = migrate([("approvals", "0010_review_fields"), ("authz", "0013_request_callbacks")])
+
+    filled = {
+        ids[pk]: (decided_by, via, channel)
+        for pk, decided_by, via, channel in new.get_model("approvals", "ApprovalRequest").objects.values_list(
+            "pk", "decided_by", "decided_via", "prompt_channel"
+        )
+    }
+    assert filled == {
+        "page": (person.pk, "page", "sms"),
+        "link": (person.pk, "link", ""),
+        "automated": (None, "automated", "webpush"),
+        "admin": (admin.pk, "admin", ""),
+        "expiry": (None, "expiry", ""),
+        "pending": (None, "", ""),
+    }

@@ -10,7 +10,8 @@ make that possible:
   before a decision cannot overwrite that decision. Should a transition fail to reach Redis, `resettle` (Celery
   beat) writes it again: agents see the decision that much later, never wrongly.
 - the client cache: a keyed digest of the credentials each client last proved to the database (`client_entry`),
-  for CLIENT_TTL seconds; saving or deleting a client drops it (authz.apps). Secrets only: an assertion is
+  for CLIENT_TTL seconds; saving or deleting a client drops it (authz.apps), and so does suspending it
+  (authz.review.actions). Secrets only: an assertion is
   verified on every poll (RFC 7523 section 3: each jti once).
 - pacing (CIBA Core 11 slow_down): a gate per request that lasts the interval, and the interval itself.
 One Lua script (`_POLL_LUA`) does a whole poll in one round trip. Without Redis (the embedded server) there is no
@@ -324,6 +325,7 @@ class PollRecord:
     client_secret: str
     ciba_enabled: bool
     registered_method: str | None  # None: the client has no CIBA settings
+    suspended: bool  # an administrator suspended the client (issue 18)
     request_id: UUID | None  # None: no such auth_req_id for this client
     status: str
     expires_at: datetime | None
@@ -343,7 +345,8 @@ def _sql() -> str:
     # Only quoted identifiers from the models' metadata are interpolated; values are query parameters.
     return (
         f"SELECT a.{col(app, 'client_type')}, a.{col(app, 'client_secret')}, c.{col(ciba, 'ciba_enabled')}, "  # noqa: S608
-        f"c.{col(ciba, 'token_endpoint_auth_method')}, r.{col(req, 'id')}, r.{col(req, 'status')}, "
+        f"c.{col(ciba, 'token_endpoint_auth_method')}, c.{col(ciba, 'suspended_at')}, r.{col(req, 'id')}, "
+        f"r.{col(req, 'status')}, "
         f"r.{col(req, 'expires_at')}, r.{col(req, 'interval')} "
         f"FROM {q(app.db_table)} a "
         f"LEFT JOIN {q(ciba.db_table)} c ON c.{col(ciba, 'application')} = a.{col(app, 'id')} "
@@ -358,8 +361,8 @@ def load_poll_record(*, client_id: str, auth_req_id: str) -> PollRecord:
         cursor.execute(_sql(), [auth_req_id, client_id])
         row = cursor.fetchone()
     if row is None:
-        return PollRecord(None, "", False, None, None, "", None, 0)
-    client_type, secret, ciba_enabled, method, request_id, status, expires_at, interval = row
+        return PollRecord(None, "", False, None, False, None, "", None, 0)
+    client_type, secret, ciba_enabled, method, suspended_at, request_id, status, expires_at, interval = row
     if isinstance(expires_at, str):  # SQLite hands back text
         expires_at = parse_datetime(expires_at)
     if expires_at is not None and timezone.is_naive(expires_at):
@@ -371,6 +374,7 @@ def load_poll_record(*, client_id: str, auth_req_id: str) -> PollRecord:
         client_secret=secret,
         ciba_enabled=bool(ciba_enabled),
         registered_method=method,
+        suspended=suspended_at is not None,
         request_id=request_id,
         status=status or "",
         expires_at=expires_at,

@@ -27,6 +27,7 @@ from oauthlib.oauth2.rfc6749.grant_types.base import GrantTypeBase
 
 from authz.constants import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT_TYPE
 from authz.models import TokenDetails, ciba_client_of, client_allows_grant
+from authz.tokens import trail
 from authz.tokens.policy import MAX_CHAIN_DEPTH, details_of, token_active
 from authz.tokens.resources import resource_indicator_error
 
@@ -141,6 +142,9 @@ class TokenExchangeGrant(GrantTypeBase):
                     act=exchange.act,
                     subject_token=exchange.subject,
                     granted_at=exchange.granted_at,
+                )
+                trail.record_exchanged(
+                    subject=exchange.subject, issued=issued, client_id=request.client_id, at=timezone.now()
                 )
         except errors.OAuth2Error as e:
             headers.update(e.headers)
@@ -313,10 +317,10 @@ def exchanged_tokens_revoke(*, root_id: int, downstream_ids: list[int]) -> int:
     AccessToken = get_access_token_model()
     if not downstream_ids or AccessToken.objects.filter(pk=root_id).exists():
         return 0  # the revocation did not remove the root (another client's token, RFC 7009 §2.2)
-    revoked: int
-    revoked, _by_model = AccessToken.objects.filter(pk__in=downstream_ids).delete()
+    _total, by_model = AccessToken.objects.filter(pk__in=downstream_ids).delete()
     logger.info("Revoked %s tokens exchanged from revoked token %s", len(downstream_ids), root_id)
-    return revoked
+    # The access tokens alone: the total counts their TokenDetails (CASCADE) as well.
+    return int(by_model.get(AccessToken._meta.label, 0))
 
 
 def _read_params(request: Request) -> dict[str, list[str]]:

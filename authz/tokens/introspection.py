@@ -43,19 +43,21 @@ def may_introspect(token: Any, details: TokenDetails | None, caller: Any) -> boo
       bound to no resource and no audience (a bearer token its agent may present to any resource server).
 
     An agent an administrator switched off, or a client that registered itself, is none of these for other clients'
-    tokens."""
+    tokens; a suspended client (issue 18) learns nothing, of any token."""
+    caller_ciba = ciba_client_of(caller)
+    if caller_ciba is not None and caller_ciba.suspended_at is not None:
+        return False
     if token.application_id == caller.pk:
         return True
     audience = list(details.audience) if details else []
     if caller.client_id in audience:
         return True
-    ciba = ciba_client_of(caller)
-    if ciba is None or not ciba.resource_server:
+    if caller_ciba is None or not caller_ciba.resource_server:
         return False
     resources = list(token.resource or [])
     if not resources and not audience:
         return True
-    return any(resource in resources for resource in ciba.resources or [])
+    return any(resource in resources for resource in caller_ciba.resources or [])
 
 
 def introspect(token_value: str, *, caller: Any, issuer: str = "") -> dict[str, Any]:
