@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--redis-db", type=int, default=14, help="Redis database number, flushed before and after")
     p.add_argument(
         "--only",
-        choices=("all", "peer", "prompts", "ping", "profile", "flows", "flatness"),
+        choices=("all", "peer", "prompts", "ping", "profile", "flows", "admin", "flatness"),
         default="all",
         help="all phases (default), or only one of them (for development:\n"
         "prints its figures and writes bench/out/<phase>.json, leaves bench/RESULTS.md alone)",
@@ -108,6 +108,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             # (bench/phases/prompts.py).
             "pool": (("prefork", "threads", "solo"), "threads", "Celery worker pool"),
             "concurrency": (int, 8, "Celery worker concurrency"),
+        },
+    )
+    add_phase_options(
+        p,
+        "admin",
+        {
+            "requests": (int, 1_000_000, "approval requests in the admin's database (about 5 audit events each)"),
+            "agents": (int, 200, "agents they belong to"),
+            "approvers": (int, 2000, "approvers they ask"),
+            "days": (float, 7.0, "the days they were created over, up to now"),
+            "fetches": (int, 10, "measured fetches of each page, after two unmeasured"),
         },
     )
     add_phase_options(

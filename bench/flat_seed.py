@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -172,14 +173,23 @@ def check(describe_ids: list[str], approve: list[str], deny: list[str]) -> dict[
 # are pending. Every request was prompted (console channel) 40 ms after it was created.
 HISTORY_MIX = {"consumed": 60, "denied": 10, "expired": 29, "cancelled": 1}
 
+# Who decides how (decided_via), and which channel reached the person (prompt_channel), by i: half of the decisions
+# through the prompt's link, half on the signed-in page; SMS, Web Push and the console in turn, and 2 % of the
+# requests never reached anybody (no channel, a failed delivery; those expire).
 _HISTORY_SQL = """
 WITH src AS (
   SELECT g.i, %(t0)s::timestamptz + make_interval(secs => g.i * %(step)s::float8) AS created,
-         (g.i * 37) %% 100 AS bucket
+         (g.i::bigint * 37) %% 100 AS bucket,
+         (%(client_pks)s::int[])[(1 + (g.i::bigint * 7919) %% cardinality(%(client_pks)s::int[]))::int] AS client_pk,
+         (%(user_pks)s::int[])[(1 + (g.i::bigint * 104729) %% cardinality(%(user_pks)s::int[]))::int] AS user_pk,
+         (g.i::bigint * 13) %% 100 < 2 AS undelivered,
+         (ARRAY['sms', 'webpush', 'console'])[1 + g.i %% 3] AS channel
   FROM generate_series(%(lo)s::int, %(hi)s::int) g(i)
 ),
 shaped AS (
-  SELECT i, created, CASE
+  SELECT i, created, client_pk, user_pk, undelivered, channel, i %% 2 = 0 AS by_link, CASE
+    WHEN undelivered THEN
+      CASE WHEN created + %(lifetime)s <= %(now)s THEN %(s_expired)s ELSE %(s_pending)s END
     WHEN bucket < %(b_consumed)s THEN
       CASE WHEN created + interval '20 s' <= %(now)s THEN %(s_consumed)s ELSE %(s_pending)s END
     WHEN bucket < %(b_denied)s THEN
@@ -194,28 +204,54 @@ r AS (
   INSERT INTO approvals_approvalrequest (id, auth_req_id, scope, binding_message, acr_values, hint_type,
     requested_expiry, status, interval, created_at, expires_at, prompted_at, decided_at, consumed_at, auth_time, acr,
     access_token_id, client_id, user_id, prompt_claimed_until, prompt_due_at, prompt_failed_at, link_used_at,
-    authorization_details)
+    authorization_details, decided_by_id, decided_via, prompt_channel)
   SELECT gen_random_uuid(),
     -- 32 random bytes in base64url without padding: the shape of secrets.token_urlsafe(32)
     translate(encode(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()), 'base64'), '+/=', '-_'),
     'openid', 'Pay invoice ' || i || ': 120 EUR', '', %(hint)s, NULL, status, %(interval)s, created,
-    created + %(lifetime)s, created + interval '40 ms',
+    created + %(lifetime)s, CASE WHEN NOT undelivered THEN created + interval '40 ms' END,
     CASE WHEN status IN (%(s_consumed)s, %(s_denied)s) THEN created + interval '15 s'
-         WHEN status = %(s_cancelled)s THEN created + interval '60 s' END,
+         WHEN status = %(s_cancelled)s THEN created + interval '60 s'
+         WHEN status = %(s_expired)s THEN created + %(lifetime)s END,
     CASE WHEN status = %(s_consumed)s THEN created + interval '20 s' END,
     CASE WHEN status IN (%(s_consumed)s, %(s_denied)s) THEN created + interval '10 s' END,
     CASE WHEN status IN (%(s_consumed)s, %(s_denied)s) THEN %(acr)s ELSE '' END,
-    NULL, %(client_pk)s, %(user_pk)s, NULL, created + %(prompt_due)s, NULL, NULL, '[]'::jsonb
+    NULL, client_pk, user_pk, NULL, created + %(prompt_due)s,
+    CASE WHEN undelivered THEN created + interval '2 s' END,
+    CASE WHEN status IN (%(s_consumed)s, %(s_denied)s) AND by_link THEN created + interval '15 s' END,
+    '[]'::jsonb,
+    CASE WHEN status IN (%(s_consumed)s, %(s_denied)s) THEN user_pk END,
+    CASE WHEN status IN (%(s_consumed)s, %(s_denied)s) THEN CASE WHEN by_link THEN 'link' ELSE 'page' END
+         WHEN status = %(s_expired)s THEN 'expiry' WHEN status = %(s_cancelled)s THEN 'admin' ELSE '' END,
+    CASE WHEN undelivered THEN '' ELSE channel END
   FROM shaped ORDER BY i
-  RETURNING id, status, created_at, decided_at, consumed_at, expires_at
+  RETURNING id, status, created_at, decided_at, consumed_at, expires_at, link_used_at, user_id, client_id,
+    prompt_channel, prompt_failed_at
+),
+d AS (
+  INSERT INTO approvals_delivery (id, request_id, channel, destination, subscription_id, attempt, status, provider_id,
+    provider_status, error, created_at, finished_at, updated_at)
+  SELECT gen_random_uuid(), r.id, COALESCE(NULLIF(r.prompt_channel, ''), 'sms'),
+    COALESCE(NULLIF(r.prompt_channel, ''), 'sms') || ':' || r.user_id, NULL, 1,
+    CASE WHEN r.prompt_failed_at IS NULL THEN 'sent' ELSE 'rejected' END, '', '',
+    CASE WHEN r.prompt_failed_at IS NULL THEN '' ELSE 'The provider refused the destination.' END,
+    r.created_at + interval '10 ms', r.created_at + interval '40 ms', r.created_at + interval '40 ms'
+  FROM r
 )
 INSERT INTO approvals_auditevent (kind, at, detail, actor_id, request_id)
 SELECT e.kind, e.at, e.detail, e.actor, r.id FROM r CROSS JOIN LATERAL (VALUES
-  (%(k_created)s, r.created_at, %(d_created)s::jsonb, NULL::int, true),
-  (%(k_prompted)s, r.created_at + interval '40 ms', %(d_prompted)s::jsonb, NULL, true),
-  (%(k_approved)s, r.decided_at, %(d_decided)s::jsonb, %(user_pk)s, r.status = %(s_consumed)s),
+  (%(k_created)s, r.created_at,
+   jsonb_build_object('client_id', (SELECT client_id FROM oauth2_provider_application a WHERE a.id = r.client_id),
+                      'scope', 'openid'), NULL::int, true),
+  (%(k_prompted)s, r.created_at + interval '40 ms', jsonb_build_object('channel', r.prompt_channel, 'destinations', 1),
+   NULL, r.prompt_failed_at IS NULL),
+  (%(k_prompt_failed)s, r.prompt_failed_at, '{}'::jsonb, NULL, r.prompt_failed_at IS NOT NULL),
+  (%(k_link_opened)s, r.link_used_at - interval '5 s', '{}'::jsonb, NULL, r.link_used_at IS NOT NULL),
+  (%(k_approved)s, r.decided_at, %(d_decided)s::jsonb, r.user_id, r.status = %(s_consumed)s),
   (%(k_consumed)s, r.consumed_at, %(d_consumed)s::jsonb, NULL, r.status = %(s_consumed)s),
-  (%(k_denied)s, r.decided_at, %(d_decided)s::jsonb, %(user_pk)s, r.status = %(s_denied)s),
+  (%(k_refreshed)s, r.consumed_at + interval '5 min', '{}'::jsonb, NULL, r.status = %(s_consumed)s),
+  (%(k_refreshed)s, r.consumed_at + interval '10 min', '{}'::jsonb, NULL, r.status = %(s_consumed)s),
+  (%(k_denied)s, r.decided_at, %(d_decided)s::jsonb, r.user_id, r.status = %(s_denied)s),
   (%(k_expired)s, r.expires_at, '{}'::jsonb, NULL, r.status = %(s_expired)s),
   (%(k_cancelled)s, r.decided_at, '{}'::jsonb, NULL, r.status = %(s_cancelled)s)
 ) e(kind, at, detail, actor, keep)
@@ -223,9 +259,12 @@ WHERE e.keep ORDER BY e.at
 """
 
 
-def history(rows: int, client_id: str, username: str, chunk: int, parallel: int) -> dict[str, Any]:
-    """`rows` requests created evenly over the hour before now, shaped as the service leaves them (HISTORY_MIX), with
-    their audit trails; inserted with every index in place, so the indexes grow as they do under real traffic."""
+def history(
+    rows: int, client_ids: list[str], usernames: list[str], chunk: int, parallel: int, hours: float = 1.0
+) -> dict[str, Any]:
+    """`rows` requests created evenly over the `hours` before now, spread over the given agents and approvers, shaped
+    as the service leaves them (HISTORY_MIX and _HISTORY_SQL's notes), with their audit trails and prompt deliveries;
+    inserted with every index in place, so the indexes grow as they do under real traffic."""
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.utils import timezone
@@ -237,8 +276,10 @@ def history(rows: int, client_id: str, username: str, chunk: int, parallel: int)
     from authz.ciba.request import request_lifetime
     from authz.conf import authz_settings
 
-    client = get_application_model().objects.get(client_id=client_id)
-    user = get_user_model().objects.get(username=username)
+    client_pks = list(get_application_model().objects.filter(client_id__in=client_ids).values_list("pk", flat=True))
+    user_pks = list(get_user_model().objects.filter(username__in=usernames).values_list("pk", flat=True))
+    if len(client_pks) != len(set(client_ids)) or len(user_pks) != len(set(usernames)):
+        raise SystemExit("history: unknown client_id or username")
     now = timezone.now()
     Status, Kind = ApprovalRequest.Status, AuditEvent.Kind
     bounds, upto = {}, 0
@@ -247,8 +288,8 @@ def history(rows: int, client_id: str, username: str, chunk: int, parallel: int)
         bounds[f"b_{status}"] = upto
     params: dict[str, Any] = {
         **bounds,
-        "t0": now - timedelta(hours=1),
-        "step": 3600.0 / max(rows, 1),
+        "t0": now - timedelta(hours=hours),
+        "step": hours * 3600.0 / max(rows, 1),
         "now": now,
         "lifetime": timedelta(seconds=request_lifetime(None)),
         # The prompt task's due_after() for a prompt sent at creation (approvals.prompts).
@@ -258,13 +299,11 @@ def history(rows: int, client_id: str, username: str, chunk: int, parallel: int)
         "interval": authz_settings.POLL_INTERVAL_SECONDS,
         "hint": ApprovalRequest.HintType.LOGIN_HINT.value,
         "acr": ACR_SESSION,
-        "client_pk": client.pk,
-        "user_pk": user.pk,
+        "client_pks": client_pks,
+        "user_pks": user_pks,
         **{f"s_{s.value}": s.value for s in Status},
         **{f"k_{k.value}": k.value for k in Kind},
         # The details the service writes: approval_request_create, the prompt task, decide, attach_token.
-        "d_created": json.dumps({"client_id": client.client_id, "scope": "openid"}),
-        "d_prompted": json.dumps({"channel": "console", "destinations": 1}),
         "d_decided": json.dumps({"acr": ACR_SESSION}),
         "d_consumed": json.dumps({"access_token_id": 1, "token_checksum_prefix": "0123456789ab"}),
     }
@@ -286,6 +325,7 @@ def history(rows: int, client_id: str, username: str, chunk: int, parallel: int)
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE approvals_approvalrequest")
         cursor.execute("VACUUM ANALYZE approvals_auditevent")
+        cursor.execute("VACUUM ANALYZE approvals_delivery")
         vacuumed = time.monotonic()
         # The load's dirty pages written now rather than by a checkpoint during the measured runs.
         cursor.execute("CHECKPOINT")
@@ -301,6 +341,39 @@ def history(rows: int, client_id: str, username: str, chunk: int, parallel: int)
         "vacuum_seconds": vacuumed - inserted,
         "checkpoint_seconds": time.monotonic() - vacuumed,
     }
+
+
+def population(agents: int, approvers: int) -> tuple[list[str], list[str]]:
+    """`agents` poll clients (bench-agent-<i>, "Agent <i>") and `approvers` approvers (approver-<i>, each with a
+    phone), in bulk: a many-agent, many-person history for the admin's pages (issue 18) to search and filter."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.hashers import make_password
+    from oauth2_provider.models import get_application_model
+
+    from approvals.models import Approver
+    from authz.models import CibaClient
+
+    Application, User = get_application_model(), get_user_model()
+    secret = make_password(secrets.token_urlsafe(24))  # never used: the pages are read, not the agents
+    apps = Application.objects.bulk_create(
+        [
+            Application(
+                client_id=f"bench-agent-{i}",
+                name=f"Agent {i}",
+                client_type=Application.CLIENT_CONFIDENTIAL,
+                authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+                client_secret=secret,
+                hash_client_secret=False,
+            )
+            for i in range(agents)
+        ]
+    )
+    CibaClient.objects.bulk_create([CibaClient(application=app) for app in apps])
+    users = User.objects.bulk_create(
+        [User(username=f"approver-{i}", email=f"approver-{i}@example.com", password="!") for i in range(approvers)]
+    )
+    Approver.objects.bulk_create([Approver(user=user, phone_number=f"+4477009{i:05d}") for i, user in enumerate(users)])
+    return [a.client_id for a in apps], [u.username for u in users]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,10 +393,18 @@ def main(argv: list[str] | None = None) -> int:
     checking.add_argument("--deny", nargs="*", default=[])
     hist = sub.add_parser("history")
     hist.add_argument("--rows", type=int, required=True)
-    hist.add_argument("--client-id", required=True)
-    hist.add_argument("--username", required=True)
+    hist.add_argument("--client-id", action="append", required=True, help="repeat, or see --population")
+    hist.add_argument("--username", action="append", required=True)
+    hist.add_argument("--hours", type=float, default=1.0)
     hist.add_argument("--chunk", type=int, default=100_000)
     hist.add_argument("--parallel", type=int, default=2)
+    many = sub.add_parser("admin-history", help="agents and approvers in bulk, then their history (issue 18)")
+    many.add_argument("--rows", type=int, required=True)
+    many.add_argument("--agents", type=int, required=True)
+    many.add_argument("--approvers", type=int, required=True)
+    many.add_argument("--hours", type=float, required=True)
+    many.add_argument("--chunk", type=int, default=100_000)
+    many.add_argument("--parallel", type=int, default=2)
     args = p.parse_args(argv)
     setup_django()
     if args.command == "pending":
@@ -332,8 +413,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     elif args.command == "check":
         out = check(args.describe, args.approve, args.deny)
+    elif args.command == "admin-history":
+        client_ids, usernames = population(args.agents, args.approvers)
+        out = history(args.rows, client_ids, usernames, args.chunk, args.parallel, args.hours)
     else:
-        out = history(args.rows, args.client_id, args.username, args.chunk, args.parallel)
+        out = history(args.rows, args.client_id, args.username, args.chunk, args.parallel, args.hours)
     print(json.dumps(out, default=str))
     return 0
 

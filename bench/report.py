@@ -14,6 +14,7 @@ from typing import Any
 from bench.common import BENCH_DIR, HOST, OUT_DIR, ROOT
 from bench.flat_seed import HISTORY_MIX
 from bench.load import Load
+from bench.phases.admin_pages import AdminResult, admin_section, admin_verdict
 from bench.phases.base import PhaseResult, result_of
 from bench.phases.closed_loop import (
     GAP_MARGIN_SECONDS,
@@ -629,6 +630,7 @@ def write_results(facts: RunFacts, args: argparse.Namespace, results: dict[str, 
     flows = result_of(results, "flows", FlowResult) if "flows" in results else None
     peer = result_of(results, "peer", PeerResult) if "peer" in results else None
     profile = result_of(results, "profile", ProfileResult) if "profile" in results else None
+    admin_pages = result_of(results, "admin", AdminResult) if "admin" in results else None
     flat = result_of(results, "flatness", FlatResult) if "flatness" in results else None
     worker_rss = {
         name: r.worker_rss_kib
@@ -672,6 +674,7 @@ def write_results(facts: RunFacts, args: argparse.Namespace, results: dict[str, 
         *(prompt_verdict(prompts, args) if prompts else []),
         *(ping_verdict(ping, args) if ping else []),
         *(peer_verdicts(peer) if peer else []),
+        *(admin_verdict(admin_pages) if admin_pages else []),
         *(flat_verdicts(flat) if flat else []),
         *pool_warning(polls, pr.pool_size),
         *disturbances({"ceiling": ceiling, "bc-authorize": bc, "pending polls": polls, "ceiling after": ceiling_after}),
@@ -725,6 +728,7 @@ def write_results(facts: RunFacts, args: argparse.Namespace, results: dict[str, 
             if profile
             else []
         ),
+        *(admin_section(admin_pages) if admin_pages else []),
         "## Machine",
         "",
         *[f"- {k}: {v}" for k, v in facts.machine.items()],
@@ -801,6 +805,7 @@ def write_results(facts: RunFacts, args: argparse.Namespace, results: dict[str, 
                 "peer": peer_json(peer) if peer else None,
                 "flatness": flat_json(flat) if flat else None,
                 "profile": asdict(profile) if profile else None,
+                "admin": asdict(admin_pages) if admin_pages else None,
             },
             indent=2,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bench.phases.admin_pages import AdminPages
 from bench.phases.base import Context, Phase, PhaseResult
 from bench.phases.closed_loop import BcAuthorize, Ceiling, PendingPolls
 from bench.phases.flatness import Flatness
@@ -28,6 +29,8 @@ def phases(only: str = "all") -> list[Phase]:
         return [Flows()]
     if only == "profile":
         return [Profile()]
+    if only == "admin":
+        return [AdminPages()]
     return [
         Ceiling(),
         BcAuthorize(),
@@ -48,4 +51,6 @@ def phases(only: str = "all") -> list[Phase]:
         # million rows keeps PostgreSQL busy (checkpoints, file removal) for a while after it: phases after it were
         # slowed (a prompt phase measured p50 1 s instead of 40 ms).
         Flatness(),
+        # Issue 18, item 8: the admin's pages over a million requests, on a database of its own.
+        AdminPages(),
     ]

@@ -92,15 +92,16 @@ class Browser:
         finally:
             conn.close()
 
-    def login(self, username: str, password: str) -> None:
-        status, _, page = self.request("GET", "/accounts/login/")
+    def login(self, username: str, password: str, path: str = "/accounts/login/") -> None:
+        """Signs in through the login form at `path` (the approvers' or the admin's)."""
+        status, _, page = self.request("GET", path)
         match = _CSRF_INPUT.search(page.decode(errors="replace"))
         if status != 200 or not match or "csrftoken" not in self.cookies:
-            raise BenchError(f"ping: GET /accounts/login/ answered {status} without a CSRF token: {page[:300]!r}")
+            raise BenchError(f"GET {path} answered {status} without a CSRF token: {page[:300]!r}")
         form = {"username": username, "password": password, "csrfmiddlewaretoken": match.group(1)}
-        status, location, page = self.request("POST", "/accounts/login/", form)
+        status, location, page = self.request("POST", path, form)
         if status != 302 or "sessionid" not in self.cookies:
-            raise BenchError(f"ping: POST /accounts/login/ answered {status} (Location {location!r}): {page[:300]!r}")
+            raise BenchError(f"POST {path} answered {status} (Location {location!r}): {page[:300]!r}")
 
     def decide_form(self) -> dict[str, str]:
         return {"decision": "approve", "csrfmiddlewaretoken": self.cookies["csrftoken"]}
