@@ -208,11 +208,8 @@ def render(entries: list[Entry]) -> SafeString:
         return format_html("<p>{}</p>", _("Nothing recorded."))
     rows = format_html_join(
         "\n",
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
-        (
-            (admin_datetime(entry.at), entry.what, entry.by or "-", entry.detail, _links(entry.links))
-            for entry in entries
-        ),
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        ((admin_datetime(entry.at), entry.what, entry.by or "-", _details(entry)) for entry in entries),
     )
     return format_html(
         '<table class="review-timeline"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead>'
@@ -225,9 +222,13 @@ def render(entries: list[Entry]) -> SafeString:
     )
 
 
-def _links(links: tuple[tuple[str, str], ...]) -> SafeString:
-    return format_html_join(
-        "",
-        " {}",
-        ((format_html('<a href="{}">{}</a>', url, label) if url else label,) for label, url in links),
-    )
+def _details(entry: Entry) -> SafeString:
+    """The token an entry is about first (linked while it exists), then the rest, apart: run together, "from access
+    token #5 access token #6" left unclear which token was the new one."""
+    parts = [
+        format_html('<a href="{}">{}</a>', url, label) if url else format_html("{}", label)
+        for label, url in entry.links
+    ]
+    if entry.detail:
+        parts.append(format_html("{}", entry.detail))
+    return format_html_join("; ", "{}", ((part,) for part in parts))
