@@ -5,11 +5,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
-from django.contrib.admin.views.main import SEARCH_VAR
+from django.contrib.admin.views.main import SEARCH_VAR, ChangeList
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Model, Q, QuerySet
+from django.db.models.constants import LOOKUP_SEP
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -33,7 +35,41 @@ if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class SafeLookupsMixin:
+    """Query parameters no page of ours produces, refused rather than leaking or failing (issue 18 review):
+
+    - Django's admin lets any query parameter filter a list on its model's own columns, declared filter or not
+      (ModelAdmin.lookup_allowed): `?auth_req_id__startswith=Ab` answered differently for a right and a wrong
+      prefix, an oracle that read a secret column one character at a time. Lookups on `secret_columns` are refused
+      (Django answers 400), whatever the lookup; a declared filter or the search box is the way to find rows.
+    - A value Python or PostgreSQL cannot hold (`?at__year=99999`, a date drill-down to 9999-12-31) fails while the
+      list is read, a 500: answered as Django answers a lookup it cannot use, back to the list with `?e=1`."""
+
+    secret_columns: ClassVar[frozenset[str]] = frozenset()
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        if lookup.split(LOOKUP_SEP, 1)[0] in self.secret_columns:
+            return False
+        allowed: bool = super().lookup_allowed(lookup, value, request)  # type: ignore[misc]
+        return allowed
+
+    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
+        try:
+            changelist: ChangeList = super().get_changelist_instance(request)  # type: ignore[misc]
+        except (ValueError, OverflowError) as exc:
+            raise IncorrectLookupParameters(exc) from exc
+        return changelist
+
+
+def _is_pk(model: type[Model], value: str) -> bool:
+    try:
+        model._meta.pk.to_python(value)
+    except (ValidationError, ValueError, TypeError):
+        return False
+    return True
+
+
+class ReadOnlyAdmin(SafeLookupsMixin, admin.ModelAdmin):
     """A record kept by the system: admins look, nobody edits or deletes it here."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -61,14 +97,6 @@ class SafeSelectionMixin:
             request.POST = post  # type: ignore[assignment]  # the stubs type POST as immutable; a copy replaces it
         response: HttpResponse | None = super().response_action(request, queryset)  # type: ignore[misc]
         return response
-
-
-def _is_pk(model: type[Model], value: str) -> bool:
-    try:
-        model._meta.pk.to_python(value)
-    except (ValidationError, ValueError, TypeError):
-        return False
-    return True
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -106,9 +134,12 @@ RECENT_REQUESTS = 10
 
 
 @admin.register(Approver)
-class ApproverAdmin(SafeSelectionMixin, admin.ModelAdmin):
+class ApproverAdmin(SafeLookupsMixin, SafeSelectionMixin, admin.ModelAdmin):
     """Approvers: how they are reached (phone, push devices), their latest requests, and their lockouts, which an
     operator may clear (approvals.lockouts, recorded as an ApproverEvent)."""
+
+    # A user code is short: its hash, read out through a lookup, would be brute-forced offline.
+    secret_columns = frozenset({"user_code_hash"})
 
     list_display = ("user", "phone_number", "sms_enabled", "devices", "accepting_requests", "has_user_code")
     list_filter = ("accepting_requests",)
@@ -276,6 +307,14 @@ class ApproverAdmin(SafeSelectionMixin, admin.ModelAdmin):
         try:
             # The admin site lets only signed-in staff this far.
             return approver, lockouts.approver_clear_lockouts(approver=approver, actor=cast(User, request.user))
+        except lockouts.NotYours:
+            self.message_user(
+                request,
+                _("Nothing cleared for %(who)s: a staff account's lockouts are a superuser's to clear.")
+                % {"who": approver},
+                messages.ERROR,
+            )
+            return None
         except RedisError:
             self.message_user(
                 request, _("Nothing cleared for %(who)s: Redis is unreachable.") % {"who": approver}, messages.ERROR
@@ -320,16 +359,18 @@ class ApproverAdmin(SafeSelectionMixin, admin.ModelAdmin):
 
 
 @admin.register(PushSubscription)
-class PushSubscriptionAdmin(admin.ModelAdmin):
+class PushSubscriptionAdmin(SafeLookupsMixin, admin.ModelAdmin):
     list_display = ("approver", "service_host", "created_at", "last_success_at", "disabled_at")
     list_filter = (("disabled_at", admin.EmptyFieldListFilter),)
     list_select_related = ("approver__user",)
     search_fields = ("approver__user__username", "endpoint")
+    # The device's Web Push keys (RFC 8291: `auth` is a secret shared with the browser): never shown, nor filtered
+    # on; the viewer role reads this page (issue 18).
+    exclude = ("p256dh", "auth")
+    secret_columns = frozenset({"p256dh", "auth"})
     readonly_fields = (
         "approver",
         "endpoint",
-        "p256dh",
-        "auth",
         "user_agent",
         "created_at",
         "last_success_at",
@@ -477,8 +518,13 @@ class ApprovalRequestAdmin(SafeSelectionMixin, ReadOnlyAdmin):
         "acr_values",
         "hint_type",
     )
-    # Secrets of the agent's: the id it redeems (never shown; searched only by its exact value).
+    # Secrets of the agent's: the id it redeems (never shown, never filtered on; searched only by its exact value).
     exclude = ("auth_req_id",)
+    secret_columns = frozenset({"auth_req_id"})
+
+    class Media:
+        # Column titles that may wrap, so that all nine columns fit beside the filters on a 1400-px screen.
+        css: ClassVar[dict[str, tuple[str, ...]]] = {"all": ("approvals/admin.css",)}
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         term = request.GET.get(SEARCH_VAR, "").strip()

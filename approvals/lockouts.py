@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -64,11 +65,26 @@ def approver_lockouts(approver: Approver, *, now: datetime | None = None) -> lis
     ]
 
 
+class NotYours(PermissionDenied):
+    """The approver's account is a staff or superuser account, and the actor is not a superuser."""
+
+
+def may_clear(approver: Approver, actor: Any) -> bool:
+    """Whether `actor` may clear the approver's lockouts. The password count is every sign-in's, the admin's
+    included (approvals.backends): an operator clearing a staff or superuser account's would reopen the guessing of
+    a password worth more than theirs. Those are a superuser's to clear."""
+    user = approver.user
+    return bool(getattr(actor, "is_superuser", False)) or not (user.is_staff or user.is_superuser)
+
+
 def approver_clear_lockouts(
     *, approver: Approver, actor: Any, kinds: tuple[str, ...] = KINDS, now: datetime | None = None
 ) -> list[str]:
     """Clear the approver's counters of `kinds` that hold wrong guesses; the kinds cleared. Audited as one
-    ApproverEvent (LOCKOUT_CLEARED) with `actor` and what each counter held; nothing to clear records nothing."""
+    ApproverEvent (LOCKOUT_CLEARED) with `actor` and what each counter held; nothing to clear records nothing.
+    NotYours if `actor` may not (may_clear)."""
+    if not may_clear(approver, actor):
+        raise NotYours
     now = now or timezone.now()
     current = {lockout.kind: lockout for lockout in approver_lockouts(approver, now=now) if lockout.kind in kinds}
     counted = [kind for kind, lockout in current.items() if lockout.failures]

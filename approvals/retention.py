@@ -2,8 +2,9 @@
 APPROVALS["AUDIT_RETENTION_DAYS"] (or a date it is given).
 
 What goes is a request's whole trail, once all of it is older than the cutoff and the request can no longer change:
-created before the cutoff, expired before it, not pending, and no event of it at or after the cutoff (tokens still
-refreshed or exchanged keep their request's trail, from "created" on). Never half a trail: an "approved" without its
+created before the cutoff, expired before it, not pending, no event of it at or after the cutoff (tokens still
+refreshed or exchanged keep their request's trail, from "created" on), and no token of it left (a grant that may
+still stand keeps who approved it). Never half a trail: an "approved" without its
 "created" would read as a gap, not as retention. The requests themselves stay (with who decided and how).
 """
 
@@ -22,7 +23,16 @@ logger = logging.getLogger(__name__)
 
 def _finished_before(before: datetime) -> Q:
     later = AuditEvent.objects.filter(request=OuterRef("pk"), at__gte=before)
-    return Q(~Q(status=ApprovalRequest.Status.PENDING), ~Exists(later), created_at__lt=before, expires_at__lt=before)
+    # A request still pointing to its access token may still stand behind live tokens (a refresh token not yet
+    # expired or cleared): who approved them is kept while they exist (the token's row goes when they are revoked,
+    # or expired and cleared by DOT's cleartokens).
+    return Q(
+        ~Q(status=ApprovalRequest.Status.PENDING),
+        ~Exists(later),
+        created_at__lt=before,
+        expires_at__lt=before,
+        access_token__isnull=True,
+    )
 
 
 def audit_events_purgeable(*, before: datetime) -> int:

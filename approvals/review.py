@@ -249,7 +249,8 @@ def approvers_matching(value: str) -> QuerySet[Any]:
     match = Q(**{User.USERNAME_FIELD: value})
     if "@" in value:
         match |= Q(email__iexact=value)
-    if value.isdigit() and len(value) < 19:
+    # ASCII digits only: str.isdigit() holds for "²", which int() refuses (a 500).
+    if value.isascii() and value.isdigit() and len(value) < 19:
         match |= Q(pk=int(value))
     return User._default_manager.filter(match).values_list("pk", flat=True)
 

@@ -20,7 +20,7 @@ from oauth2_provider.models import (
 )
 from oauth2_provider.settings import oauth2_settings
 
-from approvals.admin import ApprovalRequestAdmin, ReadOnlyAdmin, ReadOnlyInline, SafeSelectionMixin
+from approvals.admin import ApprovalRequestAdmin, ReadOnlyAdmin, ReadOnlyInline, SafeLookupsMixin, SafeSelectionMixin
 from approvals.display import admin_datetime
 from approvals.models import ApprovalRequest
 from approvals.review import admin_change_url
@@ -128,7 +128,7 @@ class AgentChangeList(ChangeList):
 
 
 @admin.register(Application)
-class ApplicationAdmin(SafeSelectionMixin, BaseApplicationAdmin):
+class ApplicationAdmin(SafeLookupsMixin, SafeSelectionMixin, BaseApplicationAdmin):
     """DOT's client admin with the client's CIBA settings alongside, each agent's figures over the last 30 days
     (issue 18), and the actions to suspend and resume agents (authz.review.actions)."""
 
@@ -147,6 +147,15 @@ class ApplicationAdmin(SafeSelectionMixin, BaseApplicationAdmin):
     list_select_related = ("ciba", "user")
     readonly_fields = (*BaseApplicationAdmin.readonly_fields, "agent_state_detail", "agent_activity", "agent_events")
     actions = ("suspend_agents", "resume_agents")
+    # The client secret: a hash, or the secret itself where "Hash client secret" was left off in DOT's form. Never
+    # filtered on, and not on the page of those who may only look (the viewer and operator roles, issue 18).
+    secret_columns = frozenset({"client_secret"})
+
+    def get_exclude(self, request: HttpRequest, obj: Any = None) -> Any:
+        exclude = tuple(super().get_exclude(request, obj) or ())
+        if obj is not None and not self.has_change_permission(request, obj):
+            exclude = (*exclude, "client_secret")
+        return exclude
 
     def save_related(self, request: Any, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
@@ -414,7 +423,7 @@ def _pretty(value: Any) -> str:
     return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
 
 
-class TokensReadOnly:
+class TokensReadOnly(SafeLookupsMixin):
     """Tokens are issued and revoked by the protocol and by the audited review actions (authz.review.actions), never
     added, edited, deleted or revoked row by row here: no add, change or delete permission and no actions, for
     superusers too."""
@@ -512,28 +521,45 @@ class RequestCallbackInline(ReadOnlyInline):
     readonly_fields = fields
 
 
-class NotificationInline(ReadOnlyInline):
+class NotificationTimes:
+    """A callback's times to the second with their zone, as every review page shows them (issue 18), not Django's
+    "June 1, 2026, 9:14 a.m."."""
+
+    @admin.display(description="created at", ordering="created_at")
+    def created(self, obj: Notification | NotificationAttempt) -> str:
+        return admin_datetime(obj.created_at)
+
+    @admin.display(description="deadline")
+    def gives_up_at(self, obj: Notification) -> str:
+        return admin_datetime(obj.deadline)
+
+    @admin.display(description="finished at")
+    def finished(self, obj: Notification | NotificationAttempt) -> str:
+        return admin_datetime(obj.finished_at)
+
+
+class NotificationInline(NotificationTimes, ReadOnlyInline):
     model = Notification
-    fields = ("mode", "outcome", "status", "attempts", "created_at", "deadline", "finished_at", "error")
+    fields = ("mode", "outcome", "status", "attempts", "created", "gives_up_at", "finished", "error")
     readonly_fields = fields
 
 
-class NotificationAttemptInline(ReadOnlyInline):
+class NotificationAttemptInline(NotificationTimes, ReadOnlyInline):
     model = NotificationAttempt
-    fields = ("created_at", "attempt", "status", "http_status", "latency_ms", "error")
+    fields = ("created", "attempt", "status", "http_status", "latency_ms", "error")
     readonly_fields = fields
 
 
 @admin.register(Notification)
-class NotificationAdmin(ReadOnlyAdmin):
+class NotificationAdmin(NotificationTimes, ReadOnlyAdmin):
     """Ping and push callbacks to agents; an undeliverable one stays here (its tokens are never shown)."""
 
-    list_display = ("created_at", "request", "mode", "outcome", "status", "attempts", "error")
+    list_display = ("created", "request", "mode", "outcome", "status", "attempts", "error")
     list_filter = ("status", "mode", "outcome")
     list_select_related = ("request",)
     search_fields = ("request__id",)
     date_hierarchy = "created_at"
-    fields = ("request", "mode", "outcome", "status", "attempts", "created_at", "deadline", "finished_at", "error")
+    fields = ("request", "mode", "outcome", "status", "attempts", "created", "gives_up_at", "finished", "error")
     readonly_fields = fields
     inlines = (NotificationAttemptInline,)
 
@@ -560,6 +586,10 @@ class DeliveryModeFilter(admin.SimpleListFilter):
         return queryset
 
 
+# The most requests one "revoke" confirms at once (its form carries their ids).
+REVOKE_AT_MOST = 500
+
+
 @admin.register(ApprovalRequest)
 class ApprovalRequestWithNotificationAdmin(ApprovalRequestAdmin):
     # Issue 18: the page's timeline (authz.review.timeline) shows the trail, every prompt delivery and every
@@ -575,6 +605,15 @@ class ApprovalRequestWithNotificationAdmin(ApprovalRequestAdmin):
     @admin.action(description="Revoke the tokens of selected requests", permissions=["revoke"])
     def revoke_tokens(self, request: HttpRequest, queryset: models.QuerySet[ApprovalRequest]) -> HttpResponse | None:
         if not confirmed(request):
+            # The confirmation page posts each selected id back: "select all" over a million requests would build a
+            # page of a million ids, and Django refuses a form of over 1,000 fields (DATA_UPLOAD_MAX_NUMBER_FIELDS).
+            if queryset[: REVOKE_AT_MOST + 1].count() > REVOKE_AT_MOST:
+                self.message_user(
+                    request,
+                    f"Select at most {REVOKE_AT_MOST} requests at a time (filter the list first); nothing was revoked.",
+                    messages.WARNING,
+                )
+                return None
             shown = list(queryset.select_related("client", "user")[:100])
             labels = [f"{str(r.pk)[:8]} · {r.client.name or r.client.client_id} → {r.user}" for r in shown]
             if len(shown) == 100:

@@ -179,6 +179,21 @@ class CibaClient(models.Model):
     def __str__(self) -> str:
         return f"CIBA settings for {self.application}"
 
+    # Written only by authz.review.actions (agent_suspend, agent_resume), with conditional UPDATEs.
+    SUSPENSION_FIELDS = frozenset({"suspended_at", "suspended_by", "suspension_reason"})
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """A save of an existing row leaves the suspension alone: settings read before a suspension (an agent's
+        RFC 7592 update in flight, an administrator's form) must not write `suspended_at = NULL` back over it."""
+        if not self._state.adding and kwargs.get("update_fields") is None and not kwargs.get("force_insert"):
+            deferred = self.get_deferred_fields()  # as Django's own save: only what was loaded
+            kwargs["update_fields"] = [
+                field.name
+                for field in self._meta.concrete_fields
+                if not field.primary_key and field.name not in self.SUSPENSION_FIELDS and field.attname not in deferred
+            ]
+        super().save(*args, **kwargs)
+
     def clean(self) -> None:
         endpoint = self.backchannel_client_notification_endpoint
         if self.backchannel_token_delivery_mode != self.DeliveryMode.POLL:

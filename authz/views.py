@@ -8,7 +8,7 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import BadRequest, RequestDataTooBig, TooManyFieldsSent
-from django.db import transaction
+from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.utils import timezone
 from django.utils.decorators import method_decorator
@@ -168,6 +168,9 @@ class BackchannelAuthenticationView(View):
                         endpoint=validated.notification_endpoint,
                         token=validated.client_notification_token,
                     )
+                # A suspension that began after the check above (issue 18) would not cancel this request: look again.
+                if _suspended_now(ciba):
+                    raise UnauthorizedClient(SUSPENDED_DESCRIPTION)
         except approval_services.TooManyPending as exc:
             # CIBA Core 13: access_denied is the OP's refusal of a valid request; no Retry-After, since room frees
             # only when the person decides or requests expire.
@@ -185,6 +188,24 @@ class BackchannelAuthenticationView(View):
         response["Cache-Control"] = "no-store"
         response["Pragma"] = "no-cache"
         return response
+
+
+def _suspended_now(ciba: CibaClient) -> bool:
+    """Whether the agent is suspended, read with its CibaClient row locked FOR KEY SHARE until the request commits.
+    authz.review.actions.agent_suspend holds that row FOR UPDATE: a suspension in flight is waited for and seen here,
+    and one that starts later waits for this transaction, then finds the new request pending and cancels it. KEY
+    SHARE, the weakest row lock (the one a foreign key check takes), waits for nothing else: concurrent requests of
+    one agent do not queue, nor do edits of its settings. (SQLite writes one transaction at a time.)"""
+    if not connection.features.has_select_for_update:
+        return CibaClient.objects.filter(pk=ciba.pk, suspended_at__isnull=False).exists()
+    opts, quote = CibaClient._meta, connection.ops.quote_name
+    column = quote(opts.get_field("suspended_at").column)
+    # Only quoted identifiers from the model's metadata are interpolated; the value is a query parameter.
+    sql = f"SELECT {column} FROM {quote(opts.db_table)} WHERE {quote(opts.pk.column)} = %s FOR KEY SHARE"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [ciba.pk])
+        row = cursor.fetchone()
+    return row is not None and row[0] is not None
 
 
 class TokenView(dot_views.TokenView):

@@ -12,6 +12,7 @@ formatter sees it. `redact` is the one policy:
   the automated-approval `secret`;
 - the credential of an Authorization header (`Bearer …`, `Basic …`);
 - the token of an approval link, a path segment (`/approvals/l/<token>/`);
+- an auth_req_id searched for in the admin's request list (`q=<auth_req_id>`);
 - JWTs anywhere (ID tokens, JWT access tokens, client assertions);
 - a token-shaped value right after the word naming it ("refresh token X", as oauthlib's DEBUG lines say).
 """
@@ -36,6 +37,10 @@ _QUOTED = re.compile(rf"""(?i)(["'])({_NAME})\1(\s*:\s*)(["'])((?:\\.|(?!\4).)*)
 # RFC 7617 / RFC 6750 credentials; sixteen characters at least, so that prose ("Basic credentials", `Bearer
 # realm="…"`) stays readable. Every credential this server issues or accepts is longer.
 _AUTHORIZATION = re.compile(r"\b(Bearer|Basic|DPoP)(\s+)[A-Za-z0-9._~+/=-]{16,}")
+# The admin's request search takes an exact auth_req_id (issue 18; approvals.review), in the query string of a GET:
+# `q=` followed by one (43 URL-safe characters, approvals.services.generate_auth_req_id), spaces around it allowed.
+# Other searches stay readable.
+_SEARCHED_AUTH_REQ_ID = re.compile(r"(?<![A-Za-z0-9_.-])q=(?:\+|%20)*[A-Za-z0-9_-]{43}(?:\+|%20)*(?![A-Za-z0-9_%-])")
 # URL path segments that are credentials themselves: the approval link (approvals/urls.py, "l/<token>/").
 _PATH_SECRETS = re.compile(r"(/approvals/l/)[^/\s?#\"'<>]+")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
@@ -76,6 +81,7 @@ def redact_all(text: str) -> str:
     text = _JWT.sub(REDACTED, text)
     text = _QUOTED.sub(lambda m: f"{m[1]}{m[2]}{m[1]}{m[3]}{m[4]}{REDACTED}{m[4]}", text)
     text = _FORM.sub(lambda m: f"{m[1]}={REDACTED}", text)
+    text = _SEARCHED_AUTH_REQ_ID.sub(f"q={REDACTED}", text)
     text = _AUTHORIZATION.sub(lambda m: f"{m[1]}{m[2]}{REDACTED}", text)
     text = _PATH_SECRETS.sub(lambda m: f"{m[1]}{REDACTED}", text)
     return _NAMED_VALUE.sub(lambda m: f"{m[1]}{m[2]}{REDACTED}", text)

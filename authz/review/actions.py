@@ -202,7 +202,9 @@ def agent_suspend(*, ciba: CibaClient, actor: User, reason: str = "", now: datet
     reason = reason.strip()[:255]
     AccessToken = get_access_token_model()
     with transaction.atomic():
-        # The row lock orders concurrent suspensions; the conditional UPDATE makes a second one a no-op.
+        # The row lock orders concurrent suspensions; the conditional UPDATE makes a second one a no-op. It also waits
+        # for each bc-authorize in flight (it holds this row FOR KEY SHARE until it commits, authz.views), so that the
+        # pending requests read below are all there are.
         CibaClient.objects.select_for_update().filter(pk=ciba.pk).values_list("pk", flat=True).first()
         won = CibaClient.objects.filter(pk=ciba.pk, suspended_at__isnull=True).update(
             suspended_at=now, suspended_by=actor, suspension_reason=reason

@@ -119,7 +119,8 @@ def limit_from(params: Params) -> int:
     raw = _one(params, "limit")
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.strip().isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    # ASCII digits only: str.isdigit() holds for "²", which int() refuses.
+    if not (raw.strip().isascii() and raw.strip().isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise BadFilter(f"limit: a whole number from 1 to {MAX_LIMIT}.")
     return int(raw)
 

@@ -44,7 +44,7 @@ from authz.clients.registration.serializers import (
 from authz.clients.registration.tokens import RegistrationMode, initial_access_token_check, registration_mode
 from authz.conf import authz_settings
 from authz.errors import MethodNotAllowed, OAuthError
-from authz.models import CibaClient
+from authz.models import SUSPENDED_DESCRIPTION, CibaClient, client_suspended
 
 SECRET_METHODS = (CibaClient.AuthMethod.CLIENT_SECRET_BASIC, CibaClient.AuthMethod.CLIENT_SECRET_POST)
 
@@ -257,8 +257,15 @@ class RegistrationManagementView(_RegistrationEndpoint, DynamicClientRegistratio
 
     def delete(self, request: HttpRequest, client_id: str, *args: Any, **kwargs: Any) -> HttpResponse:
         # RFC 7592 §2.3: the Application goes with its CibaClient, tokens and approval requests (CASCADE).
-        response: HttpResponse = super().delete(request, client_id, *args, **kwargs)
-        return response
+        auth = self._authenticate_registration_request(request, client_id)
+        if isinstance(auth, HttpResponse):
+            return auth
+        if client_suspended(auth.application):
+            # Issue 18: a suspended agent may not erase the record of its suspension and its requests' audit trail
+            # (CASCADE); RFC 7592 §2.3 answers a client that may not delete itself with 403.
+            return _json({"error": "access_denied", "error_description": SUSPENDED_DESCRIPTION}, status=403)
+        auth.application.delete()
+        return HttpResponse(status=204)
 
 
 def _ciba_of(application: Any) -> CibaClient:
