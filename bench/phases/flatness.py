@@ -317,14 +317,10 @@ def check_seeded(
     out = flat_seed(
         env,
         "check",
-        "--describe",
-        real,
-        seeded_pending,
-        "--approve",
-        seeded_approved,
-        real_approved,
-        "--deny",
-        seeded_denied,
+        # One argument each, comma-separated: an auth_req_id may start with "-", which argparse takes for an option.
+        f"--describe={real},{seeded_pending}",
+        f"--approve={seeded_approved},{real_approved}",
+        f"--deny={seeded_denied}",
         timeout=60,
     )
     described = out["described"]
