@@ -32,6 +32,7 @@ from django.db.models import (
 )
 from django.utils import timezone
 
+from approvals.display import admin_duration
 from approvals.models import ApprovalRequest, AuditEvent
 
 Status = ApprovalRequest.Status
@@ -137,19 +138,7 @@ def with_last_request(applications: QuerySet[Any]) -> QuerySet[Any]:
 
 def duration_text(value: timedelta | None) -> str:
     """A wait as people say it: "12 s", "3 min 4 s", "2 h 5 min", "1 d 3 h"; "-" for none."""
-    if value is None:
-        return "-"
-    seconds = round(value.total_seconds())
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
+    return "-" if value is None else admin_duration(round(value.total_seconds()))
 
 
 def percent_text(rate: float | None) -> str:

@@ -19,6 +19,8 @@ from oauth2_provider.models import get_application_model
 from approvals.display import admin_datetime
 from approvals.models import ApprovalRequest
 from authz.review import charts
+from authz.review.agents import duration_text as duration
+from authz.review.agents import percent_text as percent
 from authz.review.overview import STATUSES, Bucket, ChannelFailures, Overview, Window, overview
 
 PERMISSION = "approvals.view_approvalrequest"
@@ -64,27 +66,6 @@ urlpatterns = [path("overview/", admin.site.admin_view(overview_view), name="ove
 
 
 # --- What the template shows --------------------------------------------------------------------------------------
-
-
-def duration(value: timedelta | None) -> str:
-    """A wait as people say it: "12 s", "3 min 4 s", "2 h 5 min", "1 d 3 h"; "-" for none."""
-    if value is None:
-        return "-"
-    seconds = round(value.total_seconds())
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
-
-
-def percent(rate: float | None) -> str:
-    return "-" if rate is None else f"{rate * 100:.1f} %"
 
 
 def _list_url(window: Window, **params: str) -> str:
