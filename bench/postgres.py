@@ -33,6 +33,19 @@ def check_postgres(args: argparse.Namespace) -> str:
         ) from exc
 
 
+def autovacuum_on(args: argparse.Namespace) -> bool:
+    with psycopg.connect(admin_dsn(args), autocommit=True) as conn:
+        return conn.execute("SHOW autovacuum").fetchone()[0] == "on"
+
+
+def analyze(args: argparse.Namespace) -> float:
+    """ANALYZE the bench database; the seconds it took."""
+    started = time.monotonic()
+    with connect(args) as conn:
+        conn.execute("ANALYZE")
+    return time.monotonic() - started
+
+
 def recreate_database(args: argparse.Namespace) -> None:
     with psycopg.connect(admin_dsn(args), autocommit=True) as conn:
         name = pgsql.Identifier(args.database)

@@ -55,6 +55,7 @@ class RunFacts:
     versions: dict[str, str]
     background: tuple[float, list[str]]  # CPU busy % before the run, and the busiest processes
     own_redis: bool  # the benchmark's own redis-server (or one given with --redis-port)
+    analyzed_between: bool = False  # autovacuum was off: the run ANALYZEd the bench database before each phase
 
 
 # ------------------------------------------------------------------------------------------------ open-loop phases
@@ -750,7 +751,16 @@ def write_results(facts: RunFacts, args: argparse.Namespace, results: dict[str, 
         f"- Database: PostgreSQL at {HOST}:{args.pg_port}, database `{args.database}` dropped, recreated and "
         "migrated for the run; connection settings as settings.py makes them from the environment: "
         + (", ".join(f"{k}={os.environ[k]}" for k in PASSED_THROUGH if k in os.environ) or "its defaults")
-        + ".",
+        + "."
+        + (
+            " Autovacuum is off on this PostgreSQL server (a CI configuration), so the run ANALYZEs the database "
+            "before each phase after the first, as autovacuum would have once the earlier phases had written their "
+            "rows: otherwise the planner keeps the statistics of empty tables (after phases a-c and the peer's runs, "
+            "a prompt's claim read every unprompted request through a partial index instead of one row by its "
+            "primary key)."
+            if getattr(facts, "analyzed_between", False)
+            else " Autovacuum is on."
+        ),
         f"- Redis: {redis_url(args)} as the cache and the Celery broker (phases a-c: prompts queue up, no worker "
         "runs), flushed before and after; "
         + (
