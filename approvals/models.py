@@ -62,6 +62,7 @@ class ApprovalRequest(models.Model):
         AUTOMATED = "automated", _("automated")
         ADMIN = "admin", _("admin")
         SUSPENSION = "suspension", _("agent suspended")
+        DEREGISTRATION = "deregistration", _("agent deleted its registration")
         EXPIRY = "expiry", _("expired")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

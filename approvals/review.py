@@ -67,8 +67,8 @@ def status_label(obj: ApprovalRequest, now: datetime) -> StrOrPromise:
 
 
 def decided_how(obj: ApprovalRequest) -> str:
-    """By whom or how the request ended: "ada (page)", "ada (link)", "automated", "admin: bob", "expired"; "" while
-    it has not."""
+    """By whom or how the request ended: "ada (page)", "ada (link)", "automated", "admin: bob", "agent suspended:
+    bob", "agent deleted its registration", "expired"; "" while it has not."""
     who = obj.decided_by.get_username() if obj.decided_by is not None else ""
     via = obj.decided_via
     if via == DecidedVia.PAGE:
@@ -81,6 +81,8 @@ def decided_how(obj: ApprovalRequest) -> str:
         return _("admin: %(who)s") % {"who": who} if who else _("admin")
     if via == DecidedVia.SUSPENSION:
         return _("agent suspended: %(who)s") % {"who": who} if who else _("agent suspended")
+    if via == DecidedVia.DEREGISTRATION:
+        return _("agent deleted its registration")
     if via == DecidedVia.EXPIRY:
         return _("expired")
     return who

@@ -309,7 +309,8 @@ def approval_request_cancel(
 ) -> bool:
     """PENDING → CANCELLED, e.g. by an admin stopping a suspicious request. Never approves anything.
 
-    `via` says why, for the review columns: "admin" (an admin's action) or "suspension" (its agent was suspended)."""
+    `via` says why, for the review columns: "admin" (an admin's action), "suspension" (its agent was suspended) or
+    "deregistration" (its agent deleted its registration, with no actor)."""
     now = now or timezone.now()
     with transaction.atomic():
         won = ApprovalRequest.objects.filter(pk=approval_request_id, status=Status.PENDING).update(

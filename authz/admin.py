@@ -33,6 +33,7 @@ from authz.models import (
     RequestCallback,
     TokenDetails,
     ciba_client_of,
+    client_deregistered,
 )
 from authz.review import actions as review_actions
 from authz.review import admin as review_admin  # noqa: F401  (the audit export, the API's tokens)
@@ -151,6 +152,13 @@ class ApplicationAdmin(SafeLookupsMixin, SafeSelectionMixin, BaseApplicationAdmi
     # filtered on, and not on the page of those who may only look (the viewer and operator roles, issue 18).
     secret_columns = frozenset({"client_secret"})
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # An agent that deleted its registration is kept only as the record of its requests (RFC 7592, issue 18): a
+        # save would bring back settings, a secret or keys a client is entitled to have gone.
+        if obj is not None and client_deregistered(obj):
+            return False
+        return bool(super().has_change_permission(request, obj))
+
     def get_exclude(self, request: HttpRequest, obj: Any = None) -> Any:
         exclude = tuple(super().get_exclude(request, obj) or ())
         if obj is not None and not self.has_change_permission(request, obj):
@@ -190,6 +198,8 @@ class ApplicationAdmin(SafeLookupsMixin, SafeSelectionMixin, BaseApplicationAdmi
         ciba = ciba_client_of(obj)
         if ciba is None:
             return "—"
+        if ciba.deregistered_at is not None:
+            return "registration deleted"
         return "suspended" if ciba.suspended_at is not None else "active"
 
     @admin.display(description="name and website")
@@ -232,6 +242,12 @@ class ApplicationAdmin(SafeLookupsMixin, SafeSelectionMixin, BaseApplicationAdmi
         ciba = ciba_client_of(obj) if obj.pk else None
         if ciba is None:
             return "—"
+        if ciba.deregistered_at is not None:
+            return (
+                f"Deleted its registration at {admin_datetime(ciba.deregistered_at)} (RFC 7592): its client_id, "
+                "secret and keys no longer authenticate, its pending requests were cancelled and its tokens revoked. "
+                "Kept, read-only, for its requests' audit trail; it cannot be resumed."
+            )
         if ciba.suspended_at is None:
             return "Active: it may make requests."
         by = ciba.suspended_by.get_username() if ciba.suspended_by else "an account since removed"
@@ -256,7 +272,7 @@ class ApplicationAdmin(SafeLookupsMixin, SafeSelectionMixin, BaseApplicationAdmi
             f"decision {median}, {stats.prompt_failures} prompt failures; last request {last}"
         )
 
-    @admin.display(description="suspensions and resumptions")
+    @admin.display(description="suspensions, resumptions, deletion")
     def agent_events(self, obj: Any) -> str:
         events = (
             list(AgentEvent.objects.filter(client__application_id=obj.pk).select_related("actor")[:10])
@@ -342,7 +358,11 @@ class ApplicationAdmin(SafeLookupsMixin, SafeSelectionMixin, BaseApplicationAdmi
         if resumed:
             self.message_user(request, f"Resumed {resumed} agent(s): they may make requests again.", messages.SUCCESS)
         else:
-            self.message_user(request, "None of the selected agents was suspended.", messages.WARNING)
+            self.message_user(
+                request,
+                "None of the selected agents was suspended (an agent that deleted its registration stays so).",
+                messages.WARNING,
+            )
 
 
 class AuthorizationDetailTypeForm(forms.ModelForm):

@@ -155,6 +155,10 @@ class CibaClient(models.Model):
         verbose_name=_("suspended by"),
     )
     suspension_reason = models.CharField(_("suspension reason"), max_length=255, blank=True, editable=False)
+    # RFC 7592 §2.3: when the agent deleted its registration (authz.review.actions.agent_deregister). The row stays, so
+    # that its requests' audit trail does (issue 18: the trail is append-only), but the client is gone: every
+    # authentication with its client_id fails as for an unknown client, and it stays suspended for good.
+    deregistered_at = models.DateTimeField(_("registration deleted at"), null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     # The fields whose values at an administrator's last save bound what the client may give itself.
@@ -179,8 +183,8 @@ class CibaClient(models.Model):
     def __str__(self) -> str:
         return f"CIBA settings for {self.application}"
 
-    # Written only by authz.review.actions (agent_suspend, agent_resume), with conditional UPDATEs.
-    SUSPENSION_FIELDS = frozenset({"suspended_at", "suspended_by", "suspension_reason"})
+    # Written only by authz.review.actions (agent_suspend, agent_resume, agent_deregister), with conditional UPDATEs.
+    SUSPENSION_FIELDS = frozenset({"suspended_at", "suspended_by", "suspension_reason", "deregistered_at"})
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """A save of an existing row leaves the suspension alone: settings read before a suspension (an agent's
@@ -325,9 +329,16 @@ SUSPENDED_DESCRIPTION = "This client is suspended; its operator should contact t
 
 
 def client_suspended(application: Any) -> bool:
-    """Whether an administrator has suspended this agent (authz.review.actions.agent_suspend)."""
+    """Whether an administrator has suspended this agent (authz.review.actions.agent_suspend), or it deleted its
+    registration (agent_deregister), which suspends it for good."""
     ciba = ciba_client_of(application)
     return ciba is not None and ciba.suspended_at is not None
+
+
+def client_deregistered(application: Any) -> bool:
+    """Whether this agent deleted its registration (RFC 7592 §2.3): its client_id no longer authenticates."""
+    ciba = ciba_client_of(application)
+    return ciba is not None and ciba.deregistered_at is not None
 
 
 def client_allows_grant(application: Any, grant_type: str) -> bool:
@@ -492,13 +503,15 @@ class RequestCallback(models.Model):
 
 
 class AgentEvent(models.Model):
-    """What an administrator did to an agent as a whole (issue 18): suspended or resumed it. Append-only: written by
-    authz.review.actions, never changed or deleted in admin. What the suspension did to each request (cancelled,
-    tokens revoked) is an approvals AuditEvent on that request."""
+    """What happened to an agent as a whole (issue 18): an administrator suspended or resumed it, or it deleted its
+    own registration. Append-only: written by authz.review.actions, never changed or deleted in admin. What that did
+    to each request (cancelled, tokens revoked) is an approvals AuditEvent on that request."""
 
     class Kind(models.TextChoices):
         SUSPENDED = "suspended", _("Suspended")
         RESUMED = "resumed", _("Resumed")
+        # The agent itself, through RFC 7592 DELETE: no actor.
+        DEREGISTERED = "deregistered", _("Deleted its registration")
 
     client = models.ForeignKey(CibaClient, on_delete=models.CASCADE, related_name="events")
     kind = models.CharField(max_length=16, choices=Kind.choices)

@@ -345,7 +345,8 @@ def _sql() -> str:
     # Only quoted identifiers from the models' metadata are interpolated; values are query parameters.
     return (
         f"SELECT a.{col(app, 'client_type')}, a.{col(app, 'client_secret')}, c.{col(ciba, 'ciba_enabled')}, "  # noqa: S608
-        f"c.{col(ciba, 'token_endpoint_auth_method')}, c.{col(ciba, 'suspended_at')}, r.{col(req, 'id')}, "
+        f"c.{col(ciba, 'token_endpoint_auth_method')}, c.{col(ciba, 'suspended_at')}, "
+        f"c.{col(ciba, 'deregistered_at')}, r.{col(req, 'id')}, "
         f"r.{col(req, 'status')}, "
         f"r.{col(req, 'expires_at')}, r.{col(req, 'interval')} "
         f"FROM {q(app.db_table)} a "
@@ -360,9 +361,10 @@ def load_poll_record(*, client_id: str, auth_req_id: str) -> PollRecord:
     with connection.cursor() as cursor:
         cursor.execute(_sql(), [auth_req_id, client_id])
         row = cursor.fetchone()
-    if row is None:
+    if row is None or row[5] is not None:
+        # No such client, or one that deleted its registration (RFC 7592 §2.3: its client_id is invalidated).
         return PollRecord(None, "", False, None, False, None, "", None, 0)
-    client_type, secret, ciba_enabled, method, suspended_at, request_id, status, expires_at, interval = row
+    client_type, secret, ciba_enabled, method, suspended_at, _gone, request_id, status, expires_at, interval = row
     if isinstance(expires_at, str):  # SQLite hands back text
         expires_at = parse_datetime(expires_at)
     if expires_at is not None and timezone.is_naive(expires_at):

@@ -230,6 +230,9 @@ def authenticate_client(
     credentials = check_presented_client_id(credentials)
     application = load_application(credentials.client_id)
     ciba = ciba_client_of(application)
+    if ciba is not None and ciba.deregistered_at is not None:
+        # RFC 7592 §2.3: a deleted registration's client_id is invalidated; the row is kept only for the audit trail.
+        application = ciba = None
     verify_client(
         credentials,
         client_type=application.client_type if application else None,
@@ -253,7 +256,11 @@ def load_application(client_id: str) -> Any:  # an Application, or None
 
 def load_ciba_client(client_id: str) -> CibaClient | None:
     """A client's CibaClient row with its Application, for verifying an assertion on the poll's database path."""
-    return CibaClient.objects.select_related("application").filter(application__client_id=client_id).first()
+    return (
+        CibaClient.objects.select_related("application")
+        .filter(application__client_id=client_id, deregistered_at__isnull=True)
+        .first()
+    )
 
 
 def credential_params(data: QueryDict) -> dict[str, str]:

@@ -34,6 +34,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from oauth2_provider.generators import generate_client_secret
 from oauth2_provider.models import get_access_token_model, get_refresh_token_model
 from oauth2_provider.settings import oauth2_settings
 
@@ -194,13 +195,24 @@ class Suspension:
     revoked: Revoked = Revoked()
     requests_revoked: int = 0
 
+    def detail(self) -> dict[str, int]:
+        """For the AgentEvent."""
+        return {
+            "requests_cancelled": self.cancelled,
+            "access_tokens_revoked": self.revoked.access_tokens,
+            "refresh_tokens_revoked": self.revoked.refresh_tokens,
+        }
+
+
+# The suspension reason a deregistered agent shows in admin.
+DEREGISTERED_REASON = "Deleted its registration (RFC 7592)."
+
 
 def agent_suspend(*, ciba: CibaClient, actor: User, reason: str = "", now: datetime | None = None) -> Suspension | None:
     """Suspend the agent: refused from now on (unauthorized_client), its pending requests cancelled (decided via
     "suspension"), every token it holds revoked, and an AgentEvent with `actor`. None if it was suspended already."""
     now = now or timezone.now()
     reason = reason.strip()[:255]
-    AccessToken = get_access_token_model()
     with transaction.atomic():
         # The row lock orders concurrent suspensions; the conditional UPDATE makes a second one a no-op. It also waits
         # for each bc-authorize in flight (it holds this row FOR KEY SHARE until it commits, authz.views), so that the
@@ -211,65 +223,111 @@ def agent_suspend(*, ciba: CibaClient, actor: User, reason: str = "", now: datet
         )
         if not won:
             return None
-        application_id = ciba.application_id
-        pending = list(
-            ApprovalRequest.objects.filter(client_id=application_id, status=Status.PENDING).values_list("pk", flat=True)
-        )
-        cancelled = sum(
-            approval_services.approval_request_cancel(
-                approval_request_id=pk, actor=actor, via=DecidedVia.SUSPENSION, now=now
-            )
-            for pk in pending
-        )
         # Every token of the agent's but the registration tokens (RFC 7592), which only let its operator manage or
         # delete its registration: kept, so that a resumed agent can still do that.
-        own = (
-            AccessToken.objects.select_for_update()
-            .filter(application_id=application_id)
-            .exclude(scope__contains=oauth2_settings.DCR_REGISTRATION_SCOPE)
-            .exclude(scope__contains=INITIAL_ACCESS_TOKEN_SCOPE)
+        done = _withdraw(ciba, actor=actor, via=DecidedVia.SUSPENSION, now=now, registration_tokens=False)
+        AgentEvent.objects.create(
+            client=ciba, kind=AgentEvent.Kind.SUSPENDED, actor=actor, at=now, detail={"reason": reason, **done.detail()}
         )
-        token_ids = list(own.values_list("pk", flat=True))
-        # The requests those tokens stand for, read before the rows go (their access_token is SET_NULL).
-        by_request = dict(
-            ApprovalRequest.objects.filter(access_token_id__in=token_ids).values_list("pk", "access_token_id")
-        )
-        checksums = dict(AccessToken.objects.filter(pk__in=by_request.values()).values_list("pk", "token_checksum"))
-        revoked = _revoke_tokens(token_ids, refresh_tokens=Q(application_id=application_id, revoked__isnull=True))
-        for request_id, token_id in by_request.items():
-            audit(
-                request_id,
-                Kind.REVOKED,
-                actor=actor,
-                at=now,
-                via=DecidedVia.SUSPENSION.value,
-                access_token_id=token_id,
-                token_checksum_prefix=checksums.get(token_id, "")[:CHECKSUM_PREFIX],
-            )
-        detail = {
-            "reason": reason,
-            "requests_cancelled": cancelled,
-            "access_tokens_revoked": revoked.access_tokens,
-            "refresh_tokens_revoked": revoked.refresh_tokens,
-        }
-        AgentEvent.objects.create(client=ciba, kind=AgentEvent.Kind.SUSPENDED, actor=actor, at=now, detail=detail)
         client_id = ciba.application.client_id
-        # The fast path must not answer for this client on what it proved before (authz.ciba.poll); dropped now and
-        # again once committed, after any poll that read the client before the suspension has stored it back.
-        poll.forget_client(client_id)
-        transaction.on_commit(partial(poll.forget_client, client_id))
+        _forget(client_id)
     logger.info("Agent %s suspended by %s", client_id, actor.get_username())
+    return done
+
+
+def agent_deregister(*, application: Any, now: datetime | None = None) -> Suspension | None:
+    """RFC 7592 §2.3, DELETE of the agent's own registration. The client_id, secret, keys and registration access
+    token stop working at once (the client is unknown to authentication from now on, authz.clients.auth), its pending
+    requests are cancelled (decided via "deregistration"), every token it holds is revoked, and it stays suspended for
+    good. Its rows stay: deleting them would CASCADE away its requests and their audit trail, which is append-only
+    (issue 18) and must outlive an agent that would rather it did not. An AgentEvent without an actor records it.
+
+    None if it was deregistered already. An application without CIBA settings has no requests, so no trail: it is
+    deleted as RFC 7592 says."""
+    now = now or timezone.now()
+    Application = type(application)
+    with transaction.atomic():
+        # Locks in the order a registration update (PUT) takes them: the application, then its CIBA settings. FOR NO
+        # KEY UPDATE on the application, which does not wait for the KEY SHARE locks that foreign key checks take
+        # (a bc-authorize's or a refresh's INSERT), so that neither can deadlock with this.
+        Application.objects.select_for_update(no_key=True).filter(pk=application.pk).values_list("pk").first()
+        ciba = CibaClient.objects.select_for_update().filter(pk=application.pk).first()
+        if ciba is None:
+            application.delete()
+            return Suspension()
+        won = CibaClient.objects.filter(pk=ciba.pk, deregistered_at__isnull=True).update(
+            deregistered_at=now,
+            suspended_at=now,
+            suspended_by=None,
+            suspension_reason=str(DEREGISTERED_REASON),
+        )
+        if not won:
+            return None
+        done = _withdraw(ciba, actor=None, via=DecidedVia.DEREGISTRATION, now=now, registration_tokens=True)
+        # The secret stops matching too (DOT hashes the new one on save; nobody ever sees it).
+        application.client_secret = generate_client_secret()
+        application.save(update_fields=["client_secret"])
+        AgentEvent.objects.create(
+            client=ciba, kind=AgentEvent.Kind.DEREGISTERED, actor=None, at=now, detail=done.detail()
+        )
+        _forget(application.client_id)
+    logger.info("Agent %s deleted its registration", application.client_id)
+    return done
+
+
+def _withdraw(
+    ciba: CibaClient, *, actor: User | None, via: str, now: datetime, registration_tokens: bool
+) -> Suspension:
+    """Cancel the agent's pending requests and revoke every token it holds (with the registration tokens if asked),
+    each request audited with `actor` and `via`. Inside the caller's transaction, with the CibaClient row locked."""
+    AccessToken = get_access_token_model()
+    application_id = ciba.application_id
+    pending = list(
+        ApprovalRequest.objects.filter(client_id=application_id, status=Status.PENDING).values_list("pk", flat=True)
+    )
+    cancelled = sum(
+        approval_services.approval_request_cancel(approval_request_id=pk, actor=actor, via=via, now=now)
+        for pk in pending
+    )
+    own = AccessToken.objects.select_for_update().filter(application_id=application_id)
+    own = own.exclude(scope__contains=INITIAL_ACCESS_TOKEN_SCOPE)
+    if not registration_tokens:
+        own = own.exclude(scope__contains=oauth2_settings.DCR_REGISTRATION_SCOPE)
+    token_ids = list(own.values_list("pk", flat=True))
+    # The requests those tokens stand for, read before the rows go (their access_token is SET_NULL).
+    by_request = dict(
+        ApprovalRequest.objects.filter(access_token_id__in=token_ids).values_list("pk", "access_token_id")
+    )
+    checksums = dict(AccessToken.objects.filter(pk__in=by_request.values()).values_list("pk", "token_checksum"))
+    revoked = _revoke_tokens(token_ids, refresh_tokens=Q(application_id=application_id, revoked__isnull=True))
+    for request_id, token_id in by_request.items():
+        audit(
+            request_id,
+            Kind.REVOKED,
+            actor=actor,
+            at=now,
+            via=str(via),
+            access_token_id=token_id,
+            token_checksum_prefix=checksums.get(token_id, "")[:CHECKSUM_PREFIX],
+        )
     return Suspension(cancelled=cancelled, revoked=revoked, requests_revoked=len(by_request))
+
+
+def _forget(client_id: str) -> None:
+    # The poll fast path must not answer for this client on what it proved before (authz.ciba.poll); dropped now and
+    # again once committed, after any poll that read the client before this change has stored it back.
+    poll.forget_client(client_id)
+    transaction.on_commit(partial(poll.forget_client, client_id))
 
 
 def agent_resume(*, ciba: CibaClient, actor: User, now: datetime | None = None) -> bool:
     """Lift a suspension: the agent may make requests again (nothing revoked or cancelled comes back). False if it
-    was not suspended."""
+    was not suspended, or deleted its registration: that suspension is for good (agent_deregister)."""
     now = now or timezone.now()
     with transaction.atomic():
         CibaClient.objects.select_for_update().filter(pk=ciba.pk).values_list("pk", flat=True).first()
         suspended = (
-            CibaClient.objects.filter(pk=ciba.pk, suspended_at__isnull=False)
+            CibaClient.objects.filter(pk=ciba.pk, suspended_at__isnull=False, deregistered_at__isnull=True)
             .values_list("suspended_at", "suspension_reason")
             .first()
         )

@@ -16,6 +16,7 @@ from typing import Any
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 from oauth2_provider.models import get_access_token_model
 
 from approvals.display import admin_datetime
@@ -81,6 +82,13 @@ def _token_link(detail: dict[str, Any], existing: set[int]) -> tuple[tuple[str, 
     return ((label + " " + _("(no longer exists)"), ""),) if token_id is not None else ()
 
 
+# Why a request was cancelled or its tokens revoked without an administrator's own action on it.
+_WITHDRAWN = {
+    DecidedVia.SUSPENSION: gettext_noop("its agent was suspended"),
+    DecidedVia.DEREGISTRATION: gettext_noop("its agent deleted its registration"),
+}
+
+
 def _from_event(event: AuditEvent, approval_request: ApprovalRequest, existing: set[int]) -> Entry:
     detail: dict[str, Any] = event.detail if isinstance(event.detail, dict) else {}
     kind = event.kind
@@ -113,8 +121,7 @@ def _from_event(event: AuditEvent, approval_request: ApprovalRequest, existing: 
         if detail.get("acr"):
             text += "; acr " + str(detail["acr"])
     elif kind == Kind.CANCELLED:
-        via = detail.get("via", DecidedVia.ADMIN)
-        text = _("its agent was suspended") if via == DecidedVia.SUSPENSION else _("by an administrator")
+        text = _(_WITHDRAWN.get(detail.get("via", DecidedVia.ADMIN), gettext_noop("by an administrator")))
     elif kind == Kind.EXPIRED:
         text = _("undecided or unredeemed at its expiry")
     elif kind == Kind.CONSUMED:
@@ -132,10 +139,8 @@ def _from_event(event: AuditEvent, approval_request: ApprovalRequest, existing: 
         if via == "revocation_endpoint":
             by = by or _("agent %(client_id)s") % {"client_id": detail.get("client_id", "?")}
             text = _("at the revocation endpoint")
-        elif via == DecidedVia.SUSPENSION:
-            text = _("its agent was suspended")
         else:
-            text = _("by an administrator")
+            text = _(_WITHDRAWN.get(via, gettext_noop("by an administrator")))
         counts = [
             (_("%(n)d exchanged token(s) with it") % {"n": detail["exchanged_revoked"]})
             if detail.get("exchanged_revoked")

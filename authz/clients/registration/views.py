@@ -45,6 +45,7 @@ from authz.clients.registration.tokens import RegistrationMode, initial_access_t
 from authz.conf import authz_settings
 from authz.errors import MethodNotAllowed, OAuthError
 from authz.models import SUSPENDED_DESCRIPTION, CibaClient, client_suspended
+from authz.review.actions import agent_deregister
 
 SECRET_METHODS = (CibaClient.AuthMethod.CLIENT_SECRET_BASIC, CibaClient.AuthMethod.CLIENT_SECRET_POST)
 
@@ -256,7 +257,8 @@ class RegistrationManagementView(_RegistrationEndpoint, DynamicClientRegistratio
         return _json(body)
 
     def delete(self, request: HttpRequest, client_id: str, *args: Any, **kwargs: Any) -> HttpResponse:
-        # RFC 7592 §2.3: the Application goes with its CibaClient, tokens and approval requests (CASCADE).
+        # RFC 7592 §2.3: the client_id, secret and registration access token are invalidated and its grants revoked;
+        # its rows stay for its requests' audit trail (authz.review.actions.agent_deregister).
         auth = self._authenticate_registration_request(request, client_id)
         if isinstance(auth, HttpResponse):
             return auth
@@ -264,7 +266,7 @@ class RegistrationManagementView(_RegistrationEndpoint, DynamicClientRegistratio
             # Issue 18: a suspended agent may not erase the record of its suspension and its requests' audit trail
             # (CASCADE); RFC 7592 §2.3 answers a client that may not delete itself with 403.
             return _json({"error": "access_denied", "error_description": SUSPENDED_DESCRIPTION}, status=403)
-        auth.application.delete()
+        agent_deregister(application=auth.application)
         return HttpResponse(status=204)
 
 

@@ -515,14 +515,15 @@ def test_switching_to_a_secret_method_issues_a_new_secret_once(client, register,
     obtain_tokens(Agent(application.client_id, secret, Client(), application), approver.user)
 
 
-def test_delete_removes_the_client_and_its_ciba_metadata(client, register):
+def test_delete_invalidates_the_client_and_keeps_its_record(client, register):
     registered = register(poll_client()).json()
 
     response = manage(client, "delete", registered)
 
     assert response.status_code == 204
-    assert not get_application_model().objects.filter(client_id=registered["client_id"]).exists()
-    assert not CibaClient.objects.filter(application__client_id=registered["client_id"]).exists()
+    # Kept for its requests' audit trail (tests/authz/clients/test_deregistration.py), unusable from now on.
+    ciba = CibaClient.objects.get(application__client_id=registered["client_id"])
+    assert ciba.deregistered_at is not None
     assert manage(client, "get", registered).status_code == 401
 
 
