@@ -208,6 +208,10 @@ class Suspension:
 DEREGISTERED_REASON = "Deleted its registration (RFC 7592)."
 
 
+class AgentSuspended(Exception):
+    """agent_deregister of an agent an administrator suspended: it may not delete its registration until resumed."""
+
+
 def agent_suspend(*, ciba: CibaClient, actor: User, reason: str = "", now: datetime | None = None) -> Suspension | None:
     """Suspend the agent: refused from now on (unauthorized_client), its pending requests cancelled (decided via
     "suspension"), every token it holds revoked, and an AgentEvent with `actor`. None if it was suspended already."""
@@ -242,8 +246,9 @@ def agent_deregister(*, application: Any, now: datetime | None = None) -> Suspen
     good. Its rows stay: deleting them would CASCADE away its requests and their audit trail, which is append-only
     (issue 18) and must outlive an agent that would rather it did not. An AgentEvent without an actor records it.
 
-    None if it was deregistered already. An application without CIBA settings has no requests, so no trail: it is
-    deleted as RFC 7592 says."""
+    None if it was deregistered already; AgentSuspended if an administrator suspended it (read under its row lock, so
+    a suspension that committed while this waited counts, and its actor and reason stay as they were). An application
+    without CIBA settings has no requests, so no trail: it is deleted as RFC 7592 says."""
     now = now or timezone.now()
     Application = type(application)
     with transaction.atomic():
@@ -255,6 +260,10 @@ def agent_deregister(*, application: Any, now: datetime | None = None) -> Suspen
         if ciba is None:
             application.delete()
             return Suspension()
+        if ciba.deregistered_at is not None:
+            return None
+        if ciba.suspended_at is not None:
+            raise AgentSuspended(application.client_id)
         won = CibaClient.objects.filter(pk=ciba.pk, deregistered_at__isnull=True).update(
             deregistered_at=now,
             suspended_at=now,

@@ -418,7 +418,9 @@ def _check_audience(audience: list[str], request: Request) -> None:
     # give a token nobody here can recognise (RFC 8693 §2.2.2 invalid_target).
     if not audience:
         return
-    known = set(get_application_model().objects.filter(client_id__in=audience).values_list("client_id", flat=True))
+    # A client that deleted its registration is unknown too (RFC 7592 §2.3), though its row stays for the audit trail.
+    registered = get_application_model().objects.filter(client_id__in=audience, ciba__deregistered_at__isnull=True)
+    known = set(registered.values_list("client_id", flat=True))
     unknown = [a for a in audience if a not in known]
     if unknown:
         raise InvalidTargetError(description="Unknown audience; name a registered client_id.", request=request)

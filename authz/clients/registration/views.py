@@ -29,6 +29,7 @@ from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.views.dynamic_client_registration import (
     DynamicClientRegistrationManagementView,
     DynamicClientRegistrationView,
+    _error_response,
     _issue_registration_token,
 )
 
@@ -44,8 +45,8 @@ from authz.clients.registration.serializers import (
 from authz.clients.registration.tokens import RegistrationMode, initial_access_token_check, registration_mode
 from authz.conf import authz_settings
 from authz.errors import MethodNotAllowed, OAuthError
-from authz.models import SUSPENDED_DESCRIPTION, CibaClient, client_suspended
-from authz.review.actions import agent_deregister
+from authz.models import SUSPENDED_DESCRIPTION, CibaClient, client_deregistered
+from authz.review.actions import AgentSuspended, agent_deregister
 
 SECRET_METHODS = (CibaClient.AuthMethod.CLIENT_SECRET_BASIC, CibaClient.AuthMethod.CLIENT_SECRET_POST)
 
@@ -205,6 +206,13 @@ class RegistrationManagementView(_RegistrationEndpoint, DynamicClientRegistratio
 
     http_method_names = ["get", "put", "delete", "options"]
 
+    def _authenticate_registration_request(self, request: HttpRequest, client_id: str) -> Any:
+        auth = super()._authenticate_registration_request(request, client_id)
+        if not isinstance(auth, HttpResponse) and client_deregistered(auth.application):
+            # RFC 7592 §2.3: a deleted registration is unknown here too, whatever registration access token is shown.
+            return _deleted_registration()
+        return auth
+
     def get(self, request: HttpRequest, client_id: str, *args: Any, **kwargs: Any) -> HttpResponse:
         auth = self._authenticate_registration_request(request, client_id)
         if isinstance(auth, HttpResponse):
@@ -231,6 +239,10 @@ class RegistrationManagementView(_RegistrationEndpoint, DynamicClientRegistratio
             # it) or after it (and overrides it), never in between.
             application = type(application).objects.select_for_update().get(pk=application.pk)
             ciba = _ciba_of(application)
+            if ciba.deregistered_at is not None:
+                # Deleted while this update waited for the lock (authz.review.actions.agent_deregister): it must
+                # neither rewrite the record kept for the audit trail nor issue a new registration access token.
+                return _deleted_registration()
             new_ciba = ciba._state.adding
             apply_registration_policy(metadata, current=None if new_ciba else ciba, current_name=application.name)
             had_secret_method = not new_ciba and ciba.token_endpoint_auth_method in SECRET_METHODS
@@ -262,12 +274,20 @@ class RegistrationManagementView(_RegistrationEndpoint, DynamicClientRegistratio
         auth = self._authenticate_registration_request(request, client_id)
         if isinstance(auth, HttpResponse):
             return auth
-        if client_suspended(auth.application):
-            # Issue 18: a suspended agent may not erase the record of its suspension and its requests' audit trail
-            # (CASCADE); RFC 7592 §2.3 answers a client that may not delete itself with 403.
+        try:
+            agent_deregister(application=auth.application)
+        except AgentSuspended:
+            # Issue 18: a suspended agent may not delete its registration until resumed (checked under the client's
+            # row lock, so a suspension committing meanwhile counts); RFC 7592 §2.3 answers a client that may not
+            # delete itself with 403.
             return _json({"error": "access_denied", "error_description": SUSPENDED_DESCRIPTION}, status=403)
-        agent_deregister(application=auth.application)
         return HttpResponse(status=204)
+
+
+def _deleted_registration() -> HttpResponse:
+    # The answer for an unknown registration access token: nothing says the client_id ever existed.
+    response: HttpResponse = _error_response("invalid_token", "Invalid registration access token", status=401)
+    return response
 
 
 def _ciba_of(application: Any) -> CibaClient:
