@@ -41,9 +41,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import threading
-import time
 from datetime import timedelta
 from io import StringIO
 from typing import Any
@@ -51,20 +48,20 @@ from typing import Any
 import pytest
 from django.contrib.admin import helpers
 from django.core.management import call_command
-from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 from oauth2_provider.models import get_application_model
 
 from approvals.models import ApprovalRequest, Approver, ApproverEvent, AuditEvent, PushSubscription
-from authz.clients.registration import initial_access_token_create
 from authz.models import AgentEvent, CibaClient, RequestCallback
 from authz.review import actions
 from authz.review.tokens import review_token_create
 from config.logs import redact
 from tests import factories
+from tests.authz.clients.test_deregistration import manage, register
 from tests.conftest import Agent
 from tests.factories import assert_oauth_error
+from tests.locks import held_open
 
 pytestmark = pytest.mark.django_db
 
@@ -232,25 +229,8 @@ def test_a_save_of_settings_read_before_a_suspension_does_not_lift_it(agent, app
 
 
 @pytest.fixture
-def registered(settings: Any) -> dict[str, Any]:
-    token = initial_access_token_create(expires_in=3600)
-    metadata = {"client_name": "Expense bot", "grant_types": ["urn:openid:params:grant-type:ciba"]}
-    metadata["backchannel_token_delivery_mode"] = "poll"
-    response = Client().post(
-        REGISTER, json.dumps(metadata), content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"
-    )
-    assert response.status_code == 201, response.content
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def manage(registered: dict[str, Any], method: str, body: dict[str, Any] | None = None) -> Any:
-    uri = registered["registration_client_uri"].removeprefix("http://testserver")
-    call = getattr(Client(raise_request_exception=False), method)
-    extra = {"HTTP_AUTHORIZATION": f"Bearer {registered['registration_access_token']}"}
-    if body is None:
-        return call(uri, **extra)
-    return call(uri, json.dumps(body), content_type="application/json", **extra)
+def registered(db: Any) -> dict[str, Any]:
+    return register()
 
 
 def test_a_suspended_agent_cannot_delete_its_registration_and_with_it_the_trail(registered, approver):
@@ -298,22 +278,8 @@ def test_an_agent_deleting_its_registration_keeps_its_requests_trail(registered,
 def test_a_request_made_while_the_suspension_commits_is_refused(agent, approver):
     operator = factories.make_staff("op", "operator")
     ciba = CibaClient.objects.get(application=agent.application)
-    suspended, errors = threading.Event(), []
-
-    def suspend() -> None:
-        try:
-            with transaction.atomic():
-                actions.agent_suspend(ciba=ciba, actor=operator, reason="race")
-                suspended.set()
-                time.sleep(1.5)  # suspended, not yet committed: a bc-authorize reads the agent as active
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-            suspended.set()
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=suspend)
-    thread.start()
+    # Suspended, not yet committed: a bc-authorize reads the agent as active, then waits for its row lock.
+    thread, suspended, errors = held_open(lambda: actions.agent_suspend(ciba=ciba, actor=operator, reason="race"))
     try:
         assert suspended.wait(30)
         response = agent.bc_authorize(scope="openid", login_hint="alice")

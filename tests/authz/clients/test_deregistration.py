@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from tests import factories
 from tests.authz.clients.test_private_key_jwt import Signer, private_key, public_jwk
 from tests.conftest import CIBA, Agent
 from tests.factories import assert_oauth_error
+from tests.locks import held_open
 
 pytestmark = pytest.mark.django_db
 
@@ -198,24 +198,10 @@ def test_the_admin_shows_it_deleted_and_can_neither_edit_nor_resume_it(registere
 def test_a_request_made_while_the_deregistration_commits_is_refused(approver):
     registered = register()
     agent = agent_of(registered)
-    deleting, errors = threading.Event(), []
-
-    def deregister() -> None:
-        try:
-            with transaction.atomic():
-                actions.agent_deregister(application=agent.application)
-                deleting.set()
-                time.sleep(1.5)  # deleted, not yet committed: a bc-authorize authenticates the client meanwhile
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-            deleting.set()
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=deregister)
-    thread.start()
+    # Deleted, not yet committed: a bc-authorize authenticates the client meanwhile, then waits for its row lock.
+    thread, started, errors = held_open(lambda: actions.agent_deregister(application=agent.application))
     try:
-        assert deleting.wait(30)
+        assert started.wait(30)
         response = agent.bc_authorize(scope="openid", login_hint="alice")
     finally:
         thread.join(30)
@@ -268,42 +254,6 @@ def test_deregistration_does_not_wait_for_a_foreign_key_check_in_flight(approver
 # --- adversarial review of the deregistration -----------------------------------------------------------------------
 
 
-def _hold_until_another_waits(limit: float = 30) -> None:
-    """Inside a transaction that holds row locks: return once another session waits for one of them (or after
-    `limit` seconds), so that a concurrent request is known to have passed its checks and to be queued behind us."""
-    deadline = time.monotonic() + limit
-    with connection.cursor() as cursor:
-        while time.monotonic() < deadline:
-            cursor.execute(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks "
-                "WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid)))"
-            )
-            if cursor.fetchone()[0]:
-                return
-            time.sleep(0.02)
-
-
-def _in_a_transaction_held_open(work: Any) -> tuple[threading.Thread, threading.Event, list[BaseException]]:
-    """Run `work` in a thread's transaction, kept open until another session waits for its locks."""
-    started, errors = threading.Event(), []
-
-    def run() -> None:
-        try:
-            with transaction.atomic():
-                work()
-                started.set()
-                _hold_until_another_waits()
-        except BaseException as exc:  # reported by the test
-            errors.append(exc)
-            started.set()
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, started, errors
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_registration_update_queued_behind_the_deletion_does_not_bring_the_registration_back():
@@ -312,7 +262,7 @@ def test_a_registration_update_queued_behind_the_deletion_does_not_bring_the_reg
     trail names the agent) nor issue a new registration access token that opens the endpoint again."""
     registered = register()
     application = agent_of(registered).application
-    thread, started, errors = _in_a_transaction_held_open(lambda: actions.agent_deregister(application=application))
+    thread, started, errors = held_open(lambda: actions.agent_deregister(application=application))
     try:
         assert started.wait(30)
         update = {
@@ -342,7 +292,7 @@ def test_a_deletion_queued_behind_a_suspension_leaves_the_suspension_as_the_admi
     application = agent_of(registered).application
     ciba = CibaClient.objects.get(application=application)
     admin = factories.make_staff("ops", superuser=True)
-    thread, started, errors = _in_a_transaction_held_open(
+    thread, started, errors = held_open(
         lambda: actions.agent_suspend(ciba=ciba, actor=admin, reason="Under investigation")
     )
     try:
