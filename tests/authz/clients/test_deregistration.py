@@ -11,7 +11,6 @@ import pytest
 from django.db import connection, transaction
 from django.test import Client
 from oauth2_provider.models import get_access_token_model, get_application_model, get_refresh_token_model
-from oauth2_provider.views.dynamic_client_registration import _issue_registration_token
 
 from approvals.models import ApprovalRequest, AuditEvent
 from authz.clients.registration import initial_access_token_create
@@ -249,95 +248,3 @@ def test_deregistration_does_not_wait_for_a_foreign_key_check_in_flight(approver
         with connection.cursor() as cursor:
             cursor.execute("SET lock_timeout = 0")
     assert not errors, errors
-
-
-# --- adversarial review of the deregistration -----------------------------------------------------------------------
-
-
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_a_registration_update_queued_behind_the_deletion_does_not_bring_the_registration_back():
-    """A PUT authenticated with the registration access token just before the DELETE committed waits for the
-    client's row lock, then found the client deleted: it must not rewrite the kept record (its name is how the audit
-    trail names the agent) nor issue a new registration access token that opens the endpoint again."""
-    registered = register()
-    application = agent_of(registered).application
-    thread, started, errors = held_open(lambda: actions.agent_deregister(application=application))
-    try:
-        assert started.wait(30)
-        update = {
-            "client_id": registered["client_id"],
-            "client_name": "Renamed after its deletion",
-            "grant_types": [CIBA, "refresh_token"],
-            "backchannel_token_delivery_mode": "poll",
-            "scope": "openid offline_access",
-        }
-        response = manage(registered, "put", update)
-    finally:
-        thread.join(30)
-    assert not errors, errors
-
-    assert response.status_code == 401, response.content
-    assert get_application_model().objects.get(pk=application.pk).name == "Expense bot"
-    assert not get_access_token_model().objects.filter(application=application).exists()
-
-
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_a_deletion_queued_behind_a_suspension_leaves_the_suspension_as_the_admin_made_it():
-    """The DELETE's "suspended agents may not delete their registration" check reads the row before taking its lock:
-    a suspension committing meanwhile must still be honoured (403), not overwritten (its actor and reason gone from
-    the agent's record, the agent deleted after all)."""
-    registered = register()
-    application = agent_of(registered).application
-    ciba = CibaClient.objects.get(application=application)
-    admin = factories.make_staff("ops", superuser=True)
-    thread, started, errors = held_open(
-        lambda: actions.agent_suspend(ciba=ciba, actor=admin, reason="Under investigation")
-    )
-    try:
-        assert started.wait(30)
-        response = manage(registered, "delete")
-    finally:
-        thread.join(30)
-    assert not errors, errors
-
-    assert response.status_code == 403, response.content
-    ciba.refresh_from_db()
-    assert ciba.deregistered_at is None
-    assert (ciba.suspended_by, ciba.suspension_reason) == (admin, "Under investigation")
-
-
-def test_a_registration_access_token_left_over_from_before_the_deletion_opens_nothing(registered):
-    """Such as one the race above issued on an earlier build: the registration endpoint asks the client, not only
-    whether the token exists."""
-    application = agent_of(registered).application
-    assert manage(registered, "delete").status_code == 204
-    leftover = {**registered, "registration_access_token": _issue_registration_token(application, None)}
-
-    for method, body in (("get", None), ("put", {"client_id": registered["client_id"], "client_name": "Back"})):
-        response = manage(leftover, method, body)
-        assert response.status_code == 401, response.content
-        assert response.json()["error"] == "invalid_token"
-    assert manage(leftover, "delete").status_code == 401
-    assert get_application_model().objects.get(pk=application.pk).name == "Expense bot"
-
-
-def test_a_token_exchange_cannot_name_a_deleted_client_as_its_audience(make_agent, approver, obtain_tokens):
-    """RFC 7592 §2.3: the deleted client_id is unknown, here too (RFC 8693 invalid_target for an unknown audience)."""
-    gone = register()
-    assert manage(gone, "delete").status_code == 204
-    agent = make_agent()
-    tokens = obtain_tokens(agent, approver.user)
-
-    response = agent.post(
-        "/oauth/token/",
-        {
-            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
-            "subject_token": tokens["access_token"],
-            "subject_token_type": "urn:ietf:params:oauth:token-type:access_token",
-            "audience": gone["client_id"],
-        },
-    )
-
-    assert_oauth_error(response, 400, "invalid_target")
