@@ -7,6 +7,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -164,6 +165,17 @@ class ApplicationAdmin(SafeLookupsMixin, SafeSelectionMixin, BaseApplicationAdmi
         if obj is not None and not self.has_change_permission(request, obj):
             exclude = (*exclude, "client_secret")
         return exclude
+
+    def save_model(self, request: Any, obj: Any, form: Any, change: bool) -> None:
+        if change:
+            # has_change_permission read the agent before this save: one that deleted its registration meanwhile
+            # (authz.review.actions.agent_deregister) must not get its settings, secret or keys written back. Locked
+            # in the order the deregistration takes its locks (the application first), inside the admin's
+            # transaction, so that it is either wholly before this save or seen here.
+            type(obj).objects.select_for_update(no_key=True).filter(pk=obj.pk).values_list("pk").first()
+            if CibaClient.objects.filter(application_id=obj.pk, deregistered_at__isnull=False).exists():
+                raise PermissionDenied("This agent deleted its registration; its record is read-only.")
+        super().save_model(request, obj, form, change)
 
     def save_related(self, request: Any, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)

@@ -34,7 +34,8 @@ Findings (each test below failed on the build as it was):
 - Then, attacking that: a registration update (PUT) authenticated just before the DELETE committed waited for the
   row lock and rewrote the kept record (the name the trail shows) with a fresh registration access token that
   reopened the endpoint; a DELETE queued behind a suspension overwrote who suspended the agent and why; token
-  exchange still accepted the deleted client_id as an audience.
+  exchange still accepted the deleted client_id as an audience; an administrator's change form saved while the
+  deletion committed wrote the kept record back.
 
 The other tests guard what held: XSS through agent names, binding messages and suspension reasons on every new page,
 CSV injection in the export, secrets absent from the API and the export, CSRF on the actions, the trail surviving an
@@ -50,9 +51,12 @@ from io import StringIO
 from typing import Any
 
 import pytest
+from django.contrib import admin
 from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.core.management import call_command
-from django.test import Client
+from django.db import transaction
+from django.test import Client, RequestFactory
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_application_model
 from oauth2_provider.views.dynamic_client_registration import _issue_registration_token
@@ -625,3 +629,29 @@ def test_a_token_exchange_cannot_name_a_deleted_client_as_its_audience(make_agen
     )
 
     assert_oauth_error(response, 400, "invalid_target")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_admin_save_queued_behind_the_deletion_writes_nothing_back():
+    """The admin's change form passed its permission check (the agent not yet deleted) and saves while the
+    deregistration commits: it must not write the kept record back (a new name, secret or keys)."""
+    registered = register()
+    on_the_form = agent_of(registered).application  # read before the deletion, as the form was
+    on_the_form.name = "Revived by a stale form"
+    root = factories.make_staff("root", superuser=True)
+    request = RequestFactory().post("/")
+    request.user = root
+    model_admin = admin.site._registry[type(on_the_form)]
+    deleting = get_application_model().objects.get(pk=on_the_form.pk)
+    thread, started, errors = held_open(lambda: actions.agent_deregister(application=deleting))
+    try:
+        assert started.wait(30)
+        with pytest.raises(PermissionDenied), transaction.atomic():
+            model_admin.save_model(request, on_the_form, None, True)
+    finally:
+        thread.join(30)
+    assert not errors, errors
+
+    assert get_application_model().objects.get(pk=on_the_form.pk).name == "Expense bot"
+    assert CibaClient.objects.get(application_id=on_the_form.pk).deregistered_at is not None
